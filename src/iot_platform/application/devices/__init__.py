@@ -1,0 +1,1 @@
+"""Device management use cases: the commands, their handler, and the registry's query port."""

@@ -1,0 +1,65 @@
+"""Commands: what a caller asks of the device registry, already parsed into value objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from iot_platform.domain.aggregate import EventContext
+from iot_platform.domain.devices import DeviceMetadata, Location, Protocol
+
+
+@dataclass(frozen=True)
+class RegisterDevice:
+    device_id: str
+    device_type: str
+    name: str | None = None
+    protocol: Protocol = Protocol.MQTT
+    tags: dict[str, str] = field(default_factory=dict)
+    location: Location | None = None
+    metadata: DeviceMetadata = field(default_factory=DeviceMetadata)
+    context: EventContext = EventContext()
+
+
+@dataclass(frozen=True)
+class UpdateDevice:
+    """``None`` leaves a field as it is; ``clear_location`` removes the location."""
+
+    device_id: str
+    name: str | None = None
+    tags: dict[str, str] | None = None
+    location: Location | None = None
+    clear_location: bool = False
+    metadata: DeviceMetadata | None = None
+    expected_version: int | None = None
+    context: EventContext = EventContext()
+
+
+@dataclass(frozen=True)
+class SuspendDevice:
+    device_id: str
+    reason: str | None = None
+    expected_version: int | None = None
+    context: EventContext = EventContext()
+
+
+@dataclass(frozen=True)
+class ResumeDevice:
+    device_id: str
+    expected_version: int | None = None
+    context: EventContext = EventContext()
+
+
+@dataclass(frozen=True)
+class DecommissionDevice:
+    device_id: str
+    reason: str | None = None
+    expected_version: int | None = None
+    context: EventContext = EventContext()
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    device_id: str
+    version: int
+    position: int | None
+    """Global position of the last event written; None when the command changed nothing."""

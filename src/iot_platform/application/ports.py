@@ -1,0 +1,72 @@
+"""Ports of the write side and the projection machinery.
+
+Adapters: ``SqlAlchemyEventStore`` (SQLite and PostgreSQL); the unit tests' in-memory fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from iot_platform.domain.aggregate import Snapshot
+from iot_platform.domain.events import DomainEvent
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """A domain event as stored: its place in its stream and in the global order."""
+
+    position: int
+    stream_type: str
+    aggregate_id: str
+    version: int
+    event: DomainEvent
+    recorded_at: datetime
+
+    @property
+    def stream_id(self) -> str:
+        return f"{self.stream_type}:{self.aggregate_id}"
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    version: int
+    first_position: int
+    last_position: int
+
+
+class EventStore(Protocol):
+    """An append-only log of streams with one global, gap-free order over all of them.
+
+    ``append`` writes a batch to one stream atomically, together with one outbox row per event
+    and, if given, a snapshot. It raises ``ConcurrencyError`` unless the stream is at
+    ``expected_version`` (0 = the stream must not exist). Positions are assigned in commit
+    order, so a reader that has seen position N will never later find an event below N.
+    """
+
+    async def append(
+        self,
+        stream_type: str,
+        aggregate_id: str,
+        events: Sequence[DomainEvent],
+        expected_version: int,
+        snapshot: Snapshot | None = None,
+    ) -> AppendResult: ...
+
+    async def read_stream(
+        self, stream_type: str, aggregate_id: str, after_version: int = 0
+    ) -> list[RecordedEvent]: ...
+
+    async def latest_snapshot(self, stream_type: str, aggregate_id: str) -> Snapshot | None: ...
+
+    async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]: ...
+
+    async def last_position(self) -> int: ...
+
+
+class ReadModelSync(Protocol):
+    """Lets a command's caller read its own write: wait until projections reach a position."""
+
+    async def wait_for(self, position: int, timeout: float) -> bool: ...

@@ -1,0 +1,53 @@
+"""Loads aggregates from their streams (snapshot + tail) and saves their pending events."""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+from iot_platform.application.errors import ConcurrencyError
+from iot_platform.application.ports import AppendResult, EventStore
+from iot_platform.domain.aggregate import Aggregate
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class EventSourcedRepository(Generic[A]):
+    def __init__(self, store: EventStore, aggregate_type: type[A], snapshot_every: int) -> None:
+        self._store = store
+        self._type = aggregate_type
+        self._snapshot_every = snapshot_every
+
+    async def load(self, aggregate_id: str) -> A:
+        """The aggregate at its current version; a blank one (version 0) if it has no stream."""
+        stream_type = self._type.stream_type
+        snapshot = await self._store.latest_snapshot(stream_type, aggregate_id)
+        if snapshot is not None and not self._type.accepts_snapshot(snapshot):
+            snapshot = None
+        after = snapshot.version if snapshot else 0
+        tail = await self._store.read_stream(stream_type, aggregate_id, after_version=after)
+        return self._type.rehydrate(aggregate_id, (r.event for r in tail), snapshot)
+
+    async def save(self, aggregate: A, expected_version: int | None = None) -> AppendResult | None:
+        """Appends what the aggregate decided; ``expected_version`` is a client's If-Match.
+
+        Returns None when the command decided nothing (an update that changed nothing).
+        """
+        pending = aggregate.pending_events
+        loaded_version = aggregate.version - len(pending)
+        if expected_version is not None and expected_version != loaded_version:
+            raise ConcurrencyError(
+                f"{self._type.stream_type}:{aggregate.id}", expected_version, loaded_version
+            )
+        if not pending:
+            return None
+        every = self._snapshot_every
+        crossed = every > 0 and aggregate.version // every > loaded_version // every
+        result = await self._store.append(
+            self._type.stream_type,
+            aggregate.id,
+            pending,
+            expected_version=loaded_version,
+            snapshot=aggregate.snapshot() if crossed else None,
+        )
+        aggregate.mark_committed()
+        return result

@@ -1,0 +1,254 @@
+"""Typed settings: config.yaml, overridden by environment variables.
+
+Precedence, highest first: ``IOT_<SECTION>__<KEY>`` variables, the conventional variable names
+(DEVICE_DB_URL, TIMESERIES_DB_URL, MQTT_BROKER_URL, KAFKA_BROKERS, DEVICE_CA_CERT_PATH,
+DEVICE_CA_KEY_PATH), the YAML file, then the defaults below. The defaults are the embedded,
+nothing-installed setup and match config.yaml (a unit test holds them together).
+This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONVENTIONAL_ENV: dict[str, tuple[str, str]] = {
+    "DEVICE_DB_URL": ("eventstore", "url"),
+    "TIMESERIES_DB_URL": ("timeseries", "url"),
+    "MQTT_BROKER_URL": ("mqtt", "broker_url"),
+    "KAFKA_BROKERS": ("streaming", "brokers"),
+    "DEVICE_CA_CERT_PATH": ("security", "ca_cert_path"),
+    "DEVICE_CA_KEY_PATH": ("security", "ca_key_path"),
+}
+
+
+class Section(BaseModel):
+    # A misspelt key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    read_your_writes_timeout_seconds: float = Field(5.0, ge=0)
+    max_page_size: int = Field(1000, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class EventStoreSettings(Section):
+    url: str = "sqlite:///./data/iot-platform.db"
+    snapshot_every: int = Field(100, ge=0, description="0 disables snapshots")
+    pool_size: int = Field(10, ge=1)
+    projection_batch_size: int = Field(500, ge=1)
+    projection_poll_interval_seconds: float = Field(0.5, gt=0)
+    migrate_on_start: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+
+class MqttSettings(Section):
+    embedded_broker: bool = True
+    broker_url: str = "mqtt://127.0.0.1:1883"
+    qos_level: int = Field(1, ge=0, le=2)
+    keep_alive: int = Field(60, ge=1)
+    client_id: str = "iot-platform"
+    shared_subscription_group: str = "iot-platform"
+
+
+class CoapSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(5683, ge=1, le=65535)
+    allow_unauthenticated: bool = True
+
+
+class LorawanSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(1700, ge=1, le=65535)
+
+
+class TimeseriesSettings(Section):
+    backend: Literal["embedded", "influxdb"] = "embedded"
+    url: str = "sqlite:///./data/timeseries.db"
+    bucket: str = "sensor_data"
+    org: str = "iot-platform"
+    token: SecretStr = SecretStr("")
+    retention_days: int = Field(30, ge=1)
+
+
+class KafkaTopics(Section):
+    sensor_data: str = "sensor-readings"
+    alerts: str = "iot-alerts"
+    commands: str = "device-commands"
+    domain_events: str = "iot-domain-events"
+    dead_letter: str = "iot-dead-letter"
+
+
+class StreamingSettings(Section):
+    backend: Literal["inprocess", "kafka"] = "inprocess"
+    brokers: list[str] = ["127.0.0.1:9092"]
+    topics: KafkaTopics = KafkaTopics()
+
+    @field_validator("brokers", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [b.strip() for b in value.split(",") if b.strip()]
+        return value
+
+
+class SecuritySettings(Section):
+    certificate_authority: Literal["internal", "imported"] = "internal"
+    ca_cert_path: str = "./data/pki/ca.crt"
+    ca_key_path: str = "./data/pki/ca.key"
+    ca_key_passphrase: SecretStr = SecretStr("")
+    device_cert_validity_days: int = Field(365, ge=1)
+    mutual_tls_required: bool = False
+    encryption_key: SecretStr = SecretStr("")
+
+
+class FirmwareSettings(Section):
+    store_path: str = "./firmware_store"
+    max_image_mb: int = Field(64, ge=1)
+    default_wave_size: int = Field(100, ge=1)
+
+
+class AnalyticsSettings(Section):
+    anomaly_detection: bool = True
+    zscore_threshold: float = Field(3.0, gt=0)
+    real_time_processing: bool = True
+
+
+class EdgeSettings(Section):
+    gateway_enabled: bool = False
+    local_storage_days: int = Field(7, ge=1)
+    sync_interval_minutes: int = Field(5, ge=1)
+    offline_processing: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IOT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    api: ApiSettings = ApiSettings()
+    eventstore: EventStoreSettings = EventStoreSettings()
+    mqtt: MqttSettings = MqttSettings()
+    coap: CoapSettings = CoapSettings()
+    lorawan: LorawanSettings = LorawanSettings()
+    timeseries: TimeseriesSettings = TimeseriesSettings()
+    streaming: StreamingSettings = StreamingSettings()
+    security: SecuritySettings = SecuritySettings()
+    firmware: FirmwareSettings = FirmwareSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
+    edge: EdgeSettings = EdgeSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init_settings carries the YAML file (see load_settings), so it ranks below both
+        # kinds of environment variable.
+        return env_settings, _ConventionalEnvSource(settings_cls), init_settings
+
+
+class _ConventionalEnvSource(PydanticBaseSettingsSource):
+    """The variable names operators already use for these services (see DESIGN.md)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None):
+        super().__init__(settings_cls)
+        self._environ = os.environ if environ is None else environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, dict[str, Any]] = {}
+        for name, (section, key) in CONVENTIONAL_ENV.items():
+            if name in self._environ:
+                values.setdefault(section, {})[key] = self._environ[name]
+        return values
+
+
+class ConfigError(Exception):
+    """A bad setting; ``str()`` is the one line printed before start-up stops."""
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def default_config_path() -> Path | None:
+    explicit = os.environ.get("IOT_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path("config.yaml")
+    return local if local.exists() else None
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Reads ``path`` (or $IOT_CONFIG, or ./config.yaml) and the environment.
+
+    ``overrides`` (nested dicts by section) rank above the file but below the environment; the
+    CLI uses them for flags such as ``--port``.
+    """
+    path = path or default_config_path()
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"config file {path}: {exc}".splitlines()[0]) from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: must be a mapping of sections")
+        data = loaded
+    data = _deep_merge(data, overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+# A rejected secret is named, never echoed.
+_SECRET_WORDS = ("token", "passphrase", "password", "key", "secret")
+
+
+def _one_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "is not a known setting"
+    elif (
+        "input" in first
+        and not isinstance(first["input"], dict)
+        and not any(word in key for word in _SECRET_WORDS)
+    ):
+        message = f"{message} (got {first['input']!r})"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"bad config value {key}: {message}{more}"
+

@@ -1,0 +1,1 @@
+"""The platform's model: aggregates, value objects, domain events and errors. No I/O here."""

@@ -1,0 +1,267 @@
+"""The Device aggregate and its lifecycle.
+
+registered -> provisioned -> active <-> suspended -> decommissioned. A registered or provisioned
+device becomes active when it is first heard from. Suspension is allowed from any live state
+(a device can be lost before it ever reports) and resuming returns it to the state it was
+suspended from. Decommissioned is final: the history stays, nothing else happens.
+"""
+
+from __future__ import annotations
+
+from functools import singledispatchmethod
+from typing import Any, ClassVar
+
+from iot_platform.domain.aggregate import Aggregate, EventContext
+from iot_platform.domain.devices.events import (
+    DeviceActivated,
+    DeviceDecommissioned,
+    DeviceLocationChanged,
+    DeviceMetadataChanged,
+    DeviceProvisioned,
+    DeviceRegistered,
+    DeviceRenamed,
+    DeviceResumed,
+    DeviceSuspended,
+    DeviceTagsChanged,
+)
+from iot_platform.domain.devices.values import (
+    DeviceMetadata,
+    DeviceStatus,
+    Location,
+    Protocol,
+    validate_device_id,
+    validate_tags,
+)
+from iot_platform.domain.errors import AlreadyExists, InvalidTransition, InvalidValue
+from iot_platform.domain.events import DomainEvent
+
+_MAX_NAME = 200
+_MAX_TYPE = 100
+
+
+def _check_text(value: str, name: str, limit: int) -> str:
+    value = value.strip()
+    if not value or len(value) > limit:
+        raise InvalidValue(f"{name} must be 1-{limit} characters", field=name)
+    return value
+
+
+class Device(Aggregate):
+    stream_type: ClassVar[str] = "device"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.status: DeviceStatus | None = None
+        self.name = ""
+        self.device_type = ""
+        self.protocol = Protocol.MQTT
+        self.tags: dict[str, str] = {}
+        self.location: Location | None = None
+        self.metadata = DeviceMetadata()
+        self.suspended_from: DeviceStatus | None = None
+        self.credential_fingerprint: str | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.status is not None
+
+    # -- commands -----------------------------------------------------------------------
+    def register(
+        self,
+        *,
+        name: str | None,
+        device_type: str,
+        protocol: Protocol = Protocol.MQTT,
+        tags: dict[str, str] | None = None,
+        location: Location | None = None,
+        metadata: DeviceMetadata | None = None,
+        context: EventContext = EventContext(),
+    ) -> None:
+        if self.exists:
+            raise AlreadyExists(f"device {self.id!r} is already registered", field="device_id")
+        validate_device_id(self.id)
+        self._trigger(
+            DeviceRegistered(
+                **self._meta(context),
+                name=_check_text(name or self.id, "name", _MAX_NAME),
+                device_type=_check_text(device_type, "device_type", _MAX_TYPE),
+                protocol=Protocol(protocol),
+                tags=validate_tags(tags or {}),
+                location=location,
+                metadata=metadata or DeviceMetadata(),
+            )
+        )
+
+    def provision(
+        self,
+        *,
+        credential_type: str,
+        credential_fingerprint: str | None = None,
+        context: EventContext = EventContext(),
+    ) -> None:
+        self._require_live("provision")
+        if self.status is DeviceStatus.SUSPENDED:
+            raise InvalidTransition(f"device {self.id!r} is suspended; resume it first")
+        self._trigger(
+            DeviceProvisioned(
+                **self._meta(context),
+                credential_type=credential_type,
+                credential_fingerprint=credential_fingerprint,
+            )
+        )
+
+    def ensure_accepts_telemetry(self) -> None:
+        """Readings from a suspended or decommissioned device are refused, not stored."""
+        self._require_live("accept telemetry from")
+        if self.status is DeviceStatus.SUSPENDED:
+            raise InvalidTransition(f"device {self.id!r} is suspended")
+
+    def activate(self, context: EventContext = EventContext()) -> None:
+        """The first accepted reading makes a registered or provisioned device active."""
+        self.ensure_accepts_telemetry()
+        if self.status is not DeviceStatus.ACTIVE:
+            self._trigger(DeviceActivated(**self._meta(context)))
+
+    def suspend(self, reason: str | None = None, context: EventContext = EventContext()) -> None:
+        self._require_live("suspend")
+        if self.status is DeviceStatus.SUSPENDED:
+            raise InvalidTransition(f"device {self.id!r} is already suspended")
+        assert self.status is not None
+        self._trigger(
+            DeviceSuspended(**self._meta(context), reason=reason, previous_status=self.status)
+        )
+
+    def resume(self, context: EventContext = EventContext()) -> None:
+        self._require_live("resume")
+        if self.status is not DeviceStatus.SUSPENDED:
+            raise InvalidTransition(f"device {self.id!r} is not suspended (it is {self.status})")
+        self._trigger(
+            DeviceResumed(
+                **self._meta(context), resumed_status=self.suspended_from or DeviceStatus.ACTIVE
+            )
+        )
+
+    def decommission(self, reason: str | None = None, context: EventContext = EventContext()) -> None:
+        self._require_live("decommission")
+        self._trigger(DeviceDecommissioned(**self._meta(context), reason=reason))
+
+    def update(
+        self,
+        *,
+        name: str | None = None,
+        tags: dict[str, str] | None = None,
+        location: Location | None = None,
+        clear_location: bool = False,
+        metadata: DeviceMetadata | None = None,
+        context: EventContext = EventContext(),
+    ) -> None:
+        """Changes only what differs; an update that changes nothing records nothing."""
+        self._require_live("update")
+        meta = self._meta(context)
+        if name is not None:
+            name = _check_text(name, "name", _MAX_NAME)
+            if name != self.name:
+                self._trigger(DeviceRenamed(**meta, name=name))
+        if tags is not None:
+            tags = validate_tags(tags)
+            if tags != self.tags:
+                self._trigger(DeviceTagsChanged(**meta, tags=tags))
+        if clear_location and self.location is not None:
+            self._trigger(DeviceLocationChanged(**meta, location=None))
+        elif location is not None and location != self.location:
+            self._trigger(DeviceLocationChanged(**meta, location=location))
+        if metadata is not None and metadata != self.metadata:
+            self._trigger(DeviceMetadataChanged(**meta, metadata=metadata))
+
+    def _require_live(self, action: str) -> None:
+        if not self.exists:
+            raise InvalidTransition(f"device {self.id!r} is not registered")
+        if self.status is DeviceStatus.DECOMMISSIONED:
+            raise InvalidTransition(f"cannot {action} device {self.id!r}: it is decommissioned")
+
+    def _meta(self, context: EventContext) -> dict[str, Any]:
+        meta: dict[str, Any] = {"aggregate_id": self.id, "actor": context.actor}
+        if context.correlation_id:
+            meta["correlation_id"] = context.correlation_id
+        return meta
+
+    # -- state changes: only here -------------------------------------------------------
+    @singledispatchmethod
+    def _apply(self, event: DomainEvent) -> None:
+        raise TypeError(f"Device cannot apply {type(event).__name__}")
+
+    @_apply.register
+    def _(self, event: DeviceRegistered) -> None:
+        self.status = DeviceStatus.REGISTERED
+        self.name = event.name
+        self.device_type = event.device_type
+        self.protocol = event.protocol
+        self.tags = dict(event.tags)
+        self.location = event.location
+        self.metadata = event.metadata
+
+    @_apply.register
+    def _(self, event: DeviceProvisioned) -> None:
+        self.status = DeviceStatus.PROVISIONED
+        self.credential_fingerprint = event.credential_fingerprint
+
+    @_apply.register
+    def _(self, event: DeviceActivated) -> None:
+        self.status = DeviceStatus.ACTIVE
+
+    @_apply.register
+    def _(self, event: DeviceSuspended) -> None:
+        self.suspended_from = event.previous_status
+        self.status = DeviceStatus.SUSPENDED
+
+    @_apply.register
+    def _(self, event: DeviceResumed) -> None:
+        self.status = event.resumed_status
+        self.suspended_from = None
+
+    @_apply.register
+    def _(self, event: DeviceDecommissioned) -> None:
+        self.status = DeviceStatus.DECOMMISSIONED
+
+    @_apply.register
+    def _(self, event: DeviceRenamed) -> None:
+        self.name = event.name
+
+    @_apply.register
+    def _(self, event: DeviceTagsChanged) -> None:
+        self.tags = dict(event.tags)
+
+    @_apply.register
+    def _(self, event: DeviceLocationChanged) -> None:
+        self.location = event.location
+
+    @_apply.register
+    def _(self, event: DeviceMetadataChanged) -> None:
+        self.metadata = event.metadata
+
+    # -- snapshots ----------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value if self.status else None,
+            "name": self.name,
+            "device_type": self.device_type,
+            "protocol": self.protocol.value,
+            "tags": dict(self.tags),
+            "location": self.location.as_dict() if self.location else None,
+            "metadata": self.metadata.as_dict(),
+            "suspended_from": self.suspended_from.value if self.suspended_from else None,
+            "credential_fingerprint": self.credential_fingerprint,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.status = DeviceStatus(state["status"]) if state["status"] else None
+        self.name = state["name"]
+        self.device_type = state["device_type"]
+        self.protocol = Protocol(state["protocol"])
+        self.tags = dict(state["tags"])
+        self.location = Location.from_dict(state["location"]) if state["location"] else None
+        self.metadata = DeviceMetadata.from_dict(state["metadata"])
+        self.suspended_from = (
+            DeviceStatus(state["suspended_from"]) if state["suspended_from"] else None
+        )
+        self.credential_fingerprint = state["credential_fingerprint"]

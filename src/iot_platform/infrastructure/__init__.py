@@ -1,0 +1,1 @@
+"""Adapters: each implements an application port with one technology."""

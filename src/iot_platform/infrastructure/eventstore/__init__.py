@@ -1,0 +1,1 @@
+"""The event store adapter and the event (de)serialization it uses."""

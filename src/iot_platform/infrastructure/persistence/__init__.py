@@ -1,0 +1,1 @@
+"""SQL persistence shared by the event store and the read models: engines, schema, migrations."""

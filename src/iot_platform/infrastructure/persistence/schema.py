@@ -1,0 +1,145 @@
+"""Tables, as SQLAlchemy Core metadata. The domain never sees these; adapters map to and fro.
+
+The Alembic migrations create exactly this schema (a test compares them).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Always timezone-aware UTC in Python, whatever the backend keeps (SQLite keeps text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+# -- the write side ---------------------------------------------------------------------------
+
+# One row whose counter hands out global positions. Updating it takes a row lock (the write
+# lock on SQLite) that is held to commit, so positions are gap-free and visible in order.
+position_counter = Table(
+    "event_position_counter",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("last_position", BigInteger, nullable=False),
+)
+
+streams = Table(
+    "event_streams",
+    metadata,
+    Column("stream_id", String(300), primary_key=True),
+    Column("stream_type", String(50), nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("stream_id", String(300), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("schema_version", SmallInteger, nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("correlation_id", String(64), nullable=False),
+    Column("data", Text, nullable=False),
+    UniqueConstraint("stream_id", "version", name="uq_events_stream_version"),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("stream_id", String(300), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("schema_version", SmallInteger, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("taken_at", UtcDateTime, nullable=False),
+)
+
+# Written in the same transaction as the events; the Kafka relay publishes and marks them.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("published_at", UtcDateTime, nullable=True),
+)
+Index("ix_outbox_unpublished", outbox.c.position, sqlite_where=outbox.c.published_at.is_(None),
+      postgresql_where=outbox.c.published_at.is_(None))
+
+# -- the read side ----------------------------------------------------------------------------
+
+projection_checkpoints = Table(
+    "projection_checkpoints",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+rm_devices = Table(
+    "rm_devices",
+    metadata,
+    Column("device_id", String(128), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("device_type", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("protocol", String(10), nullable=False),
+    Column("latitude", Float, nullable=True),
+    Column("longitude", Float, nullable=True),
+    Column("altitude", Float, nullable=True),
+    Column("address", Text, nullable=True),
+    Column("tags", Text, nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("registered_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=True),
+)
+Index("ix_rm_devices_type", rm_devices.c.device_type, rm_devices.c.device_id)
+Index("ix_rm_devices_status", rm_devices.c.status, rm_devices.c.device_id)
+Index("ix_rm_devices_lat", rm_devices.c.latitude)
+Index("ix_rm_devices_last_seen", rm_devices.c.last_seen)
+
+rm_device_tags = Table(
+    "rm_device_tags",
+    metadata,
+    Column("device_id", String(128), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+Index("ix_rm_device_tags_kv", rm_device_tags.c.key, rm_device_tags.c.value, rm_device_tags.c.device_id)

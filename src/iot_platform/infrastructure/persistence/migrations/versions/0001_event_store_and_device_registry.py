@@ -96,12 +96,16 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("registered_at", UtcDateTime, nullable=False),
         sa.Column("updated_at", UtcDateTime, nullable=False),
-        sa.Column("last_seen", UtcDateTime, nullable=True),
     )
     op.create_index("ix_rm_devices_type", "rm_devices", ["device_type", "device_id"])
     op.create_index("ix_rm_devices_status", "rm_devices", ["status", "device_id"])
     op.create_index("ix_rm_devices_lat", "rm_devices", ["latitude"])
-    op.create_index("ix_rm_devices_last_seen", "rm_devices", ["last_seen"])
+    op.create_table(
+        "device_presence",
+        sa.Column("device_id", sa.String(128), primary_key=True),
+        sa.Column("last_seen", UtcDateTime, nullable=False),
+    )
+    op.create_index("ix_device_presence_last_seen", "device_presence", ["last_seen"])
     op.create_table(
         "rm_device_tags",
         sa.Column("device_id", sa.String(128), primary_key=True),
@@ -117,6 +121,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS haversine_km")
     for table in (
+        "device_presence",
         "rm_device_tags",
         "rm_devices",
         "projection_checkpoints",

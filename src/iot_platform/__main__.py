@@ -1,0 +1,3 @@
+from iot_platform.presentation.cli.main import cli
+
+cli()

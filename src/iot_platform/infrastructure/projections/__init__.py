@@ -1,0 +1,1 @@
+"""Checkpointed subscribers that keep SQL read models in step with the event store."""

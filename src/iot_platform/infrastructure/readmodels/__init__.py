@@ -1,0 +1,1 @@
+"""SQL read models: their projections (event -> rows) and their queries (rows -> views)."""

@@ -1,0 +1,171 @@
+"""The ``iot-platform`` command line: serve, database migrations, projections."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from iot_platform.config import ConfigError, Settings, load_settings
+
+T = TypeVar("T")
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    try:
+        return load_settings(ctx.obj["config"], **overrides)
+    except ConfigError as exc:
+        click.echo(f"iot-platform: {exc}", err=True)
+        sys.exit(2)
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(main())  # type: ignore[arg-type]
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="IOT_CONFIG",
+    help="config.yaml to read (default: ./config.yaml if present).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """iot-platform: an event-sourced IoT device platform."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config_path
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@cli.command()
+@click.option("--host", help="Override api.host.")
+@click.option("--port", type=int, help="Override api.port.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the platform: REST API, projections and (later) protocol listeners."""
+    import uvicorn
+
+    from iot_platform.presentation.rest.app import create_app
+
+    api: dict[str, Any] = {}
+    if host:
+        api["host"] = host
+    if port:
+        api["port"] = port
+    settings = _settings(ctx, **({"api": api} if api else {}))
+    logging.getLogger().setLevel(settings.api.log_level.upper())
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level=settings.api.log_level,
+        lifespan="on",
+    )
+
+
+@cli.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    from iot_platform.infrastructure.persistence import migrate
+    from iot_platform.infrastructure.persistence.database import create_engine
+
+    settings = _settings(ctx)
+
+    async def main() -> str | None:
+        engine = create_engine(settings.eventstore.url)
+        try:
+            await migrate.upgrade(engine, revision)
+            return await migrate.current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    click.echo(f"database at revision {_run(main)}")
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """Print the database's migration revision."""
+    from iot_platform.infrastructure.persistence import migrate
+    from iot_platform.infrastructure.persistence.database import create_engine
+
+    settings = _settings(ctx)
+
+    async def main() -> str | None:
+        engine = create_engine(settings.eventstore.url)
+        try:
+            return await migrate.current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    click.echo(f"{_run(main) or 'empty'} (head is {migrate.head_revision()})")
+
+
+@cli.group()
+def projections() -> None:
+    """Read models built from the event store."""
+
+
+@projections.command("rebuild")
+@click.option("--name", "names", multiple=True, help="Only this projection (repeatable).")
+@click.pass_context
+def projections_rebuild(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Drop the read models and rebuild them from every stored event."""
+    from iot_platform.bootstrap import build_platform
+
+    settings = _settings(ctx)
+
+    async def main() -> int:
+        platform = build_platform(settings)
+        try:
+            await platform.start(run_projections=False)
+            return await platform.projections.rebuild(names or None)
+        finally:
+            await platform.stop()
+
+    click.echo(f"rebuilt from {_run(main)} events")
+
+
+@projections.command("status")
+@click.pass_context
+def projections_status(ctx: click.Context) -> None:
+    """Each projection's checkpoint against the event store's last position."""
+    from iot_platform.bootstrap import build_platform
+
+    settings = _settings(ctx)
+
+    async def main() -> list[str]:
+        platform = build_platform(settings)
+        try:
+            await platform.start(run_projections=False)
+            last = await platform.store.last_position()
+            lines = [f"event store at position {last}"]
+            for name in platform.projections.names:
+                at = await platform.projections.checkpoint(name)
+                lines.append(f"{name}: {at} ({last - at} behind)")
+            return lines
+        finally:
+            await platform.stop()
+
+    for line in _run(main):
+        click.echo(line)
+
+
+if __name__ == "__main__":
+    cli()

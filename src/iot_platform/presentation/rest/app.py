@@ -1,0 +1,67 @@
+"""The FastAPI application: routers under /api, one error shape, correlation ids, metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from uuid import uuid4
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+
+from iot_platform.bootstrap import Platform, build_platform
+from iot_platform.config import Settings
+from iot_platform.presentation.rest.errors import install_error_handlers
+from iot_platform.presentation.rest.routers import devices, ops
+
+
+def create_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
+    """``platform`` may be passed by tests that built their own; otherwise built here."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        built = platform or build_platform(settings)
+        await built.start()
+        app.state.platform = built
+        try:
+            yield
+        finally:
+            await built.stop()
+
+    app = FastAPI(
+        title="iot-platform",
+        version="0.1.0",
+        summary="Device registry, telemetry, rules, commands and OTA firmware for IoT fleets.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for prefix in ("/api", ""):
+        app.include_router(ops.router, prefix=prefix, include_in_schema=prefix == "/api")
+    app.include_router(devices.router, prefix="/api")
+
+    registry = CollectorRegistry()
+    requests = Counter(
+        "iot_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
+    )
+    latency = Histogram(
+        "iot_http_request_seconds", "HTTP request latency", ["method", "route"], registry=registry
+    )
+    app.mount("/metrics", make_asgi_app(registry))
+    app.mount("/api/metrics", make_asgi_app(registry))
+
+    @app.middleware("http")
+    async def correlate_and_measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request.state.correlation_id = request.headers.get("X-Correlation-ID") or uuid4().hex
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        requests.labels(request.method, path, str(response.status_code)).inc()
+        latency.labels(request.method, path).observe(time.perf_counter() - started)
+        response.headers["X-Correlation-ID"] = request.state.correlation_id
+        return response
+
+    return app

@@ -1,0 +1,269 @@
+"""Device management routes. Each parses, calls one use case or query, and shapes the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from iot_platform.application.devices.commands import (
+    CommandResult,
+    DecommissionDevice,
+    RegisterDevice,
+    ResumeDevice,
+    SuspendDevice,
+    UpdateDevice,
+)
+from iot_platform.application.devices.queries import DeviceSearch, Near, device_history
+from iot_platform.application.errors import NotFound
+from iot_platform.domain.devices import DeviceMetadata, DeviceStatus, Location
+from iot_platform.presentation.rest.dependencies import IfMatchDep, PlatformDep, event_context
+from iot_platform.presentation.rest.errors import FieldError
+from iot_platform.presentation.rest.schemas.devices import (
+    DeviceCreate,
+    DeviceHistory,
+    DeviceList,
+    DevicePublic,
+    DeviceUpdate,
+    HistoryEvent,
+    LocationIn,
+    StateChange,
+)
+from iot_platform.presentation.rest.security import Principal, require
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+Reader = Annotated[Principal, Depends(require("devices:read"))]
+Writer = Annotated[Principal, Depends(require("devices:write"))]
+
+_BASE_EVENT_FIELDS = {"aggregate_id", "occurred_at", "actor", "correlation_id"}
+
+
+def _location(body: LocationIn | None) -> Location | None:
+    return Location(**body.model_dump()) if body is not None else None
+
+
+def _expected(header: int | None, body: int | None) -> int | None:
+    if header is not None and body is not None and header != body:
+        raise FieldError("expected_version", "differs from the If-Match header")
+    return header if header is not None else body
+
+
+async def _answer(platform: PlatformDep, result: CommandResult, response: Response) -> DevicePublic:
+    view = await platform.registry.get(result.device_id)
+    if view is None:
+        raise NotFound(f"device {result.device_id!r} is not registered")
+    response.headers["ETag"] = f'"{view.version}"'
+    return DevicePublic.of(view)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DevicePublic)
+async def register_device(
+    body: DeviceCreate, request: Request, response: Response, platform: PlatformDep, who: Writer
+) -> DevicePublic | JSONResponse:
+    result = await platform.devices.register(
+        RegisterDevice(
+            device_id=body.device_id,
+            device_type=body.device_type,
+            name=body.name,
+            protocol=body.protocol,
+            tags=body.tags,
+            location=_location(body.location),
+            metadata=DeviceMetadata.from_dict(body.metadata),
+            context=event_context(request, who),
+        )
+    )
+    response.headers["Location"] = f"/api/devices/{result.device_id}"
+    view = await platform.registry.get(result.device_id)
+    if view is None:  # the read model lags beyond the configured wait; the write stands
+        return JSONResponse(
+            status_code=status.HTTP_202_ACCEPTED,
+            content={"device_id": result.device_id, "version": result.version},
+            headers={"Location": response.headers["Location"]},
+        )
+    response.headers["ETag"] = f'"{view.version}"'
+    return DevicePublic.of(view)
+
+
+def _near(near: str | None, radius_km: float | None) -> Near | None:
+    if near is None:
+        if radius_km is not None:
+            raise FieldError("radius_km", "needs near=lat,lon")
+        return None
+    try:
+        lat_text, lon_text = near.split(",")
+        lat, lon = float(lat_text), float(lon_text)
+    except ValueError:
+        raise FieldError("near", "must be 'latitude,longitude', e.g. near=37.77,-122.42") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise FieldError("near", "latitude must be within ±90 and longitude within ±180")
+    if radius_km is None:
+        raise FieldError("radius_km", "is required with near")
+    return Near(lat, lon, radius_km)
+
+
+def _tags(tag: list[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for item in tag:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise FieldError("tag", f"{item!r} must be key:value")
+        tags[key] = value
+    return tags
+
+
+@router.get("", response_model=DeviceList)
+async def search_devices(
+    platform: PlatformDep,
+    _: Reader,
+    device_type: str | None = None,
+    status_: Annotated[DeviceStatus | None, Query(alias="status")] = None,
+    tag: Annotated[list[str], Query(description="key:value; repeat for several")] = [],  # noqa: B006
+    near: Annotated[str | None, Query(description="lat,lon")] = None,
+    radius_km: Annotated[float | None, Query(gt=0, le=20_038)] = None,
+    active_within: Annotated[float | None, Query(gt=0, description="minutes")] = None,
+    include_decommissioned: bool = False,
+    limit: Annotated[int, Query(ge=1)] = 50,
+    cursor: str | None = None,
+) -> DeviceList:
+    if limit > platform.settings.api.max_page_size:
+        raise FieldError("limit", f"must be at most {platform.settings.api.max_page_size}")
+    page = await platform.registry.search(
+        DeviceSearch(
+            device_type=device_type,
+            status=status_,
+            tags=_tags(tag),
+            near=_near(near, radius_km),
+            active_within_minutes=active_within,
+            include_decommissioned=include_decommissioned,
+            limit=limit,
+            cursor=cursor,
+        )
+    )
+    return DeviceList(items=[DevicePublic.of(v) for v in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{device_id}", response_model=DevicePublic)
+async def get_device(
+    device_id: str, response: Response, platform: PlatformDep, _: Reader
+) -> DevicePublic:
+    view = await platform.registry.get(device_id)
+    if view is None:
+        raise NotFound(f"device {device_id!r} is not registered")
+    response.headers["ETag"] = f'"{view.version}"'
+    return DevicePublic.of(view)
+
+
+@router.patch("/{device_id}", response_model=DevicePublic)
+async def update_device(
+    device_id: str,
+    body: DeviceUpdate,
+    request: Request,
+    response: Response,
+    platform: PlatformDep,
+    who: Writer,
+    if_match: IfMatchDep,
+) -> DevicePublic:
+    given = body.model_fields_set
+    result = await platform.devices.update(
+        UpdateDevice(
+            device_id=device_id,
+            name=body.name,
+            tags=body.tags,
+            location=_location(body.location),
+            clear_location="location" in given and body.location is None,
+            metadata=DeviceMetadata.from_dict(body.metadata) if body.metadata is not None else None,
+            expected_version=_expected(if_match, body.expected_version),
+            context=event_context(request, who),
+        )
+    )
+    return await _answer(platform, result, response)
+
+
+@router.post("/{device_id}/suspend", response_model=DevicePublic)
+async def suspend_device(
+    device_id: str,
+    request: Request,
+    response: Response,
+    platform: PlatformDep,
+    who: Writer,
+    if_match: IfMatchDep,
+    body: StateChange | None = None,
+) -> DevicePublic:
+    body = body or StateChange()
+    result = await platform.devices.suspend(
+        SuspendDevice(
+            device_id,
+            reason=body.reason,
+            expected_version=_expected(if_match, body.expected_version),
+            context=event_context(request, who),
+        )
+    )
+    return await _answer(platform, result, response)
+
+
+@router.post("/{device_id}/resume", response_model=DevicePublic)
+async def resume_device(
+    device_id: str,
+    request: Request,
+    response: Response,
+    platform: PlatformDep,
+    who: Writer,
+    if_match: IfMatchDep,
+    body: StateChange | None = None,
+) -> DevicePublic:
+    body = body or StateChange()
+    result = await platform.devices.resume(
+        ResumeDevice(
+            device_id,
+            expected_version=_expected(if_match, body.expected_version),
+            context=event_context(request, who),
+        )
+    )
+    return await _answer(platform, result, response)
+
+
+@router.delete("/{device_id}", response_model=DevicePublic)
+async def decommission_device(
+    device_id: str,
+    request: Request,
+    response: Response,
+    platform: PlatformDep,
+    who: Writer,
+    if_match: IfMatchDep,
+    reason: Annotated[str | None, Query(max_length=500)] = None,
+) -> DevicePublic:
+    """Decommissions the device. Its history and registry entry stay; it accepts nothing more."""
+    result = await platform.devices.decommission(
+        DecommissionDevice(
+            device_id, reason=reason, expected_version=if_match, context=event_context(request, who)
+        )
+    )
+    return await _answer(platform, result, response)
+
+
+@router.get("/{device_id}/history", response_model=DeviceHistory)
+async def get_device_history(device_id: str, platform: PlatformDep, _: Reader) -> DeviceHistory:
+    history = await device_history(platform.store, device_id)
+    return DeviceHistory(
+        device_id=device_id,
+        events=[
+            HistoryEvent(
+                position=r.position,
+                version=r.version,
+                event_type=r.event.event_type(),
+                schema_version=r.event.schema_version,
+                occurred_at=r.event.occurred_at,
+                recorded_at=r.recorded_at,
+                actor=r.event.actor,
+                correlation_id=r.event.correlation_id,
+                data={
+                    k: v
+                    for k, v in platform.serializer.to_jsonable(r.event).items()
+                    if k not in _BASE_EVENT_FIELDS
+                },
+            )
+            for r in history
+        ],
+    )

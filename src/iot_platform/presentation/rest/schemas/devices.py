@@ -1,0 +1,106 @@
+"""Request and response bodies of the device routes; separate from the domain and read model."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from iot_platform.application.devices.queries import DeviceView
+from iot_platform.domain.devices import DeviceStatus, Protocol
+
+
+class LocationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    latitude: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    longitude: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    altitude: float | None = Field(None, ge=-11_000, le=100_000, allow_inf_nan=False)
+    address: str | None = Field(None, max_length=500)
+
+
+class DeviceCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "device_id": "sensor-001",
+                "device_type": "temperature_humidity",
+                "location": {"latitude": 37.7749, "longitude": -122.4194},
+                "metadata": {"manufacturer": "ACME Sensors", "model": "TH-2000"},
+            }
+        },
+    )
+
+    device_id: str = Field(min_length=1, max_length=128)
+    device_type: str = Field(min_length=1, max_length=100)
+    name: str | None = Field(None, min_length=1, max_length=200)
+    protocol: Protocol = Protocol.MQTT
+    tags: dict[str, str] = Field(default_factory=dict)
+    location: LocationIn | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeviceUpdate(BaseModel):
+    """Fields left out stay as they are; ``location: null`` removes the location.
+
+    ``tags`` and ``metadata`` replace the whole map when given.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    tags: dict[str, str] | None = None
+    location: LocationIn | None = None
+    metadata: dict[str, Any] | None = None
+    expected_version: int | None = Field(None, ge=1)
+
+
+class StateChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=500)
+    expected_version: int | None = Field(None, ge=1)
+
+
+class DevicePublic(BaseModel):
+    device_id: str
+    name: str
+    device_type: str
+    status: DeviceStatus
+    protocol: str
+    tags: dict[str, str]
+    location: dict[str, Any] | None
+    metadata: dict[str, Any]
+    version: int
+    registered_at: datetime
+    updated_at: datetime
+    last_seen: datetime | None
+    distance_km: float | None = None
+
+    @classmethod
+    def of(cls, view: DeviceView) -> DevicePublic:
+        return cls(**view.__dict__)
+
+
+class DeviceList(BaseModel):
+    items: list[DevicePublic]
+    next_cursor: str | None
+
+
+class HistoryEvent(BaseModel):
+    position: int
+    version: int
+    event_type: str
+    schema_version: int
+    occurred_at: datetime
+    recorded_at: datetime
+    actor: str
+    correlation_id: str
+    data: dict[str, Any]
+
+
+class DeviceHistory(BaseModel):
+    device_id: str
+    events: list[HistoryEvent]

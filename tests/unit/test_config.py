@@ -1,0 +1,85 @@
+"""Settings: config.yaml, environment overrides, and one-line errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iot_platform.config import ConfigError, Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_config_yaml_holds_exactly_the_defaults() -> None:
+    assert load_settings(REPO / "config.yaml") == Settings()
+
+
+def test_config_yaml_has_every_section_of_the_design() -> None:
+    text = (REPO / "config.yaml").read_text()
+    for section in Settings.model_fields:
+        assert f"\n{section}:" in text
+
+
+def test_iot_section_key_variables_override_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("api:\n  port: 9000\neventstore:\n  snapshot_every: 7\n")
+    monkeypatch.setenv("IOT_API__PORT", "9100")
+    settings = load_settings(config)
+    assert settings.api.port == 9100
+    assert settings.eventstore.snapshot_every == 7
+
+
+def test_conventional_variable_names_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVICE_DB_URL", "postgresql://iot:pw@db:5432/iot")
+    monkeypatch.setenv("KAFKA_BROKERS", "k1:9092, k2:9092")
+    monkeypatch.setenv("TIMESERIES_DB_URL", "http://influx:8086")
+    settings = load_settings()
+    assert settings.eventstore.url == "postgresql://iot:pw@db:5432/iot"
+    assert settings.streaming.brokers == ["k1:9092", "k2:9092"]
+    assert settings.timeseries.url == "http://influx:8086"
+
+
+def test_the_iot_prefixed_name_beats_the_conventional_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVICE_DB_URL", "postgresql://a/b")
+    monkeypatch.setenv("IOT_EVENTSTORE__URL", "sqlite:///x.db")
+    assert load_settings().eventstore.url == "sqlite:///x.db"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key"),
+    [
+        ("api:\n  port: 70000\n", "api.port"),
+        ("eventstore:\n  snapshot_every: lots\n", "eventstore.snapshot_every"),
+        ("eventstore:\n  url: mysql://x\n", "eventstore.url"),
+        ("streaming:\n  backend: rabbit\n", "streaming.backend"),
+        ("api:\n  prot: 80\n", "api.prot"),
+        ("nonsense:\n  a: 1\n", "nonsense"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(ConfigError) as bad:
+        load_settings(config)
+    message = str(bad.value)
+    assert "\n" not in message
+    assert message.startswith(f"bad config value {key}:")
+
+
+def test_a_rejected_secret_is_not_echoed(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("security:\n  ca_key_passphrase: [hunter2]\n")
+    with pytest.raises(ConfigError) as bad:
+        load_settings(config)
+    assert "security.ca_key_passphrase" in str(bad.value)
+    assert "hunter2" not in str(bad.value)
+
+
+def test_secrets_do_not_show_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOT_TIMESERIES__TOKEN", "s3cr3t-token")
+    settings = load_settings()
+    assert settings.timeseries.token.get_secret_value() == "s3cr3t-token"
+    assert "s3cr3t-token" not in repr(settings)

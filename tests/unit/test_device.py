@@ -1,0 +1,231 @@
+"""The Device aggregate, specified as: given these events, when this command, then these events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from iot_platform.domain.aggregate import EventContext
+from iot_platform.domain.devices import (
+    Device,
+    DeviceActivated,
+    DeviceDecommissioned,
+    DeviceLocationChanged,
+    DeviceMetadata,
+    DeviceMetadataChanged,
+    DeviceProvisioned,
+    DeviceRegistered,
+    DeviceRenamed,
+    DeviceResumed,
+    DeviceStatus,
+    DeviceSuspended,
+    DeviceTagsChanged,
+    Location,
+    Protocol,
+)
+from iot_platform.domain.errors import AlreadyExists, DomainError, InvalidTransition, InvalidValue
+from iot_platform.domain.events import DomainEvent
+
+ID = "sensor-001"
+REGISTERED = DeviceRegistered(aggregate_id=ID, name="Lobby", device_type="th", protocol=Protocol.MQTT)
+PROVISIONED = DeviceProvisioned(aggregate_id=ID, credential_type="x509", credential_fingerprint="ab")
+ACTIVATED = DeviceActivated(aggregate_id=ID)
+SUSPENDED = DeviceSuspended(aggregate_id=ID, previous_status=DeviceStatus.ACTIVE)
+DECOMMISSIONED = DeviceDecommissioned(aggregate_id=ID)
+
+
+def given(*events: DomainEvent) -> Device:
+    return Device.rehydrate(ID, events)
+
+
+def then(device: Device, *expected: type[DomainEvent]) -> list[DomainEvent]:
+    assert [type(e) for e in device.pending_events] == list(expected)
+    return list(device.pending_events)
+
+
+def test_register_records_the_device_with_its_attributes() -> None:
+    device = given()
+    device.register(
+        name=None,
+        device_type="temperature_humidity",
+        protocol=Protocol.LORAWAN,
+        tags={"site": "sf"},
+        location=Location(37.77, -122.42, 12.0, "San Francisco"),
+        metadata=DeviceMetadata(manufacturer="ACME", model="TH-2000", extra={"color": "red"}),
+        context=EventContext(actor="alice", correlation_id="c-1"),
+    )
+    (event,) = then(device, DeviceRegistered)
+    assert isinstance(event, DeviceRegistered)
+    assert event.name == ID  # the id stands in for a missing name
+    assert event.protocol is Protocol.LORAWAN
+    assert (event.actor, event.correlation_id) == ("alice", "c-1")
+    assert device.status is DeviceStatus.REGISTERED and device.version == 1
+
+
+def test_a_device_cannot_be_registered_twice() -> None:
+    with pytest.raises(AlreadyExists):
+        given(REGISTERED).register(name=None, device_type="th")
+
+
+@pytest.mark.parametrize("bad_id", ["", "has space", "a/b", "a+b", "#", "-leading", "x" * 129])
+def test_device_ids_that_would_break_topics_or_paths_are_refused(bad_id: str) -> None:
+    device = Device(bad_id)
+    with pytest.raises(InvalidValue) as refused:
+        device.register(name=None, device_type="th")
+    assert refused.value.field == "device_id"
+
+
+def test_a_lorawan_dev_eui_is_a_valid_device_id() -> None:
+    device = Device("70B3D57ED0041234")
+    device.register(name=None, device_type="lora")
+    then(device, DeviceRegistered)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"latitude": 90.5, "longitude": 0}, "location.latitude"),
+        ({"latitude": 0, "longitude": -180.1}, "location.longitude"),
+        ({"latitude": 0, "longitude": 0, "altitude": 200_000}, "location.altitude"),
+        ({"latitude": float("nan"), "longitude": 0}, "location.latitude"),
+    ],
+)
+def test_locations_outside_the_earth_are_refused(kwargs: dict[str, float], field: str) -> None:
+    with pytest.raises(InvalidValue) as refused:
+        Location(**kwargs)
+    assert refused.value.field == field
+
+
+def test_tag_keys_must_be_identifiers() -> None:
+    with pytest.raises(InvalidValue) as refused:
+        given().register(name=None, device_type="th", tags={"bad key": "x"})
+    assert refused.value.field == "tags.bad key"
+
+
+def test_provisioning_moves_a_registered_device_to_provisioned() -> None:
+    device = given(REGISTERED)
+    device.provision(credential_type="x509", credential_fingerprint="ab")
+    then(device, DeviceProvisioned)
+    assert device.status is DeviceStatus.PROVISIONED
+
+
+@pytest.mark.parametrize(
+    ("history", "command"),
+    [
+        ((REGISTERED, DECOMMISSIONED), lambda d: d.provision(credential_type="x509")),
+        ((REGISTERED, DECOMMISSIONED), lambda d: d.activate()),
+        ((REGISTERED, DECOMMISSIONED), lambda d: d.ensure_accepts_telemetry()),
+        ((REGISTERED, DECOMMISSIONED), lambda d: d.suspend()),
+        ((REGISTERED, DECOMMISSIONED), lambda d: d.update(name="x")),
+        ((REGISTERED, DECOMMISSIONED), lambda d: d.decommission()),
+        ((REGISTERED,), lambda d: d.resume()),
+        ((REGISTERED, ACTIVATED), lambda d: d.resume()),
+        ((REGISTERED, ACTIVATED, SUSPENDED), lambda d: d.suspend()),
+        ((REGISTERED, ACTIVATED, SUSPENDED), lambda d: d.ensure_accepts_telemetry()),
+        ((REGISTERED, ACTIVATED, SUSPENDED), lambda d: d.provision(credential_type="x509")),
+        ((), lambda d: d.suspend()),
+    ],
+    ids=[
+        "no provisioning when decommissioned",
+        "no activation when decommissioned",
+        "no telemetry when decommissioned",
+        "no suspension when decommissioned",
+        "no update when decommissioned",
+        "no second decommission",
+        "no resume of a registered device",
+        "no resume of an active device",
+        "no second suspension",
+        "no telemetry while suspended",
+        "no provisioning while suspended",
+        "nothing for an unregistered device",
+    ],
+)
+def test_invariants(history: tuple[DomainEvent, ...], command: Callable[[Device], None]) -> None:
+    device = given(*history)
+    with pytest.raises(InvalidTransition):
+        command(device)
+    then(device)
+
+
+def test_the_first_reading_activates_a_provisioned_device_once() -> None:
+    device = given(REGISTERED, PROVISIONED)
+    device.activate()
+    device.activate()
+    then(device, DeviceActivated)
+    assert device.status is DeviceStatus.ACTIVE
+
+
+def test_suspend_and_resume_return_to_the_state_suspended_from() -> None:
+    device = given(REGISTERED, PROVISIONED)
+    device.suspend("lost in transit")
+    device.resume()
+    suspended, resumed = then(device, DeviceSuspended, DeviceResumed)
+    assert isinstance(suspended, DeviceSuspended) and suspended.reason == "lost in transit"
+    assert isinstance(resumed, DeviceResumed) and resumed.resumed_status is DeviceStatus.PROVISIONED
+    assert device.status is DeviceStatus.PROVISIONED
+
+
+def test_an_active_device_suspended_and_resumed_is_active_again() -> None:
+    device = given(REGISTERED, ACTIVATED, SUSPENDED)
+    device.resume()
+    then(device, DeviceResumed)
+    assert device.status is DeviceStatus.ACTIVE
+
+
+def test_a_suspended_device_can_be_decommissioned() -> None:
+    device = given(REGISTERED, ACTIVATED, SUSPENDED)
+    device.decommission("scrapped")
+    then(device, DeviceDecommissioned)
+    assert device.status is DeviceStatus.DECOMMISSIONED
+
+
+def test_update_records_only_what_changed() -> None:
+    device = given(REGISTERED)
+    device.update(
+        name="Lobby",  # unchanged
+        tags={"floor": "1"},
+        location=Location(1.0, 2.0),
+        metadata=DeviceMetadata(firmware_version="2.0.0"),
+    )
+    then(device, DeviceTagsChanged, DeviceLocationChanged, DeviceMetadataChanged)
+
+
+def test_update_renames_and_clears_the_location() -> None:
+    device = given(
+        REGISTERED, DeviceLocationChanged(aggregate_id=ID, location=Location(1.0, 2.0))
+    )
+    device.update(name="Hall", clear_location=True)
+    then(device, DeviceRenamed, DeviceLocationChanged)
+    assert device.name == "Hall" and device.location is None
+
+
+def test_an_update_that_changes_nothing_records_nothing() -> None:
+    device = given(REGISTERED)
+    device.update(name="Lobby", tags={})
+    then(device)
+
+
+def test_a_snapshot_plus_its_tail_rehydrates_the_same_device() -> None:
+    history: list[DomainEvent] = [REGISTERED, ACTIVATED]
+    history += [DeviceTagsChanged(aggregate_id=ID, tags={"n": str(i)}) for i in range(10)]
+    history += [SUSPENDED]
+    full = Device.rehydrate(ID, history)
+    snapshot = Device.rehydrate(ID, history[:7]).snapshot()
+    partial = Device.rehydrate(ID, history[7:], snapshot)
+    assert partial.snapshot() == full.snapshot()
+    assert partial.version == full.version == len(history)
+
+
+def test_a_snapshot_of_an_older_layout_is_not_used() -> None:
+    snapshot = given(REGISTERED).snapshot()
+    stale = type(snapshot)(snapshot.aggregate_id, snapshot.version, 0, snapshot.state)
+    assert not Device.accepts_snapshot(stale)
+    with pytest.raises(ValueError):
+        Device.rehydrate(ID, [], stale)
+
+
+def test_domain_errors_name_the_field_they_are_about() -> None:
+    with pytest.raises(DomainError) as refused:
+        given().register(name="", device_type="th")
+    assert refused.value.field == "name"

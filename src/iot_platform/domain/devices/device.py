@@ -83,7 +83,7 @@ class Device(Aggregate):
         self._trigger(
             DeviceRegistered(
                 **self._meta(context),
-                name=_check_text(name or self.id, "name", _MAX_NAME),
+                name=_check_text(self.id if name is None else name, "name", _MAX_NAME),
                 device_type=_check_text(device_type, "device_type", _MAX_TYPE),
                 protocol=Protocol(protocol),
                 tags=validate_tags(tags or {}),

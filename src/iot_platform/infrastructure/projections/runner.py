@@ -98,7 +98,11 @@ class ProjectionRunner:
                 for recorded in batch:
                     await projection.apply(conn, recorded)
                 await self._advance(conn, projection.name, checkpoint, batch[-1].position)
-        except _CheckpointMoved:
+        except (_CheckpointMoved, IntegrityError):
+            # A rival runner applied this batch first (its rows clash with ours, or it moved
+            # the checkpoint). Anything else that clashes is a real error.
+            if await self.checkpoint(projection.name) == checkpoint:
+                raise
             log.info("projection %s was advanced by another runner", projection.name)
             return 0
         return len(batch)

@@ -38,7 +38,7 @@ def create_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
     install_error_handlers(app)
     for prefix in ("/api", ""):
         app.include_router(ops.router, prefix=prefix, include_in_schema=prefix == "/api")
-    app.include_router(devices.router, prefix="/api")
+    app.include_router(devices.router)
 
     registry = CollectorRegistry()
     requests = Counter(

@@ -32,7 +32,7 @@ from iot_platform.presentation.rest.schemas.devices import (
 )
 from iot_platform.presentation.rest.security import Principal, require
 
-router = APIRouter(prefix="/devices", tags=["devices"])
+router = APIRouter(prefix="/api/devices", tags=["devices"])
 
 Reader = Annotated[Principal, Depends(require("devices:read"))]
 Writer = Annotated[Principal, Depends(require("devices:write"))]

@@ -1,0 +1,76 @@
+"""Runs ``iot-platform serve`` as a real process on a free loopback port, as a user would."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningPlatform:
+    base_url: str
+    process: subprocess.Popen[str]
+    workdir: Path
+
+
+def platform_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_") or k.startswith("IOT_TEST_")}
+    env.update({"IOT_EVENTSTORE__URL": database_url, "IOT_API__LOG_LEVEL": "warning", **extra})
+    return env
+
+
+@contextmanager
+def running_platform(workdir: Path, database_url: str, deadline: float = 60.0) -> Iterator[RunningPlatform]:
+    port = free_port()
+    log = (workdir / "platform.log").open("a")
+    process = subprocess.Popen(
+        [str(BIN / "iot-platform"), "serve", "--port", str(port)],
+        cwd=workdir,
+        env=platform_env(database_url),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_ready(base_url, process, deadline, workdir)
+        yield RunningPlatform(base_url, process, workdir)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _wait_until_ready(base_url: str, process: subprocess.Popen[str], deadline: float, workdir: Path) -> None:
+    give_up = time.monotonic() + deadline
+    while time.monotonic() < give_up:
+        if process.poll() is not None:
+            raise RuntimeError(f"platform exited: {(workdir / 'platform.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{base_url}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"platform not ready in {deadline}s: {(workdir / 'platform.log').read_text()[-2000:]}")

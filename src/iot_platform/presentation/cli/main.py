@@ -17,11 +17,19 @@ T = TypeVar("T")
 
 
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    """Loads settings, or stops with the one line that names the bad key."""
     try:
-        return load_settings(ctx.obj["config"], **overrides)
+        settings = load_settings(ctx.obj["config"], **overrides)
     except ConfigError as exc:
         click.echo(f"iot-platform: {exc}", err=True)
         sys.exit(2)
+    logging.basicConfig(
+        level=settings.api.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Alembic announces every plugin and migration step at INFO; start-up needs none of it.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return settings
 
 
 def _run(main: Callable[[], Awaitable[T]]) -> T:
@@ -41,9 +49,6 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     """iot-platform: an event-sourced IoT device platform."""
     ctx.ensure_object(dict)
     ctx.obj["config"] = config_path
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
 
 @cli.command()
@@ -62,7 +67,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     if port:
         api["port"] = port
     settings = _settings(ctx, **({"api": api} if api else {}))
-    logging.getLogger().setLevel(settings.api.log_level.upper())
     uvicorn.run(
         create_app(settings),
         host=settings.api.host,

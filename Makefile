@@ -25,6 +25,7 @@ run: $(VENV)/.installed-runtime
 
 test: $(VENV)/.installed-dev
 	bash tools/services.sh start
+	$(BIN)/mypy
 	eval "$$(bash tools/services.sh env)" && $(BIN)/pytest
 
 unit: $(VENV)/.installed-dev

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iot_platform.application.errors import ConcurrencyError
@@ -148,3 +148,25 @@ async def test_device_ids_with_colons_keep_their_stream(store: SqlAlchemyEventSt
     await store.append("device", "urn:dev:1", [registered("urn:dev:1")], expected_version=0)
     (recorded,) = await store.read_all(0, 10)
     assert (recorded.stream_type, recorded.aggregate_id) == ("device", "urn:dev:1")
+
+
+async def test_reads_are_not_blocked_by_a_writer_holding_its_transaction(
+    store: SqlAlchemyEventStore, engine: AsyncEngine
+) -> None:
+    await store.append("device", "d1", [registered("d1")], expected_version=0)
+    read_done = asyncio.Event()
+
+    async def slow_writer() -> None:
+        async with engine.begin() as conn:  # holds the write lock until the read has finished
+            await conn.execute(text("UPDATE event_position_counter SET last_position = last_position"))
+            await read_done.wait()
+
+    async def reader() -> None:
+        await asyncio.sleep(0)  # let the writer take its lock first
+        # If reads queued behind the writer this would deadlock until busy_timeout and fail.
+        assert [r.aggregate_id for r in await store.read_all(0, 10)] == ["d1"]
+        device = await EventSourcedRepository(store, Device, 10).load("d1")
+        assert device.exists
+        read_done.set()
+
+    await asyncio.gather(slow_writer(), reader())

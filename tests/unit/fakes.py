@@ -50,6 +50,13 @@ class InMemoryEventStore:
     async def latest_snapshot(self, stream_type: str, aggregate_id: str) -> Snapshot | None:
         return self.snapshots.get((stream_type, aggregate_id))
 
+    async def read_from_snapshot(
+        self, stream_type: str, aggregate_id: str
+    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        snapshot = await self.latest_snapshot(stream_type, aggregate_id)
+        after = snapshot.version if snapshot else 0
+        return snapshot, await self.read_stream(stream_type, aggregate_id, after)
+
     async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
         return self.events[after_position : after_position + limit]
 

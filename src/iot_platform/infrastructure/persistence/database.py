@@ -1,9 +1,10 @@
 """Engine factory for SQLite (aiosqlite) and PostgreSQL (asyncpg).
 
 SQLite needs three things the driver does not do by default: WAL (readers never block the
-writer), ``BEGIN IMMEDIATE`` (a transaction takes the write lock when it starts, so two writers
-queue on busy_timeout instead of failing with "database is locked" half-way), and the
-``haversine_km`` function that PostgreSQL gets from the migration.
+writer), ``BEGIN IMMEDIATE`` for writing transactions (they take the write lock when they start,
+so two writers queue on busy_timeout instead of failing with "database is locked" half-way;
+reads go through ``reader()`` and begin deferred), and the ``haversine_km`` function that
+PostgreSQL gets from the migration.
 """
 
 from __future__ import annotations
@@ -70,6 +71,20 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        deferred = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
     return engine
+
+
+_READ_ONLY = "iot_read_only"
+
+
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool, for transactions that only read.
+
+    On SQLite they begin DEFERRED so they never wait for the write lock (WAL gives them a
+    snapshot); everything else begins IMMEDIATE. Forgetting this on a read costs only waiting.
+    On PostgreSQL the option means nothing.
+    """
+    return engine.execution_options(**{_READ_ONLY: True})

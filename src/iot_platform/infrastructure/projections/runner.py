@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from iot_platform.application.ports import EventStore, RecordedEvent
+from iot_platform.infrastructure.persistence.database import reader
 from iot_platform.infrastructure.persistence.schema import projection_checkpoints
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class ProjectionRunner:
         poll_interval: float = 0.5,
     ) -> None:
         self._engine = engine
+        self._reader = reader(engine)
         self._store = store
         self._projections = list(projections)
         self._batch_size = batch_size
@@ -132,7 +134,7 @@ class ProjectionRunner:
         self._checkpoints_exist = True
 
     async def _checkpoint_row(self, name: str) -> int | None:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             value = await conn.scalar(
                 select(projection_checkpoints.c.position).where(
                     projection_checkpoints.c.name == name

@@ -42,6 +42,7 @@ from iot_platform.domain.devices import (
     Location,
 )
 from iot_platform.domain.events import DomainEvent, utcnow
+from iot_platform.infrastructure.persistence.database import reader
 from iot_platform.infrastructure.persistence.schema import device_presence, rm_device_tags, rm_devices
 
 KM_PER_DEGREE = 111.195
@@ -165,6 +166,7 @@ class SqlDeviceRegistry:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._reader = reader(engine)
 
     def _base(self) -> Any:
         joined = rm_devices.outerjoin(
@@ -173,7 +175,7 @@ class SqlDeviceRegistry:
         return select(rm_devices, device_presence.c.last_seen).select_from(joined)
 
     async def get(self, device_id: str) -> DeviceView | None:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (
                 await conn.execute(self._base().where(rm_devices.c.device_id == device_id))
             ).mappings().first()
@@ -226,7 +228,7 @@ class SqlDeviceRegistry:
                 .where(*conditions)
                 .order_by(distance, rm_devices.c.device_id)
             )
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = (await conn.execute(query.limit(limit + 1))).mappings().all()
         items = [self._view(row) for row in rows[:limit]]
         next_cursor = None

@@ -223,7 +223,7 @@ class SqlAlchemyEventStore:
         self, stream_type: str, aggregate_id: str
     ) -> tuple[Snapshot | None, list[RecordedEvent]]:
         stream_id = stream_id_of(stream_type, aggregate_id)
-        async with self._reader.begin() as conn:
+        async with self._reader.connect() as conn:
             snapshot = await self._snapshot(
                 conn, select(snapshots).where(snapshots.c.stream_id == stream_id), aggregate_id
             )

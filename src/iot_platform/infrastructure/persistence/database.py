@@ -3,7 +3,7 @@
 SQLite needs three things the driver does not do by default: WAL (readers never block the
 writer), ``BEGIN IMMEDIATE`` for writing transactions (they take the write lock when they start,
 so two writers queue on busy_timeout instead of failing with "database is locked" half-way;
-reads go through ``reader()`` and begin deferred), and the ``haversine_km`` function that
+reads go through ``reader()`` and open none), and the ``haversine_km`` function that
 PostgreSQL gets from the migration.
 """
 
@@ -71,8 +71,11 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        deferred = connection.get_execution_options().get(_READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(_READ_ONLY, False):
+            # No transaction at all: each SELECT reads a consistent WAL snapshot of its own,
+            # which is all a reader of immutable, contiguously appended events needs.
+            return
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -81,10 +84,10 @@ _READ_ONLY = "iot_read_only"
 
 
 def reader(engine: AsyncEngine) -> AsyncEngine:
-    """The same pool, for transactions that only read.
+    """The same pool, for connections that only read.
 
-    On SQLite they begin DEFERRED so they never wait for the write lock (WAL gives them a
-    snapshot); everything else begins IMMEDIATE. Forgetting this on a read costs only waiting.
-    On PostgreSQL the option means nothing.
+    On SQLite they open no transaction, so they never wait for the write lock; everything else
+    begins IMMEDIATE. Forgetting this on a read costs only waiting. Never write through it. On
+    PostgreSQL the option means nothing.
     """
     return engine.execution_options(**{_READ_ONLY: True})

@@ -46,6 +46,10 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Global positions. On SQLite an INTEGER PRIMARY KEY is the table's rowid itself; a BIGINT one
+# would be a second B-tree to write for every event (see tools/bench_eventstore.py).
+Position = BigInteger().with_variant(Integer(), "sqlite")
+
 metadata = MetaData()
 
 # -- the write side ---------------------------------------------------------------------------
@@ -70,7 +74,7 @@ streams = Table(
 events = Table(
     "events",
     metadata,
-    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("position", Position, primary_key=True, autoincrement=False),
     Column("stream_id", String(300), nullable=False),
     Column("version", Integer, nullable=False),
     Column("event_type", String(100), nullable=False),
@@ -92,15 +96,13 @@ snapshots = Table(
     Column("taken_at", UtcDateTime, nullable=False),
 )
 
-# Written in the same transaction as the events; the Kafka relay publishes and marks them.
+# The transactional outbox: one row per event, written in the event's transaction. It holds only
+# what is not yet published; the Kafka relay deletes a row once the broker has acknowledged it.
 outbox = Table(
     "outbox",
     metadata,
-    Column("position", BigInteger, primary_key=True, autoincrement=False),
-    Column("published_at", UtcDateTime, nullable=True),
+    Column("position", Position, primary_key=True, autoincrement=False),
 )
-Index("ix_outbox_unpublished", outbox.c.position, sqlite_where=outbox.c.published_at.is_(None),
-      postgresql_where=outbox.c.published_at.is_(None))
 
 # -- the read side ----------------------------------------------------------------------------
 

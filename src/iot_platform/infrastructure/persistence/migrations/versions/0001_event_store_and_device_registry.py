@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from iot_platform.infrastructure.persistence.schema import UtcDateTime
+from iot_platform.infrastructure.persistence.schema import Position, UtcDateTime
 
 revision = "0001"
 down_revision = None
@@ -44,7 +44,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "events",
-        sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("position", Position, primary_key=True, autoincrement=False),
         sa.Column("stream_id", sa.String(300), nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("event_type", sa.String(100), nullable=False),
@@ -65,15 +65,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "outbox",
-        sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
-        sa.Column("published_at", UtcDateTime, nullable=True),
-    )
-    op.create_index(
-        "ix_outbox_unpublished",
-        "outbox",
-        ["position"],
-        sqlite_where=sa.text("published_at IS NULL"),
-        postgresql_where=sa.text("published_at IS NULL"),
+        sa.Column("position", Position, primary_key=True, autoincrement=False),
     )
     op.create_table(
         "projection_checkpoints",

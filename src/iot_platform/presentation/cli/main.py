@@ -7,11 +7,16 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from iot_platform.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:  # the heavy imports wait until a command needs them
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from iot_platform.bootstrap import Platform
 
 T = TypeVar("T")
 
@@ -30,10 +35,6 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     # Alembic announces every plugin and migration step at INFO; start-up needs none of it.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return settings
-
-
-def _run(main: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(main())  # type: ignore[arg-type]
 
 
 @click.group()
@@ -81,25 +82,47 @@ def db() -> None:
     """Database schema (Alembic migrations)."""
 
 
+def _with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Runs ``work`` on an engine for the configured database, and closes it."""
+    from iot_platform.infrastructure.persistence.database import create_engine
+
+    async def main() -> T:
+        engine = create_engine(settings.eventstore.url)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def _with_platform(settings: Settings, work: Callable[[Platform], Awaitable[T]]) -> T:
+    """Runs ``work`` on a migrated platform whose projections do not run by themselves."""
+    from iot_platform.bootstrap import build_platform
+
+    async def main() -> T:
+        platform = build_platform(settings)
+        try:
+            await platform.start(run_projections=False)
+            return await work(platform)
+        finally:
+            await platform.stop()
+
+    return asyncio.run(main())
+
+
 @db.command("upgrade")
 @click.option("--revision", default="head", show_default=True)
 @click.pass_context
 def db_upgrade(ctx: click.Context, revision: str) -> None:
     """Apply migrations up to REVISION."""
     from iot_platform.infrastructure.persistence import migrate
-    from iot_platform.infrastructure.persistence.database import create_engine
 
-    settings = _settings(ctx)
+    async def upgrade(engine: AsyncEngine) -> str | None:
+        await migrate.upgrade(engine, revision)
+        return await migrate.current_revision(engine)
 
-    async def main() -> str | None:
-        engine = create_engine(settings.eventstore.url)
-        try:
-            await migrate.upgrade(engine, revision)
-            return await migrate.current_revision(engine)
-        finally:
-            await engine.dispose()
-
-    click.echo(f"database at revision {_run(main)}")
+    click.echo(f"database at revision {_with_engine(_settings(ctx), upgrade)}")
 
 
 @db.command("current")
@@ -107,18 +130,9 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
 def db_current(ctx: click.Context) -> None:
     """Print the database's migration revision."""
     from iot_platform.infrastructure.persistence import migrate
-    from iot_platform.infrastructure.persistence.database import create_engine
 
-    settings = _settings(ctx)
-
-    async def main() -> str | None:
-        engine = create_engine(settings.eventstore.url)
-        try:
-            return await migrate.current_revision(engine)
-        finally:
-            await engine.dispose()
-
-    click.echo(f"{_run(main) or 'empty'} (head is {migrate.head_revision()})")
+    current = _with_engine(_settings(ctx), migrate.current_revision)
+    click.echo(f"{current or 'empty'} (head is {migrate.head_revision()})")
 
 
 @cli.group()
@@ -131,43 +145,27 @@ def projections() -> None:
 @click.pass_context
 def projections_rebuild(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Drop the read models and rebuild them from every stored event."""
-    from iot_platform.bootstrap import build_platform
 
-    settings = _settings(ctx)
+    async def rebuild(platform: Platform) -> int:
+        return await platform.projections.rebuild(names or None)
 
-    async def main() -> int:
-        platform = build_platform(settings)
-        try:
-            await platform.start(run_projections=False)
-            return await platform.projections.rebuild(names or None)
-        finally:
-            await platform.stop()
-
-    click.echo(f"rebuilt from {_run(main)} events")
+    click.echo(f"rebuilt from {_with_platform(_settings(ctx), rebuild)} events")
 
 
 @projections.command("status")
 @click.pass_context
 def projections_status(ctx: click.Context) -> None:
     """Each projection's checkpoint against the event store's last position."""
-    from iot_platform.bootstrap import build_platform
 
-    settings = _settings(ctx)
+    async def status(platform: Platform) -> list[str]:
+        last = await platform.store.last_position()
+        lines = [f"event store at position {last}"]
+        for name in platform.projections.names:
+            at = await platform.projections.checkpoint(name)
+            lines.append(f"{name}: {at} ({last - at} behind)")
+        return lines
 
-    async def main() -> list[str]:
-        platform = build_platform(settings)
-        try:
-            await platform.start(run_projections=False)
-            last = await platform.store.last_position()
-            lines = [f"event store at position {last}"]
-            for name in platform.projections.names:
-                at = await platform.projections.checkpoint(name)
-                lines.append(f"{name}: {at} ({last - at} behind)")
-            return lines
-        finally:
-            await platform.stop()
-
-    for line in _run(main):
+    for line in _with_platform(_settings(ctx), status):
         click.echo(line)
 
 

@@ -1,0 +1,103 @@
+"""What the telemetry path carries. Readings are not domain events: they go to the time-series
+store, and only the facts they cause (a device activated) become events.
+
+Timestamps are integer nanoseconds since the Unix epoch (UTC) everywhere inside the platform, so
+no precision is lost between a device, InfluxDB and the embedded store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+MetricValue = float | int | bool | str
+
+NS_PER_SECOND = 1_000_000_000
+NS_PER_HOUR = 3600 * NS_PER_SECOND
+NS_PER_DAY = 24 * NS_PER_HOUR
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One device's metrics at one instant, as accepted by ingestion."""
+
+    device_id: str
+    timestamp_ns: int
+    metrics: Mapping[str, MetricValue]
+    tags: Mapping[str, str] = field(default_factory=dict)
+    message_id: str | None = None
+    device_type: str = ""
+    protocol: str = "http"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReading:
+    """A reading as the time-series store gives it back (one timestamp, its metrics)."""
+
+    device_id: str
+    timestamp_ns: int
+    metrics: dict[str, MetricValue]
+    tags: dict[str, str]
+
+
+class Resolution(StrEnum):
+    RAW = "raw"
+    HOURLY = "hourly"
+    DAILY = "daily"
+
+
+@dataclass(frozen=True, slots=True)
+class RawQuery:
+    device_id: str
+    start_ns: int
+    end_ns: int
+    """Exclusive."""
+    metrics: tuple[str, ...] = ()
+    """Empty: every metric."""
+    limit: int = 1000
+    descending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateQuery:
+    """Numeric aggregates of one metric in fixed buckets, over one device or a group.
+
+    ``device_ids`` and ``device_type`` narrow the devices (both None: every device). Booleans
+    count as 0/1; strings are not aggregated. Buckets start at multiples of ``interval_ns``
+    since the epoch. Percentiles are asked only at raw resolution.
+    """
+
+    metric: str
+    start_ns: int
+    end_ns: int
+    interval_ns: int
+    resolution: Resolution = Resolution.RAW
+    device_ids: tuple[str, ...] | None = None
+    device_type: str | None = None
+    percentiles: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    start_ns: int
+    count: int
+    sum: float
+    min: float
+    max: float
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+
+    @property
+    def avg(self) -> float:
+        return self.sum / self.count if self.count else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TagQuery:
+    key: str
+    value: str
+    start_ns: int
+    end_ns: int
+    limit: int = 1000

@@ -1,0 +1,56 @@
+"""Ports of the telemetry path.
+
+Adapters of ``TimeSeriesStore``: ``InfluxTimeSeriesStore`` (InfluxDB's HTTP API through
+influxdb-client) and ``SqliteTimeSeriesStore`` (the embedded default). One contract test suite
+runs against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from iot_platform.application.telemetry.model import (
+    AggregateQuery,
+    Bucket,
+    RawQuery,
+    Reading,
+    StoredReading,
+    TagQuery,
+)
+
+
+class TimeSeriesStore(Protocol):
+    async def write(self, readings: Sequence[Reading]) -> None:
+        """Durably stores the batch before returning; raises if it could not (the caller retries).
+
+        Idempotent: writing the same device + timestamp + metric again overwrites that value,
+        so a redelivered reading is never stored twice.
+        """
+        ...
+
+    async def query(self, query: RawQuery) -> list[StoredReading]:
+        """Readings of one device in [start, end), oldest first unless ``descending``."""
+        ...
+
+    async def aggregate(self, query: AggregateQuery) -> list[Bucket]:
+        """Non-empty buckets in time order. Hourly/daily resolution reads the rollups."""
+        ...
+
+    async def search_by_tag(self, query: TagQuery) -> list[StoredReading]:
+        """Readings whose own tags hold key=value, any device, oldest first."""
+        ...
+
+    async def maintain(self, now_ns: int) -> None:
+        """Brings the hourly and daily rollups up to date and drops raw data past retention.
+
+        Called periodically; safe to call at any time and from a restarted process (rollups
+        are recomputed from raw data, never incremented).
+        """
+        ...
+
+    async def check(self) -> None:
+        """Raises unless the store answers; the readiness probe."""
+        ...
+
+    async def close(self) -> None: ...

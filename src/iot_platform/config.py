@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -87,6 +95,22 @@ class TimeseriesSettings(Section):
     org: str = "iot-platform"
     token: SecretStr = SecretStr("")
     retention_days: int = Field(30, ge=1)
+    rollup_retention_days: int = Field(730, ge=1)
+    batch_size: int = Field(5000, ge=1)
+    flush_interval_ms: int = Field(100, ge=1)
+    max_pending: int = Field(100_000, ge=1)
+    retry_initial_seconds: float = Field(0.2, gt=0)
+    retry_max_seconds: float = Field(10.0, gt=0)
+    maintain_interval_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_fits_backend(cls, url: str, info: ValidationInfo) -> str:
+        backend = info.data.get("backend", "embedded")
+        wanted = ("sqlite",) if backend == "embedded" else ("http://", "https://")
+        if not url.startswith(wanted):
+            raise ValueError(f"backend {backend} needs a {' or '.join(wanted)} URL")
+        return url
 
 
 class KafkaTopics(Section):

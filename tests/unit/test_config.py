@@ -36,6 +36,7 @@ def test_conventional_variable_names_are_honoured(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("DEVICE_DB_URL", "postgresql://iot:pw@db:5432/iot")
     monkeypatch.setenv("KAFKA_BROKERS", "k1:9092, k2:9092")
     monkeypatch.setenv("TIMESERIES_DB_URL", "http://influx:8086")
+    monkeypatch.setenv("IOT_TIMESERIES__BACKEND", "influxdb")
     settings = load_settings()
     assert settings.eventstore.url == "postgresql://iot:pw@db:5432/iot"
     assert settings.streaming.brokers == ["k1:9092", "k2:9092"]
@@ -56,6 +57,7 @@ def test_the_iot_prefixed_name_beats_the_conventional_one(monkeypatch: pytest.Mo
         ("eventstore:\n  url: mysql://x\n", "eventstore.url"),
         ("streaming:\n  backend: rabbit\n", "streaming.backend"),
         ("api:\n  prot: 80\n", "api.prot"),
+        ("timeseries:\n  backend: influxdb\n", "timeseries.url"),
         ("nonsense:\n  a: 1\n", "nonsense"),
     ],
 )

@@ -90,7 +90,7 @@ class LorawanSettings(Section):
 
 class TimeseriesSettings(Section):
     backend: Literal["embedded", "influxdb"] = "embedded"
-    url: str = "sqlite:///./data/timeseries.db"
+    url: str = Field("sqlite:///./data/timeseries.db", validate_default=True)
     bucket: str = "sensor_data"
     org: str = "iot-platform"
     token: SecretStr = SecretStr("")

@@ -26,6 +26,8 @@ from iot_platform.infrastructure.eventstore.serialization import build_event_ser
 from iot_platform.infrastructure.eventstore.sqlalchemy_store import SqlAlchemyEventStore
 from iot_platform.infrastructure.persistence.schema import rm_device_tags, rm_devices
 from iot_platform.infrastructure.projections.runner import ProjectionRunner
+from iot_platform.application.telemetry.model import Reading
+from iot_platform.infrastructure.readmodels.device_state import SqlDeviceState
 from iot_platform.infrastructure.readmodels.device_registry import (
     DeviceRegistryProjection,
     SqlDeviceRegistry,
@@ -200,12 +202,15 @@ async def test_near_search_is_nearest_first_with_the_distance(world: World) -> N
     ]
 
 
-async def test_active_within_uses_last_seen(world: World) -> None:
+async def test_active_within_uses_last_seen_from_telemetry(world: World) -> None:
     await populate(world)
     await world.runner.catch_up()
     now = utcnow()
-    await world.registry.record_seen([("sf-1", now - timedelta(minutes=2)), ("oak-1", now - timedelta(hours=3))])
-    await world.registry.record_seen([("oak-1", now - timedelta(hours=5))])  # never goes back
+    clock = [now - timedelta(hours=3)]
+    state = SqlDeviceState(world.engine, clock=lambda: clock[0])
+    await state.handle([Reading("oak-1", 1, {"t": 1.0})])
+    clock[0] = now - timedelta(minutes=2)
+    await state.handle([Reading("sf-1", 1, {"t": 2.0})])
     assert await ids(world, active_within_minutes=10) == ["sf-1"]
     assert await ids(world, active_within_minutes=240) == ["oak-1", "sf-1"]
     view = await world.registry.get("oak-1")

@@ -58,6 +58,19 @@ class DecommissionDevice:
 
 
 @dataclass(frozen=True)
+class ActivateDevice:
+    device_id: str
+    context: EventContext = EventContext(actor="ingestion")
+
+
+@dataclass(frozen=True)
+class RecordConnectivity:
+    device_id: str
+    online: bool
+    context: EventContext = EventContext(actor="ingestion")
+
+
+@dataclass(frozen=True)
 class CommandResult:
     device_id: str
     version: int

@@ -7,15 +7,19 @@ still stands and the read side will show it shortly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from iot_platform.application.devices.commands import (
+    ActivateDevice,
     CommandResult,
     DecommissionDevice,
+    RecordConnectivity,
     RegisterDevice,
     ResumeDevice,
     SuspendDevice,
     UpdateDevice,
 )
-from iot_platform.application.errors import NotFound
+from iot_platform.application.errors import ConcurrencyError, NotFound
 from iot_platform.application.ports import ReadModelSync
 from iot_platform.application.repository import EventSourcedRepository
 from iot_platform.domain.devices import Device
@@ -72,16 +76,39 @@ class DeviceCommandHandler:
         device.decommission(command.reason, command.context)
         return await self._save(device, command.expected_version)
 
+    async def activate(self, command: ActivateDevice) -> CommandResult:
+        """Called by ingestion, not a person: nobody waits for the read model, and a race with
+        another writer is retried rather than reported."""
+        return await self._retrying(command.device_id, lambda d: d.activate(command.context))
+
+    async def record_connectivity(self, command: RecordConnectivity) -> CommandResult:
+        return await self._retrying(
+            command.device_id, lambda d: d.record_connectivity(command.online, command.context)
+        )
+
+    async def _retrying(self, device_id: str, decide: Callable[[Device], None]) -> CommandResult:
+        for attempt in range(3):
+            device = await self._existing(device_id)
+            decide(device)
+            try:
+                return await self._save(device, None, wait=False)
+            except ConcurrencyError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     async def _existing(self, device_id: str) -> Device:
         device = await self._repository.load(device_id)
         if not device.exists:
             raise NotFound(f"device {device_id!r} is not registered")
         return device
 
-    async def _save(self, device: Device, expected_version: int | None) -> CommandResult:
+    async def _save(
+        self, device: Device, expected_version: int | None, wait: bool = True
+    ) -> CommandResult:
         result = await self._repository.save(device, expected_version)
         if result is None:
             return CommandResult(device.id, device.version, None)
-        if self._read_model is not None:
+        if wait and self._read_model is not None:
             await self._read_model.wait_for(result.last_position, self._timeout)
         return CommandResult(device.id, result.version, result.last_position)

@@ -27,6 +27,8 @@ class DeviceView:
     registered_at: datetime
     updated_at: datetime
     last_seen: datetime | None
+    connected: bool | None = None
+    """Unknown (None) until the device reports its status."""
     distance_km: float | None = None
     """Set only by a ``near`` search: the great-circle distance from the search centre."""
 

@@ -101,3 +101,55 @@ class TagQuery:
     start_ns: int
     end_ns: int
     limit: int = 1000
+
+
+class Status(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+class Rejection(StrEnum):
+    """Why a reading was refused; the label of the rejected-readings counter."""
+
+    UNDECODABLE = "undecodable"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNKNOWN_DEVICE = "unknown_device"
+    DEVICE_SUSPENDED = "device_suspended"
+    DEVICE_DECOMMISSIONED = "device_decommissioned"
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    NON_FINITE_NUMBER = "non_finite_number"
+    INVALID_METRIC_NAME = "invalid_metric_name"
+    INVALID_METRIC_VALUE = "invalid_metric_value"
+    NO_METRICS = "no_metrics"
+    TOO_MANY_METRICS = "too_many_metrics"
+    INVALID_TAGS = "invalid_tags"
+    IDENTITY_MISMATCH = "identity_mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A reading as a protocol adapter decoded it, not yet checked.
+
+    ``rejection`` is set when the adapter could not even decode it (the use case still counts
+    and reports it, so every protocol's refusals land in one place).
+    """
+
+    device_id: str
+    timestamp_ns: int | None
+    metrics: Mapping[str, object]
+    tags: Mapping[str, str] = field(default_factory=dict)
+    message_id: str | None = None
+    payload_bytes: int = 0
+    rejection: Rejection | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    device_id: str
+    message_id: str | None
+    status: Status
+    reason: Rejection | None = None
+    detail: str | None = None

@@ -7,7 +7,8 @@ runs against both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from iot_platform.application.telemetry.model import (
@@ -15,9 +16,11 @@ from iot_platform.application.telemetry.model import (
     Bucket,
     RawQuery,
     Reading,
+    Rejection,
     StoredReading,
     TagQuery,
 )
+from iot_platform.domain.devices import DeviceStatus
 
 
 class TimeSeriesStore(Protocol):
@@ -54,3 +57,35 @@ class TimeSeriesStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    status: DeviceStatus
+    device_type: str
+
+
+class DeviceDirectory(Protocol):
+    """What ingestion needs to know of devices, fast: called for every batch."""
+
+    async def lookup(self, device_ids: Iterable[str]) -> dict[str, DeviceInfo]:
+        """Known devices among ``device_ids``; unknown ones are absent."""
+        ...
+
+    def forget(self, device_id: str) -> None:
+        """Drops a cached answer after this process changed the device."""
+        ...
+
+
+class DeviceActivator(Protocol):
+    async def activate(self, device_id: str) -> None:
+        """Records the device's first reading (registered/provisioned -> active)."""
+        ...
+
+
+class IngestionMetrics(Protocol):
+    def accepted(self, protocol: str, count: int) -> None: ...
+
+    def rejected(self, protocol: str, reason: Rejection, count: int = 1) -> None: ...
+
+    def duplicates(self, protocol: str, count: int) -> None: ...

@@ -3,6 +3,8 @@
 from iot_platform.domain.devices.device import Device
 from iot_platform.domain.devices.events import (
     DeviceActivated,
+    DeviceConnected,
+    DeviceDisconnected,
     DeviceDecommissioned,
     DeviceLocationChanged,
     DeviceMetadataChanged,
@@ -25,6 +27,8 @@ from iot_platform.domain.devices.values import (
 __all__ = [
     "Device",
     "DeviceActivated",
+    "DeviceConnected",
+    "DeviceDisconnected",
     "DeviceDecommissioned",
     "DeviceLocationChanged",
     "DeviceMetadata",

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 from iot_platform.domain.aggregate import Aggregate, EventContext
 from iot_platform.domain.devices.events import (
     DeviceActivated,
+    DeviceConnected,
+    DeviceDisconnected,
     DeviceDecommissioned,
     DeviceLocationChanged,
     DeviceMetadataChanged,
@@ -60,6 +62,7 @@ class Device(Aggregate):
         self.metadata = DeviceMetadata()
         self.suspended_from: DeviceStatus | None = None
         self.credential_fingerprint: str | None = None
+        self.connected: bool | None = None
 
     @property
     def exists(self) -> bool:
@@ -121,6 +124,14 @@ class Device(Aggregate):
         self.ensure_accepts_telemetry()
         if self.status is not DeviceStatus.ACTIVE:
             self._trigger(DeviceActivated(**self._meta(context)))
+
+    def record_connectivity(self, online: bool, context: EventContext = EventContext()) -> None:
+        """Records a change of connectivity; repeating the current state records nothing."""
+        self._require_live("record connectivity of")
+        if self.connected is online:
+            return
+        event_type = DeviceConnected if online else DeviceDisconnected
+        self._trigger(event_type(**self._meta(context)))
 
     def suspend(self, reason: str | None = None, context: EventContext = EventContext()) -> None:
         self._require_live("suspend")
@@ -224,6 +235,14 @@ class Device(Aggregate):
         self.status = DeviceStatus.DECOMMISSIONED
 
     @_apply.register
+    def _(self, event: DeviceConnected) -> None:
+        self.connected = True
+
+    @_apply.register
+    def _(self, event: DeviceDisconnected) -> None:
+        self.connected = False
+
+    @_apply.register
     def _(self, event: DeviceRenamed) -> None:
         self.name = event.name
 
@@ -251,6 +270,7 @@ class Device(Aggregate):
             "metadata": self.metadata.as_dict(),
             "suspended_from": self.suspended_from.value if self.suspended_from else None,
             "credential_fingerprint": self.credential_fingerprint,
+            "connected": self.connected,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -265,3 +285,4 @@ class Device(Aggregate):
             DeviceStatus(state["suspended_from"]) if state["suspended_from"] else None
         )
         self.credential_fingerprint = state["credential_fingerprint"]
+        self.connected = state.get("connected")

@@ -48,6 +48,16 @@ class DeviceDecommissioned(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeviceConnected(DomainEvent):
+    """The device said it is online (MQTT status topic, or a protocol session opened)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceDisconnected(DomainEvent):
+    """The device said it is offline, or its last will was published for it."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeviceRenamed(DomainEvent):
     name: str
 
@@ -74,6 +84,8 @@ DEVICE_EVENTS: tuple[type[DomainEvent], ...] = (
     DeviceSuspended,
     DeviceResumed,
     DeviceDecommissioned,
+    DeviceConnected,
+    DeviceDisconnected,
     DeviceRenamed,
     DeviceTagsChanged,
     DeviceLocationChanged,

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -130,18 +131,21 @@ rm_devices = Table(
     Column("version", Integer, nullable=False),
     Column("registered_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("connected", Boolean, nullable=True),
 )
 Index("ix_rm_devices_type", rm_devices.c.device_type, rm_devices.c.device_id)
 Index("ix_rm_devices_status", rm_devices.c.status, rm_devices.c.device_id)
 Index("ix_rm_devices_lat", rm_devices.c.latitude)
 
-# When each device was last heard from. Fed by telemetry, not by events, so it lives apart from
+# When each device was last heard from, and its latest value per metric as JSON
+# {"metric": [value, timestamp_ns]}. Fed by telemetry, not by events, so it lives apart from
 # rm_devices: rebuilding the registry from events must not forget it.
 device_presence = Table(
     "device_presence",
     metadata,
     Column("device_id", String(128), primary_key=True),
     Column("last_seen", UtcDateTime, nullable=False),
+    Column("latest", Text, nullable=False, server_default="{}"),
 )
 Index("ix_device_presence_last_seen", device_presence.c.last_seen)
 

@@ -29,6 +29,8 @@ from iot_platform.application.devices.queries import (
 from iot_platform.application.ports import RecordedEvent
 from iot_platform.domain.devices import (
     DeviceActivated,
+    DeviceConnected,
+    DeviceDisconnected,
     DeviceDecommissioned,
     DeviceLocationChanged,
     DeviceMetadataChanged,
@@ -109,6 +111,14 @@ class DeviceRegistryProjection:
         await self._update(conn, r, metadata=json.dumps(event.metadata.as_dict()))
 
     @_on.register
+    async def _(self, event: DeviceConnected, conn: AsyncConnection, r: RecordedEvent) -> None:
+        await self._update(conn, r, connected=True)
+
+    @_on.register
+    async def _(self, event: DeviceDisconnected, conn: AsyncConnection, r: RecordedEvent) -> None:
+        await self._update(conn, r, connected=False)
+
+    @_on.register
     async def _(self, event: DeviceProvisioned, conn: AsyncConnection, r: RecordedEvent) -> None:
         await self._update(conn, r, status=DeviceStatus.PROVISIONED.value)
 
@@ -162,7 +172,7 @@ def _decode_cursor(cursor: str, arity: int) -> list[Any]:
 
 
 class SqlDeviceRegistry:
-    """Implements ``DeviceRegistryQueries``; also records last-seen times for telemetry."""
+    """Implements ``DeviceRegistryQueries``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -252,27 +262,6 @@ class SqlDeviceRegistry:
             box.append(rm_devices.c.longitude.between(lon - dlon, lon + dlon))
         return box
 
-    async def record_seen(self, seen: Sequence[tuple[str, Any]]) -> None:
-        """Moves last-seen forward for (device_id, when) pairs; never backwards."""
-        async with self._engine.begin() as conn:
-            for device_id, when in seen:
-                moved = await conn.execute(
-                    update(device_presence)
-                    .where(device_presence.c.device_id == device_id)
-                    .where(device_presence.c.last_seen < when)
-                    .values(last_seen=when)
-                )
-                if moved.rowcount == 0:
-                    present = await conn.scalar(
-                        select(device_presence.c.device_id).where(
-                            device_presence.c.device_id == device_id
-                        )
-                    )
-                    if present is None:
-                        await conn.execute(
-                            insert(device_presence).values(device_id=device_id, last_seen=when)
-                        )
-
     @staticmethod
     def _view(row: Any) -> DeviceView:
         location = None
@@ -296,5 +285,6 @@ class SqlDeviceRegistry:
             registered_at=row["registered_at"],
             updated_at=row["updated_at"],
             last_seen=row["last_seen"],
+            connected=row["connected"],
             distance_km=row.get("distance_km"),
         )

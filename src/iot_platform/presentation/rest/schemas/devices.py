@@ -77,6 +77,7 @@ class DevicePublic(BaseModel):
     registered_at: datetime
     updated_at: datetime
     last_seen: datetime | None
+    connected: bool | None = None
     distance_km: float | None = None
 
     @classmethod

@@ -67,12 +67,43 @@ class EventStoreSettings(Section):
 
 
 class MqttSettings(Section):
+    enabled: bool = True
     embedded_broker: bool = True
     broker_url: str = "mqtt://127.0.0.1:1883"
+    protocol: Literal["auto", "3.1.1", "5"] = "auto"
+    username: str = ""
+    password: SecretStr = SecretStr("")
     qos_level: int = Field(1, ge=0, le=2)
     keep_alive: int = Field(60, ge=1)
     client_id: str = "iot-platform"
     shared_subscription_group: str = "iot-platform"
+    session_expiry_seconds: int = Field(3600, ge=0)
+    max_batch: int = Field(2000, ge=1)
+    pipeline: int = Field(4, ge=1)
+    reconnect_initial_seconds: float = Field(0.5, gt=0)
+    reconnect_max_seconds: float = Field(30.0, gt=0)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _mqtt_url(cls, url: str) -> str:
+        if not url.startswith(("mqtt://", "mqtts://")) or ":" not in url.split("://", 1)[1]:
+            raise ValueError("must be mqtt://host:port or mqtts://host:port")
+        return url
+
+    @property
+    def host(self) -> str:
+        return self.broker_url.split("://", 1)[1].rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.broker_url.rsplit(":", 1)[1].rstrip("/"))
+
+    @property
+    def mqtt5(self) -> bool:
+        """The embedded broker speaks 3.1.1; anything else is taken to speak MQTT 5."""
+        if self.protocol == "auto":
+            return not self.embedded_broker
+        return self.protocol == "5"
 
 
 class CoapSettings(Section):
@@ -86,6 +117,15 @@ class LorawanSettings(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(1700, ge=1, le=65535)
+
+
+class TelemetrySettings(Section):
+    max_future_skew_seconds: float = Field(300.0, ge=0)
+    max_payload_bytes: int = Field(65536, ge=1)
+    max_metrics_per_reading: int = Field(100, ge=1)
+    max_batch_events: int = Field(1000, ge=1)
+    dedup_window: int = Field(100_000, ge=0)
+    http_store_timeout_seconds: float = Field(10.0, gt=0)
 
 
 class TimeseriesSettings(Section):
@@ -173,6 +213,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     coap: CoapSettings = CoapSettings()
     lorawan: LorawanSettings = LorawanSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     timeseries: TimeseriesSettings = TimeseriesSettings()
     streaming: StreamingSettings = StreamingSettings()
     security: SecuritySettings = SecuritySettings()

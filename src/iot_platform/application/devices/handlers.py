@@ -31,10 +31,13 @@ class DeviceCommandHandler:
         repository: EventSourcedRepository[Device],
         read_model: ReadModelSync | None = None,
         read_your_writes_timeout: float = 5.0,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         self._repository = repository
         self._read_model = read_model
         self._timeout = read_your_writes_timeout
+        self._on_change = on_change
+        """Told the id of every device this handler changed (e.g. to drop cached lookups)."""
 
     async def register(self, command: RegisterDevice) -> CommandResult:
         device = await self._repository.load(command.device_id)
@@ -109,6 +112,8 @@ class DeviceCommandHandler:
         result = await self._repository.save(device, expected_version)
         if result is None:
             return CommandResult(device.id, device.version, None)
+        if self._on_change is not None:
+            self._on_change(device.id)
         if wait and self._read_model is not None:
             await self._read_model.wait_for(result.last_position, self._timeout)
         return CommandResult(device.id, result.version, result.last_position)

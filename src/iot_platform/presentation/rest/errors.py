@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from iot_platform.application.devices.queries import InvalidCursor
 from iot_platform.application.errors import ConcurrencyError, NotFound
+from iot_platform.application.telemetry.queries import InvalidQuery
 from iot_platform.domain.errors import AlreadyExists, DomainError, InvalidTransition, InvalidValue
 
 
@@ -52,6 +53,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(FieldError)
     async def _field(_: Request, exc: FieldError) -> JSONResponse:
+        return _unprocessable(exc.field, exc.message)
+
+    @app.exception_handler(InvalidQuery)
+    async def _query(_: Request, exc: InvalidQuery) -> JSONResponse:
         return _unprocessable(exc.field, exc.message)
 
     @app.exception_handler(InvalidCursor)

@@ -15,8 +15,10 @@ from fastapi import Depends, HTTPException, Request, status
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"*"}),
-    "fleet_manager": frozenset({"devices:read", "devices:write"}),
-    "viewer": frozenset({"devices:read"}),
+    "fleet_manager": frozenset(
+        {"devices:read", "devices:write", "telemetry:read", "telemetry:write"}
+    ),
+    "viewer": frozenset({"devices:read", "telemetry:read"}),
 }
 
 

@@ -1,0 +1,1 @@
+"""MQTT broker integration: the embedded broker for the one-machine setup."""

@@ -1,0 +1,63 @@
+"""Prometheus metrics of one platform process, in their own registry (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from iot_platform.application.telemetry.model import Rejection
+
+
+class PlatformMetrics:
+    """Also the ``IngestionMetrics`` port of the ingestion use case."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.readings_accepted = Counter(
+            "iot_readings_accepted", "Readings accepted", ["protocol"], registry=r
+        )
+        self.readings_rejected = Counter(
+            "iot_readings_rejected", "Readings rejected", ["protocol", "reason"], registry=r
+        )
+        self.readings_duplicate = Counter(
+            "iot_readings_duplicate", "Readings dropped as duplicates", ["protocol"], registry=r
+        )
+        self.sink_batch_seconds = Histogram(
+            "iot_sink_batch_seconds", "Time to write one batch to a telemetry sink", ["sink"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.sink_readings = Counter(
+            "iot_sink_readings", "Readings written by a telemetry sink", ["sink"], registry=r
+        )
+        self.sink_errors = Counter(
+            "iot_sink_errors", "Failed batch writes of a telemetry sink", ["sink"], registry=r
+        )
+        self.sink_retries = Counter(
+            "iot_sink_retries", "Retried batch writes of a telemetry sink", ["sink"], registry=r
+        )
+        self.stream_queue_depth = Gauge(
+            "iot_stream_queue_depth", "Readings waiting for a telemetry sink", ["sink"], registry=r
+        )
+        self.mqtt_messages = Counter(
+            "iot_mqtt_messages", "MQTT messages received by the platform", ["kind"], registry=r
+        )
+        self.mqtt_reconnects = Counter(
+            "iot_mqtt_reconnects", "Reconnections to the MQTT broker", registry=r
+        )
+        self.http_requests = Counter(
+            "iot_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+        self.http_latency = Histogram(
+            "iot_http_request_seconds", "HTTP request latency", ["method", "route"], registry=r
+        )
+
+    # -- IngestionMetrics ------------------------------------------------------------------
+    def accepted(self, protocol: str, count: int) -> None:
+        self.readings_accepted.labels(protocol).inc(count)
+
+    def rejected(self, protocol: str, reason: Rejection, count: int = 1) -> None:
+        self.readings_rejected.labels(protocol, reason.value).inc(count)
+
+    def duplicates(self, protocol: str, count: int) -> None:
+        self.readings_duplicate.labels(protocol).inc(count)

@@ -1,0 +1,1 @@
+"""Telemetry stream adapters: in-process (embedded default) and, later, Kafka."""

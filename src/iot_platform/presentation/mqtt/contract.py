@@ -1,0 +1,106 @@
+"""The MQTT topic contract on the device side (see DESIGN.md), decoded into candidates.
+
+- ``devices/{id}/telemetry``: flat ``{"temperature": 23.5, "timestamp": ...}`` or envelope
+  ``{"message_id", "timestamp", "metrics": {...}, "tags": {...}}``, in JSON or CBOR.
+- ``sensors/{id}/{sensor}``: ``{"value": 23.5, "timestamp": ...}`` or a bare value.
+- ``devices/{id}/status``: ``online``/``offline`` (plain text, or JSON ``{"status": ...}``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from iot_platform.application.telemetry.model import Candidate, Rejection
+from iot_platform.presentation.wire import WireError, decode_body, parse_tags, parse_timestamp
+
+TELEMETRY_TOPICS = ("devices/+/telemetry", "sensors/+/+", "devices/+/status")
+
+# Keys of a flat payload that are about the reading rather than metrics of it.
+_READING_KEYS = {"timestamp", "timeStamp", "ts", "message_id", "event_id", "tags", "device_id"}
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    device_id: str
+    online: bool
+
+
+def candidate_from_body(body: Any, device_id: str, payload_bytes: int) -> Candidate:
+    """A telemetry body (flat or envelope, already decoded) -> one candidate reading."""
+    if not isinstance(body, dict):
+        raise WireError("a telemetry payload is an object")
+    raw_ts = next((body[k] for k in ("timestamp", "timeStamp", "ts") if k in body), None)
+    message_id = body.get("message_id", body.get("event_id"))
+    metrics = body.get("metrics")
+    if metrics is None:
+        metrics = {k: v for k, v in body.items() if k not in _READING_KEYS}
+    elif not isinstance(metrics, dict):
+        raise WireError("metrics is an object of name -> number, boolean or string")
+    return Candidate(
+        device_id=device_id,
+        timestamp_ns=None if raw_ts is None else parse_timestamp(raw_ts),
+        metrics=metrics,
+        tags=parse_tags(body.get("tags")),
+        message_id=None if message_id is None else str(message_id),
+        payload_bytes=payload_bytes,
+    )
+
+
+def undecodable(device_id: str, payload_bytes: int, error: Exception) -> Candidate:
+    return Candidate(
+        device_id=device_id,
+        timestamp_ns=None,
+        metrics={},
+        payload_bytes=payload_bytes,
+        rejection=Rejection.UNDECODABLE,
+        detail=str(error),
+    )
+
+
+def parse_message(topic: str, payload: bytes) -> Candidate | StatusReport | None:
+    """None for a topic outside the contract (it is ignored, not refused)."""
+    parts = topic.split("/")
+    size = len(payload)
+    if len(parts) == 3 and parts[0] == "devices" and parts[2] == "telemetry":
+        device_id = parts[1]
+        try:
+            return candidate_from_body(decode_body(payload), device_id, size)
+        except WireError as exc:
+            return undecodable(device_id, size, exc)
+    if len(parts) == 3 and parts[0] == "sensors":
+        device_id, sensor = parts[1], parts[2]
+        try:
+            body = decode_body(payload)
+            if isinstance(body, dict):
+                if "value" not in body:
+                    raise WireError('a sensor reading is {"value": ..., "timestamp": ...}')
+                inner = {k: v for k, v in body.items() if k != "value"}
+                inner["metrics"] = {sensor: body["value"]}
+                return candidate_from_body(inner, device_id, size)
+            return Candidate(device_id, None, {sensor: body}, payload_bytes=size)
+        except WireError as exc:
+            return undecodable(device_id, size, exc)
+    if len(parts) == 3 and parts[0] == "devices" and parts[2] == "status":
+        return _status(parts[1], payload)
+    return None
+
+
+def _status(device_id: str, payload: bytes) -> StatusReport | None:
+    text = payload.strip().decode("utf-8", "replace").lower()
+    if text.startswith("{"):
+        try:
+            body = decode_body(payload)
+        except WireError:
+            return None
+        value = body.get("status", body.get("online")) if isinstance(body, dict) else None
+        if isinstance(value, bool):
+            text = "online" if value else "offline"
+        else:
+            text = str(value).lower()
+    text = text.strip('"')
+    if text in ("online", "connected", "1", "true"):
+        return StatusReport(device_id, True)
+    if text in ("offline", "disconnected", "0", "false"):
+        return StatusReport(device_id, False)
+    return None

@@ -1,0 +1,153 @@
+"""The platform's MQTT subscriber: device topics in, IngestTelemetry, acknowledgements out.
+
+QoS 1 end to end: PUBACK is sent only after a message's reading is durably handed on, so a
+crash or a failed store write leaves the message unacknowledged and the broker delivers it
+again (the session is persistent: fixed client id, no clean start). aiomqtt has no public
+manual-ack API yet, so paho's ``manual_ack_set``/``ack`` are reached through ``client._client``
+(the workaround in aiomqtt issue #345). Messages are taken in batches of whatever has arrived,
+several batches are ingested at once, and PUBACKs still leave in arrival order, as MQTT asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiomqtt
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from iot_platform.application.telemetry.ingestion import IngestTelemetry
+from iot_platform.application.telemetry.model import Candidate
+from iot_platform.config import MqttSettings
+from iot_platform.infrastructure.observability import PlatformMetrics
+from iot_platform.presentation.mqtt.contract import TELEMETRY_TOPICS, StatusReport, parse_message
+
+log = logging.getLogger(__name__)
+
+ConnectivityHandler = Callable[[StatusReport], Awaitable[None]]
+
+
+class MqttIngestion:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        ingest: IngestTelemetry,
+        on_status: ConnectivityHandler,
+        metrics: PlatformMetrics,
+    ) -> None:
+        self._settings = settings
+        self._ingest = ingest
+        self._on_status = on_status
+        self._metrics = metrics
+        self.subscribed = asyncio.Event()
+        """Set while subscribed; tests and readiness wait on it."""
+
+    def _client(self) -> aiomqtt.Client:
+        s = self._settings
+        properties = None
+        if s.mqtt5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = s.session_expiry_seconds
+        client = aiomqtt.Client(
+            hostname=s.host,
+            port=s.port,
+            identifier=s.client_id,
+            username=s.username or None,
+            password=s.password.get_secret_value() or None,
+            protocol=aiomqtt.ProtocolVersion.V5 if s.mqtt5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if s.mqtt5 else False,
+            clean_start=False if s.mqtt5 else MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+            keepalive=s.keep_alive,
+        )
+        # Before connecting: a resumed session may deliver at once.
+        client._client.manual_ack_set(True)
+        return client
+
+    def _topic(self, topic: str) -> str:
+        group = self._settings.shared_subscription_group
+        return f"$share/{group}/{topic}" if self._settings.mqtt5 and group else topic
+
+    async def run(self) -> None:
+        """Consumes until cancelled, reconnecting with exponential back-off."""
+        s = self._settings
+        delay = s.reconnect_initial_seconds
+        while True:
+            try:
+                async with self._client() as client:
+                    await client.subscribe([(self._topic(t), s.qos_level) for t in TELEMETRY_TOPICS])
+                    log.info("subscribed to device topics on %s", s.broker_url)
+                    self.subscribed.set()
+                    delay = s.reconnect_initial_seconds
+                    await self._consume(client)
+            except aiomqtt.MqttError as exc:
+                log.warning("MQTT connection to %s lost (%s); reconnecting in %.1fs",
+                            s.broker_url, exc, delay)
+            except _BatchFailed as exc:
+                log.warning("ingestion failed (%s); reconnecting so the broker redelivers", exc)
+            finally:
+                self.subscribed.clear()
+            self._metrics.mqtt_reconnects.inc()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, s.reconnect_max_seconds)
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        messages = client.messages
+        in_flight: set[asyncio.Task[None]] = set()
+        previous: asyncio.Task[None] | None = None
+        try:
+            while True:
+                batch = [await anext(messages)]
+                while len(messages) > 0 and len(batch) < self._settings.max_batch:
+                    batch.append(await anext(messages))
+                previous = asyncio.create_task(self._process(client, batch, previous))
+                in_flight.add(previous)
+                previous.add_done_callback(in_flight.discard)
+                while len(in_flight) >= self._settings.pipeline:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                if previous.done() and previous.exception() is not None:
+                    raise _BatchFailed(str(previous.exception()))
+        finally:
+            for task in in_flight:
+                task.cancel()
+            for task in in_flight:
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _process(
+        self,
+        client: aiomqtt.Client,
+        batch: list[aiomqtt.Message],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        candidates: list[Candidate] = []
+        statuses: list[StatusReport] = []
+        for message in batch:
+            payload = message.payload
+            body = payload if isinstance(payload, bytes) else str(payload).encode()
+            parsed = parse_message(message.topic.value, body)
+            if isinstance(parsed, Candidate):
+                candidates.append(parsed)
+                self._metrics.mqtt_messages.labels("telemetry").inc()
+            elif isinstance(parsed, StatusReport):
+                statuses.append(parsed)
+                self._metrics.mqtt_messages.labels("status").inc()
+            else:
+                self._metrics.mqtt_messages.labels("ignored").inc()
+        if candidates:
+            await self._ingest.ingest(candidates, "mqtt")
+        for status in statuses:
+            await self._on_status(status)
+        if previous is not None:
+            await previous  # a failed earlier batch fails this one: acknowledge in order or not at all
+        for message in batch:
+            if message.qos > 0:
+                client._client.ack(message.mid, message.qos)
+
+
+class _BatchFailed(Exception):
+    pass

@@ -1,0 +1,174 @@
+"""IngestTelemetry, specified with fakes behind its ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import pytest
+
+from iot_platform.application.telemetry.ingestion import IngestionLimits, IngestTelemetry
+from iot_platform.application.telemetry.model import Candidate, Reading, Rejection, Status
+from iot_platform.application.telemetry.ports import DeviceInfo
+from iot_platform.domain.devices import DeviceStatus
+
+pytestmark = pytest.mark.asyncio
+
+NOW = 1_700_000_000 * 10**9
+
+
+class FakeDirectory:
+    def __init__(self, devices: dict[str, DeviceStatus]) -> None:
+        self.devices = devices
+        self.forgotten: list[str] = []
+
+    async def lookup(self, device_ids: Iterable[str]) -> dict[str, DeviceInfo]:
+        return {d: DeviceInfo(self.devices[d], "th") for d in device_ids if d in self.devices}
+
+    def forget(self, device_id: str) -> None:
+        self.forgotten.append(device_id)
+
+
+class FakeActivator:
+    def __init__(self, directory: FakeDirectory) -> None:
+        self.activated: list[str] = []
+        self._directory = directory
+
+    async def activate(self, device_id: str) -> None:
+        self.activated.append(device_id)
+        self._directory.devices[device_id] = DeviceStatus.ACTIVE
+
+
+class FakeStream:
+    def __init__(self) -> None:
+        self.published: list[Reading] = []
+        self.fail = False
+
+    async def publish(self, readings: Sequence[Reading]) -> None:
+        if self.fail:
+            raise ConnectionError("store down")
+        self.published.extend(readings)
+
+
+class CountingMetrics:
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def _add(self, key: str, n: int) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def accepted(self, protocol: str, count: int) -> None:
+        self._add(f"{protocol}:accepted", count)
+
+    def rejected(self, protocol: str, reason: Rejection, count: int = 1) -> None:
+        self._add(f"{protocol}:rejected:{reason.value}", count)
+
+    def duplicates(self, protocol: str, count: int) -> None:
+        self._add(f"{protocol}:duplicate", count)
+
+
+def world(**devices: DeviceStatus) -> tuple[IngestTelemetry, FakeStream, FakeActivator, CountingMetrics]:
+    directory = FakeDirectory(dict(devices))
+    activator = FakeActivator(directory)
+    stream = FakeStream()
+    metrics = CountingMetrics()
+    ingest = IngestTelemetry(
+        directory, activator, stream, metrics,
+        IngestionLimits(max_payload_bytes=1000, max_metrics=3, dedup_window=100),
+        clock_ns=lambda: NOW,
+    )
+    return ingest, stream, activator, metrics
+
+
+def reading(device: str = "d1", ts: int | None = NOW, **metrics: object) -> Candidate:
+    return Candidate(device, ts, metrics or {"t": 21.5})
+
+
+async def test_a_bad_reading_is_rejected_with_its_reason_and_the_rest_is_stored() -> None:
+    ingest, stream, _, metrics = world(d1=DeviceStatus.ACTIVE, gone=DeviceStatus.DECOMMISSIONED,
+                                       paused=DeviceStatus.SUSPENDED)
+    batch = [
+        reading(t=1.0),
+        reading("ghost"),
+        reading("gone"),
+        reading("paused"),
+        reading(ts=NOW + 3600 * 10**9),
+        reading(t=float("nan")),
+        reading(**{"bad name": 1}),
+        reading(t={"nested": 1}),
+        reading(a=1, b=2, c=3, d=4),
+        Candidate("d1", None, {"t": 1}, payload_bytes=5000),
+        Candidate("d1", None, {}),
+        reading(ts=NOW - 10, t=2.0),
+    ]
+    outcomes = await ingest.ingest(batch, "mqtt")
+    assert [(o.status, o.reason) for o in outcomes] == [
+        (Status.STORED, None),
+        (Status.REJECTED, Rejection.UNKNOWN_DEVICE),
+        (Status.REJECTED, Rejection.DEVICE_DECOMMISSIONED),
+        (Status.REJECTED, Rejection.DEVICE_SUSPENDED),
+        (Status.REJECTED, Rejection.TIMESTAMP_IN_FUTURE),
+        (Status.REJECTED, Rejection.NON_FINITE_NUMBER),
+        (Status.REJECTED, Rejection.INVALID_METRIC_NAME),
+        (Status.REJECTED, Rejection.INVALID_METRIC_VALUE),
+        (Status.REJECTED, Rejection.TOO_MANY_METRICS),
+        (Status.REJECTED, Rejection.PAYLOAD_TOO_LARGE),
+        (Status.REJECTED, Rejection.NO_METRICS),
+        (Status.STORED, None),
+    ]
+    assert [r.metrics for r in stream.published] == [{"t": 1.0}, {"t": 2.0}]
+    assert metrics.counts["mqtt:accepted"] == 2
+    assert metrics.counts["mqtt:rejected:unknown_device"] == 1
+    assert all(o.detail for o in outcomes if o.status is Status.REJECTED)
+
+
+async def test_an_undecodable_message_is_reported_by_the_use_case() -> None:
+    ingest, _, _, metrics = world(d1=DeviceStatus.ACTIVE)
+    (outcome,) = await ingest.ingest(
+        [Candidate("d1", None, {}, rejection=Rejection.UNDECODABLE, detail="bad CBOR")], "coap"
+    )
+    assert (outcome.reason, outcome.detail) == (Rejection.UNDECODABLE, "bad CBOR")
+    assert metrics.counts == {"coap:rejected:undecodable": 1}
+
+
+async def test_duplicates_by_message_id_and_by_timestamp_and_metric_are_not_stored_twice() -> None:
+    ingest, stream, _, metrics = world(d1=DeviceStatus.ACTIVE)
+    with_id = Candidate("d1", NOW - 5, {"t": 1.0}, message_id="m-1")
+    first = await ingest.ingest([with_id, with_id, reading(ts=NOW - 7, t=3.0)], "http")
+    again = await ingest.ingest(
+        [with_id, reading(ts=NOW - 7, t=3.0), reading(ts=NOW - 7, t=3.0, h=40.0)], "http"
+    )
+    assert [o.status for o in first] == [Status.STORED, Status.DUPLICATE, Status.STORED]
+    assert [o.status for o in again] == [Status.DUPLICATE, Status.DUPLICATE, Status.STORED]
+    assert [r.metrics for r in stream.published] == [{"t": 1.0}, {"t": 3.0}, {"h": 40.0}]
+    assert metrics.counts["http:duplicate"] == 3
+
+
+async def test_a_batch_the_stream_refused_is_not_remembered_as_seen() -> None:
+    ingest, stream, _, _ = world(d1=DeviceStatus.ACTIVE)
+    message = Candidate("d1", NOW - 5, {"t": 1.0}, message_id="m-1")
+    stream.fail = True
+    with pytest.raises(ConnectionError):
+        await ingest.ingest([message], "mqtt")
+    stream.fail = False
+    (outcome,) = await ingest.ingest([message], "mqtt")  # the broker's redelivery
+    assert outcome.status is Status.STORED
+
+
+async def test_the_first_reading_activates_a_registered_device_once() -> None:
+    ingest, stream, activator, _ = world(d1=DeviceStatus.REGISTERED, d2=DeviceStatus.ACTIVE)
+    await ingest.ingest([reading("d1", ts=NOW - 2), reading("d1", ts=NOW - 1), reading("d2")], "mqtt")
+    await ingest.ingest([reading("d1")], "mqtt")
+    assert activator.activated == ["d1"]
+    assert [r.device_type for r in stream.published] == ["th"] * 4
+
+
+async def test_a_reading_for_another_device_than_the_authenticated_one_is_refused() -> None:
+    ingest, _, _, _ = world(d1=DeviceStatus.ACTIVE, d2=DeviceStatus.ACTIVE)
+    outcomes = await ingest.ingest([reading("d1"), reading("d2")], "http", authenticated_device="d1")
+    assert [o.reason for o in outcomes] == [None, Rejection.IDENTITY_MISMATCH]
+
+
+async def test_a_reading_without_a_timestamp_gets_the_platforms_clock() -> None:
+    ingest, stream, _, _ = world(d1=DeviceStatus.ACTIVE)
+    await ingest.ingest([reading(ts=None)], "mqtt")
+    assert stream.published[0].timestamp_ns == NOW

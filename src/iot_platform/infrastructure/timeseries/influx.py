@@ -206,13 +206,16 @@ class InfluxTimeSeriesStore:
     async def query(self, query: RawQuery) -> list[StoredReading]:
         if query.limit <= 0 or query.start_ns >= query.end_ns:
             return []
-        fields = f"|> filter(fn: (r) => {_any_of('_field', query.metrics)})" if query.metrics else ""
+        fields = [_any_of("_field", query.metrics)] if query.metrics else []
         # Each table is one series and field in time order: its first (last) `limit` rows hold
         # every row of the answer; the rows are merged into readings here.
         flux = f"""
-            {self._from(query.start_ns, query.end_ns)}
-              |> filter(fn: (r) => r._measurement == "{MEASUREMENT}" and r.device_id == {flux_string(query.device_id)})
-              {fields}
+            {self._from(
+                query.start_ns,
+                query.end_ns,
+                f'r._measurement == "{MEASUREMENT}" and r.device_id == {flux_string(query.device_id)}',
+                *fields,
+            )}
               |> {"tail" if query.descending else "limit"}(n: {query.limit})
               |> map(fn: (r) => ({{r with _ns: int(v: r._time)}}))
         """
@@ -225,8 +228,11 @@ class InfluxTimeSeriesStore:
             return []
         tag = flux_string(TAG_PREFIX + query.key)
         flux = f"""
-            {self._from(query.start_ns, query.end_ns)}
-              |> filter(fn: (r) => r._measurement == "{MEASUREMENT}" and r[{tag}] == {flux_string(query.value)})
+            {self._from(
+                query.start_ns,
+                query.end_ns,
+                f'r._measurement == "{MEASUREMENT}" and r[{tag}] == {flux_string(query.value)}',
+            )}
               |> limit(n: {query.limit})
               |> map(fn: (r) => ({{r with _ns: int(v: r._time)}}))
         """
@@ -243,9 +249,12 @@ class InfluxTimeSeriesStore:
         check_rollup_interval(query.interval_ns, granularity)
         measurement = HOURLY if query.resolution is Resolution.HOURLY else DAILY
         flux = f"""
-            data = {self._from(query.start_ns, query.end_ns)}
-              |> filter(fn: (r) => r._measurement == "{measurement}" and r.metric == {flux_string(query.metric)})
-              {self._device_filters(query)}
+            data = {self._from(
+                query.start_ns,
+                query.end_ns,
+                f'r._measurement == "{measurement}" and r.metric == {flux_string(query.metric)}',
+                *self._device_filters(query),
+            )}
         """
         for name, combine in (("count", "sum"), ("sum", "sum"), ("min", "min"), ("max", "max")):
             flux += f"""
@@ -290,19 +299,30 @@ class InfluxTimeSeriesStore:
 
     # --- helpers
 
-    def _from(self, start_ns: int, end_ns: int) -> str:
-        return (
-            f"from(bucket: {flux_string(self._bucket)})"
-            f" |> range(start: {_flux_time(start_ns)}, stop: {_flux_time(end_ns)})"
+    def _from(self, start_ns: int, end_ns: int, *predicates: str) -> str:
+        """Points in [start, end) that match every predicate.
+
+        1.8's storage treats the range stop as inclusive, so a last filter drops points at
+        ``end``; it comes after the others, which stay simple enough to be pushed down to
+        storage.
+        """
+        stop = _flux_time(end_ns)
+        return "\n  |> ".join(
+            [
+                f"from(bucket: {flux_string(self._bucket)})",
+                f"range(start: {_flux_time(start_ns)}, stop: {stop})",
+                *(f"filter(fn: (r) => {p})" for p in predicates),
+                f"filter(fn: (r) => r._time < {stop})",
+            ]
         )
 
     @staticmethod
-    def _device_filters(query: AggregateQuery) -> str:
-        filters = ""
+    def _device_filters(query: AggregateQuery) -> list[str]:
+        filters = []
         if query.device_ids is not None:
-            filters += f"|> filter(fn: (r) => {_any_of('device_id', query.device_ids)})\n"
+            filters.append(_any_of("device_id", query.device_ids))
         if query.device_type is not None:
-            filters += f"|> filter(fn: (r) => r.device_type == {flux_string(query.device_type)})\n"
+            filters.append(f"r.device_type == {flux_string(query.device_type)}")
         return filters
 
     async def _write_lines(self, lines: list[str]) -> None:
@@ -380,9 +400,12 @@ class InfluxTimeSeriesStore:
             )
         to_float = "|> map(fn: (r) => ({r with _value: float(v: r._value)}))" if types != {"float"} else ""
         flux = f"""
-            data = {self._from(query.start_ns, query.end_ns)}
-              |> filter(fn: (r) => r._measurement == "{MEASUREMENT}" and r._field == {flux_string(query.metric)})
-              {self._device_filters(query)}
+            data = {self._from(
+                query.start_ns,
+                query.end_ns,
+                f'r._measurement == "{MEASUREMENT}" and r._field == {flux_string(query.metric)}',
+                *self._device_filters(query),
+            )}
               {to_float}
               |> group()
               |> window(every: {query.interval_ns}ns)
@@ -403,10 +426,9 @@ class InfluxTimeSeriesStore:
     async def _roll_up_hours(
         self, start_ns: int, end_ns: int, strings: list[str], as_float: bool
     ) -> None:
-        skip = " and ".join(f"r._field != {flux_string(f)}" for f in strings)
+        skip = "".join(f" and r._field != {flux_string(f)}" for f in strings)
         flux = f"""
-            data = {self._from(start_ns, end_ns)}
-              |> filter(fn: (r) => r._measurement == "{MEASUREMENT}"{f" and {skip}" if skip else ""})
+            data = {self._from(start_ns, end_ns, f'r._measurement == "{MEASUREMENT}"{skip}')}
               {"|> map(fn: (r) => ({r with _value: float(v: r._value)}))" if as_float else ""}
               |> group(columns: ["device_id", "device_type", "_field"])
               |> window(every: 1h)
@@ -420,8 +442,7 @@ class InfluxTimeSeriesStore:
 
     async def _roll_up_days(self, start_ns: int, end_ns: int) -> None:
         flux = f"""
-            data = {self._from(start_ns, end_ns)}
-              |> filter(fn: (r) => r._measurement == "{HOURLY}")
+            data = {self._from(start_ns, end_ns, f'r._measurement == "{HOURLY}"')}
               |> group(columns: ["device_id", "device_type", "metric", "_field"])
               |> window(every: 1d)
         """

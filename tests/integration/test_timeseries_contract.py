@@ -1,0 +1,530 @@
+"""The TimeSeriesStore contract, run against every adapter: the embedded SQLite file and InfluxDB.
+
+Each test gets an empty store: a fresh file, or a fresh InfluxDB database (created and dropped
+through InfluxQL), so retention deletes and "every device" aggregates see only its own data.
+Time is fixed: ``maintain`` is told what "now" is, so nothing here depends on the wall clock.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from iot_platform.application.telemetry.model import (
+    NS_PER_DAY,
+    NS_PER_HOUR,
+    NS_PER_SECOND,
+    AggregateQuery,
+    Bucket,
+    MetricValue,
+    RawQuery,
+    Reading,
+    Resolution,
+    StoredReading,
+    TagQuery,
+)
+from iot_platform.application.telemetry.ports import TimeSeriesStore
+from iot_platform.infrastructure.timeseries import InfluxTimeSeriesStore, SqliteTimeSeriesStore
+from tests.conftest import require_service
+
+pytestmark = pytest.mark.asyncio
+
+HOUR, DAY, SECOND, MINUTE = NS_PER_HOUR, NS_PER_DAY, NS_PER_SECOND, 60 * NS_PER_SECOND
+NOW = 1_710_073_800 * SECOND  # 2024-03-10T12:30:00Z
+THIS_HOUR = NOW - NOW % HOUR
+TODAY = NOW - NOW % DAY
+EVERYTHING = (TODAY - 365 * DAY, TODAY + DAY)
+
+
+def reading(
+    device: str,
+    ts: int,
+    tags: Mapping[str, str] | None = None,
+    device_type: str = "thermometer",
+    **metrics: MetricValue,
+) -> Reading:
+    return Reading(device, ts, metrics, dict(tags or {}), device_type=device_type)
+
+
+def raw(device: str, start: int = EVERYTHING[0], end: int = EVERYTHING[1], **kw: Any) -> RawQuery:
+    return RawQuery(device, start, end, **kw)
+
+
+def agg(metric: str, interval: int, resolution: Resolution = Resolution.RAW, **kw: Any) -> AggregateQuery:
+    start, end = kw.pop("start", EVERYTHING[0]), kw.pop("end", EVERYTHING[1])
+    return AggregateQuery(metric, start, end, interval, resolution, **kw)
+
+
+# --- one store per backend, per test
+
+
+async def influxql(url: str, token: str, statement: str) -> None:
+    headers = {"Authorization": f"Token {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+        response = await client.post("/query", params={"q": statement})
+        response.raise_for_status()
+        assert "error" not in response.text, response.text
+
+
+@dataclass
+class Backend:
+    """Opens stores on one backend's test data; several instances on the same data stand for
+    a restarted process."""
+
+    name: str
+    tmp_path: Path
+    influx: dict[str, str] = field(default_factory=dict)
+    opened: list[TimeSeriesStore] = field(default_factory=list)
+
+    def open(self, retention_days: int = 30, rollup_retention_days: int = 730) -> TimeSeriesStore:
+        store: TimeSeriesStore
+        if self.name == "embedded":
+            store = SqliteTimeSeriesStore(
+                self.tmp_path / "data" / "timeseries.db",
+                retention_days=retention_days,
+                rollup_retention_days=rollup_retention_days,
+            )
+        else:
+            store = InfluxTimeSeriesStore(
+                self.influx["url"],
+                bucket=self.influx["bucket"],
+                token=self.influx["token"],
+                org=self.influx["org"],
+                retention_days=retention_days,
+                rollup_retention_days=rollup_retention_days,
+            )
+        self.opened.append(store)
+        return store
+
+    def unreachable(self) -> TimeSeriesStore:
+        store: TimeSeriesStore
+        if self.name == "embedded":
+            not_a_directory = self.tmp_path / "plain-file"
+            not_a_directory.write_text("")
+            store = SqliteTimeSeriesStore(not_a_directory / "timeseries.db")
+        else:
+            store = InfluxTimeSeriesStore("http://127.0.0.1:9", bucket="nowhere/autogen", timeout_ms=5000)
+        self.opened.append(store)
+        return store
+
+
+@pytest_asyncio.fixture(params=["embedded", "influxdb"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    backend = Backend(request.param, tmp_path)
+    database = None
+    if request.param == "influxdb":
+        url = require_service("IOT_TEST_INFLUX_URL", "InfluxDB")
+        token = os.environ.get("IOT_TEST_INFLUX_TOKEN", "")
+        policy = os.environ.get("IOT_TEST_INFLUX_BUCKET", "iot_test/autogen").partition("/")[2]
+        database = f"iot_test_ts_{uuid.uuid4().hex[:12]}"
+        await influxql(url, token, f'CREATE DATABASE "{database}" WITH NAME "{policy or "autogen"}"')
+        backend.influx = {
+            "url": url,
+            "token": token,
+            "org": os.environ.get("IOT_TEST_INFLUX_ORG", "-"),
+            "bucket": f"{database}/{policy or 'autogen'}",
+        }
+    try:
+        yield backend
+    finally:
+        for store in backend.opened:
+            await store.close()
+        if database is not None:
+            await influxql(backend.influx["url"], backend.influx["token"], f'DROP DATABASE "{database}"')
+
+
+@pytest.fixture
+def store(backend: Backend) -> TimeSeriesStore:
+    return backend.open()
+
+
+# --- raw readings
+
+
+async def test_readings_come_back_oldest_first_with_types_tags_and_exact_nanoseconds(
+    store: TimeSeriesStore,
+) -> None:
+    timestamps = [THIS_HOUR + 987_654_321_123, THIS_HOUR + 1, THIS_HOUR + 123_456_789]
+    await store.write(
+        [
+            reading(
+                "dev-1", ts, {"room": "lab 1", "note": 'a "quoted", =odd ${x} value'},
+                temp=21.25, count=3, on=True, state="ok",
+            )
+            for ts in timestamps
+        ]
+    )
+
+    found = await store.query(raw("dev-1"))
+
+    assert [r.timestamp_ns for r in found] == sorted(timestamps)
+    assert found[0] == StoredReading(
+        "dev-1",
+        THIS_HOUR + 1,
+        {"temp": 21.25, "count": 3.0, "on": True, "state": "ok"},
+        {"room": "lab 1", "note": 'a "quoted", =odd ${x} value'},
+    )
+    metrics = found[0].metrics
+    assert type(metrics["count"]) is float and type(metrics["on"]) is bool
+
+
+async def test_limit_and_descending_take_readings_from_the_chosen_end(store: TimeSeriesStore) -> None:
+    await store.write([reading("dev-1", THIS_HOUR + i * MINUTE, temp=float(i)) for i in range(10)])
+
+    oldest = await store.query(raw("dev-1", limit=3))
+    newest = await store.query(raw("dev-1", limit=3, descending=True))
+
+    assert [r.metrics["temp"] for r in oldest] == [0.0, 1.0, 2.0]
+    assert [r.metrics["temp"] for r in newest] == [9.0, 8.0, 7.0]
+
+
+async def test_the_limit_counts_readings_not_values(store: TimeSeriesStore) -> None:
+    await store.write(
+        [reading("dev-1", THIS_HOUR + i * MINUTE, a=1.0, b=2.0, c=3.0) for i in range(4)]
+    )
+
+    found = await store.query(raw("dev-1", limit=2))
+
+    assert [(r.timestamp_ns, r.metrics) for r in found] == [
+        (THIS_HOUR, {"a": 1.0, "b": 2.0, "c": 3.0}),
+        (THIS_HOUR + MINUTE, {"a": 1.0, "b": 2.0, "c": 3.0}),
+    ]
+
+
+async def test_a_metric_filter_keeps_only_those_metrics_and_readings_holding_them(
+    store: TimeSeriesStore,
+) -> None:
+    await store.write(
+        [
+            reading("dev-1", THIS_HOUR, temp=20.0, humidity=40.0, state="ok"),
+            reading("dev-1", THIS_HOUR + MINUTE, state="fault"),
+            reading("dev-1", THIS_HOUR + 2 * MINUTE, temp=21.0),
+        ]
+    )
+
+    found = await store.query(raw("dev-1", metrics=("temp", "humidity")))
+
+    assert [(r.timestamp_ns, r.metrics) for r in found] == [
+        (THIS_HOUR, {"temp": 20.0, "humidity": 40.0}),
+        (THIS_HOUR + 2 * MINUTE, {"temp": 21.0}),
+    ]
+
+
+async def test_the_range_includes_its_start_and_excludes_its_end(store: TimeSeriesStore) -> None:
+    await store.write([reading("dev-1", THIS_HOUR + i, temp=float(i)) for i in range(3)])
+
+    found = await store.query(raw("dev-1", THIS_HOUR + 1, THIS_HOUR + 2))
+
+    assert [r.timestamp_ns for r in found] == [THIS_HOUR + 1]
+
+
+async def test_readings_of_other_devices_are_not_returned(store: TimeSeriesStore) -> None:
+    await store.write([reading("dev-1", THIS_HOUR, temp=1.0), reading("dev-2", THIS_HOUR, temp=2.0)])
+
+    assert [r.metrics for r in await store.query(raw("dev-2"))] == [{"temp": 2.0}]
+
+
+async def test_writing_the_same_reading_twice_stores_it_once(store: TimeSeriesStore) -> None:
+    once = reading("dev-1", THIS_HOUR + 5, {"room": "lab"}, temp=20.5, on=False)
+
+    await store.write([once])
+    await store.write([once, once])
+
+    assert await store.query(raw("dev-1")) == [
+        StoredReading("dev-1", THIS_HOUR + 5, {"temp": 20.5, "on": False}, {"room": "lab"})
+    ]
+
+
+async def test_a_rewrite_of_the_same_device_time_and_metric_replaces_the_value(
+    store: TimeSeriesStore,
+) -> None:
+    await store.write([reading("dev-1", THIS_HOUR, temp=20.0)])
+    await store.write([reading("dev-1", THIS_HOUR, temp=25.0)])
+
+    assert [r.metrics for r in await store.query(raw("dev-1"))] == [{"temp": 25.0}]
+
+
+async def test_non_finite_numbers_are_not_stored(store: TimeSeriesStore) -> None:
+    await store.write(
+        [
+            reading("dev-1", THIS_HOUR, temp=float("nan"), humidity=40.0),
+            reading("dev-1", THIS_HOUR + 1, temp=float("inf")),
+        ]
+    )
+
+    assert [(r.timestamp_ns, r.metrics) for r in await store.query(raw("dev-1"))] == [
+        (THIS_HOUR, {"humidity": 40.0})
+    ]
+
+
+# --- tags
+
+
+async def test_search_by_tag_finds_readings_of_any_device_oldest_first(store: TimeSeriesStore) -> None:
+    odd = 'b "2", =x ${y}'
+    await store.write(
+        [
+            reading("dev-2", THIS_HOUR + 2, {"building": odd, "floor": "3"}, temp=2.0, state="ok"),
+            reading("dev-1", THIS_HOUR + 1, {"building": odd}, temp=1.0),
+            reading("dev-1", THIS_HOUR + 3, {"building": "a"}, temp=3.0),
+            reading("dev-3", THIS_HOUR + 4, {"site": odd}, temp=4.0),
+            reading("dev-3", THIS_HOUR + 5, {"building": odd}, temp=5.0),
+        ]
+    )
+
+    found = await store.search_by_tag(TagQuery("building", odd, *EVERYTHING))
+    first_two = await store.search_by_tag(TagQuery("building", odd, *EVERYTHING, limit=2))
+
+    assert found == [
+        StoredReading("dev-1", THIS_HOUR + 1, {"temp": 1.0}, {"building": odd}),
+        StoredReading("dev-2", THIS_HOUR + 2, {"temp": 2.0, "state": "ok"}, {"building": odd, "floor": "3"}),
+        StoredReading("dev-3", THIS_HOUR + 5, {"temp": 5.0}, {"building": odd}),
+    ]
+    assert first_two == found[:2]
+    assert await store.search_by_tag(TagQuery("building", odd, THIS_HOUR + 2, THIS_HOUR + 5)) == [
+        found[1]
+    ]
+
+
+# --- raw aggregates
+
+
+@pytest.fixture
+def fleet() -> list[Reading]:
+    """Thermometers a1 and a2 share 1..10 in the first hour; hygrometer b1 reads 1000."""
+    hour = THIS_HOUR - HOUR
+    return [
+        *(reading("a1", hour + i * MINUTE, temp=float(v)) for i, v in enumerate([1, 2, 3, 4, 5])),
+        *(reading("a2", hour + i * MINUTE, temp=float(v)) for i, v in enumerate([6, 7, 8, 9, 10])),
+        reading("b1", hour + 30 * MINUTE, device_type="hygrometer", temp=1000.0),
+        reading("a1", THIS_HOUR + 10 * MINUTE, temp=0.5),
+    ]
+
+
+async def test_raw_aggregates_group_devices_by_id_or_type_with_exact_statistics(
+    store: TimeSeriesStore, fleet: list[Reading]
+) -> None:
+    await store.write(fleet)
+    thermometers = [
+        Bucket(THIS_HOUR - HOUR, count=10, sum=55.0, min=1.0, max=10.0, p50=5.0, p90=9.0, p99=10.0),
+        Bucket(THIS_HOUR, count=1, sum=0.5, min=0.5, max=0.5, p50=0.5, p90=0.5, p99=0.5),
+    ]
+
+    by_ids = await store.aggregate(agg("temp", HOUR, device_ids=("a1", "a2"), percentiles=True))
+    by_type = await store.aggregate(agg("temp", HOUR, device_type="thermometer", percentiles=True))
+    one = await store.aggregate(agg("temp", HOUR, device_ids=("b1",)))
+    everyone = await store.aggregate(agg("temp", DAY))
+
+    assert by_ids == thermometers
+    assert by_type == thermometers
+    assert one == [Bucket(THIS_HOUR - HOUR, count=1, sum=1000.0, min=1000.0, max=1000.0)]
+    assert everyone == [Bucket(TODAY, count=12, sum=1055.5, min=0.5, max=1000.0)]
+
+
+async def test_buckets_start_at_multiples_of_the_interval_and_only_non_empty_ones_come_back(
+    store: TimeSeriesStore, fleet: list[Reading]
+) -> None:
+    await store.write(fleet)
+
+    buckets = await store.aggregate(
+        agg("temp", 15 * MINUTE, start=THIS_HOUR - HOUR + MINUTE, end=THIS_HOUR + HOUR, device_ids=("a1",))
+    )
+
+    assert [(b.start_ns, b.count, b.sum) for b in buckets] == [
+        (THIS_HOUR - HOUR, 4, 14.0),  # the 1st value (minute 0) is before the range start
+        (THIS_HOUR, 1, 0.5),
+    ]
+
+
+async def test_booleans_aggregate_as_zero_and_one_and_strings_are_not_aggregated(
+    store: TimeSeriesStore,
+) -> None:
+    await store.write(
+        [reading("dev-1", THIS_HOUR + i, door=v, state="open") for i, v in enumerate([True, False, True])]
+    )
+
+    assert await store.aggregate(agg("door", HOUR)) == [Bucket(THIS_HOUR, 3, 2.0, 0.0, 1.0)]
+    assert await store.aggregate(agg("state", HOUR)) == []
+
+
+# --- rollups
+
+
+async def write_two_days(store: TimeSeriesStore) -> None:
+    """Readings every 20 minutes from yesterday 09:00 to now, on two thermometers and a
+    hygrometer, with a boolean beside the number."""
+    start = TODAY - DAY + 9 * HOUR
+    readings = [
+        reading(
+            device, ts, device_type="hygrometer" if device == "h1" else "thermometer",
+            temp=float((ts - start) // (20 * MINUTE) % 17) + n * 0.5, on=(ts // MINUTE) % 3 == 0,
+        )
+        for n, device in enumerate(["t1", "t2", "h1"])
+        for ts in range(start, NOW, 20 * MINUTE)
+    ]
+    await store.write(readings)
+
+
+async def rollups(store: TimeSeriesStore, metric: str = "temp") -> list[list[Bucket]]:
+    return [
+        await store.aggregate(agg(metric, HOUR, Resolution.HOURLY)),
+        await store.aggregate(agg(metric, DAY, Resolution.DAILY)),
+        await store.aggregate(agg(metric, 2 * HOUR, Resolution.HOURLY, device_type="thermometer")),
+    ]
+
+
+async def test_after_maintain_hourly_and_daily_rollups_equal_the_raw_aggregates(
+    store: TimeSeriesStore,
+) -> None:
+    await write_two_days(store)
+
+    await store.maintain(NOW)
+
+    for metric in ("temp", "on"):
+        hourly, daily, paired = await rollups(store, metric)
+        assert hourly == await store.aggregate(agg(metric, HOUR))
+        assert daily == await store.aggregate(agg(metric, DAY))
+        assert paired == await store.aggregate(agg(metric, 2 * HOUR, device_type="thermometer"))
+        assert len(hourly) == 28 and len(daily) == 2
+    assert await store.aggregate(agg("temp", HOUR, Resolution.HOURLY, device_ids=("t2",))) == (
+        await store.aggregate(agg("temp", HOUR, device_ids=("t2",)))
+    )
+
+
+async def test_maintain_again_or_from_a_restarted_process_gives_the_same_rollups(
+    backend: Backend,
+) -> None:
+    first = backend.open()
+    await write_two_days(first)
+    await first.maintain(NOW)
+    expected = await rollups(first)
+
+    await first.maintain(NOW)
+    assert await rollups(first) == expected
+
+    await first.close()
+    restarted = backend.open()
+    await restarted.maintain(NOW)
+    assert await rollups(restarted) == expected
+
+
+async def test_a_restarted_process_rolls_up_the_current_and_previous_hour_it_did_not_see_written(
+    backend: Backend,
+) -> None:
+    crashed = backend.open()
+    await crashed.write(
+        [reading("t1", THIS_HOUR - HOUR + 5 * MINUTE, temp=1.0), reading("t1", THIS_HOUR, temp=2.0)]
+    )
+    await crashed.close()
+
+    restarted = backend.open()
+    await restarted.maintain(NOW)
+
+    assert await restarted.aggregate(agg("temp", HOUR, Resolution.HOURLY)) == [
+        Bucket(THIS_HOUR - HOUR, 1, 1.0, 1.0, 1.0),
+        Bucket(THIS_HOUR, 1, 2.0, 2.0, 2.0),
+    ]
+    assert await restarted.aggregate(agg("temp", DAY, Resolution.DAILY)) == [
+        Bucket(TODAY, 2, 3.0, 1.0, 2.0)
+    ]
+
+
+async def test_a_late_reading_updates_its_old_hour_and_a_redelivery_is_not_counted_twice(
+    store: TimeSeriesStore,
+) -> None:
+    old_hour = THIS_HOUR - 5 * HOUR
+    first = reading("t1", old_hour + MINUTE, temp=4.0)
+    await store.write([first])
+    await store.maintain(NOW)
+
+    await store.write([first, reading("t1", old_hour + 2 * MINUTE, temp=6.0)])
+    await store.maintain(NOW)
+
+    assert await store.aggregate(agg("temp", HOUR, Resolution.HOURLY)) == [
+        Bucket(old_hour, 2, 10.0, 4.0, 6.0)
+    ]
+    assert await store.aggregate(agg("temp", DAY, Resolution.DAILY)) == [
+        Bucket(TODAY, 2, 10.0, 4.0, 6.0)
+    ]
+
+
+# --- retention
+
+
+async def test_maintain_drops_raw_data_past_retention_and_rollups_past_theirs(
+    backend: Backend,
+) -> None:
+    store = backend.open(retention_days=30, rollup_retention_days=60)
+    very_old, old, recent = NOW - 70 * DAY, NOW - 45 * DAY, NOW - HOUR
+    await store.write(
+        [reading("t1", ts, {"kind": "probe"}, temp=float(n)) for n, ts in enumerate([very_old, old, recent])]
+    )
+    await store.maintain(very_old + HOUR)  # rolls everything up while it is all within retention
+    hours = [ts - ts % HOUR for ts in (very_old, old, recent)]
+    assert [b.start_ns for b in await store.aggregate(agg("temp", HOUR, Resolution.HOURLY))] == hours
+
+    await store.maintain(NOW)
+
+    assert [r.timestamp_ns for r in await store.query(raw("t1"))] == [recent]
+    assert [r.timestamp_ns for r in await store.search_by_tag(TagQuery("kind", "probe", *EVERYTHING))] == [
+        recent
+    ]
+    assert [b.start_ns for b in await store.aggregate(agg("temp", HOUR, Resolution.HOURLY))] == hours[1:]
+    assert [b.start_ns for b in await store.aggregate(agg("temp", DAY, Resolution.DAILY))] == [
+        ts - ts % DAY for ts in (old, recent)
+    ]
+
+
+async def test_a_late_reading_older_than_raw_retention_does_not_overwrite_its_rollup(
+    backend: Backend,
+) -> None:
+    store = backend.open(retention_days=30)
+    old_hour = THIS_HOUR - 40 * DAY
+    await store.write([reading("t1", old_hour + MINUTE, temp=1.0), reading("t1", old_hour + 2 * MINUTE, temp=2.0)])
+    await store.maintain(old_hour + HOUR)
+
+    await store.maintain(NOW)  # drops the raw points; the rollup stays
+    await store.write([reading("t1", old_hour + 3 * MINUTE, temp=3.0)])
+    await store.maintain(NOW)
+
+    assert await store.aggregate(agg("temp", HOUR, Resolution.HOURLY)) == [Bucket(old_hour, 2, 3.0, 1.0, 2.0)]
+
+
+# --- nothing there, and nobody there
+
+
+async def test_an_empty_store_answers_every_question_with_nothing(store: TimeSeriesStore) -> None:
+    await store.maintain(NOW)
+
+    assert await store.query(raw("nobody")) == []
+    assert await store.search_by_tag(TagQuery("room", "lab", *EVERYTHING)) == []
+    for resolution, interval in ((Resolution.RAW, HOUR), (Resolution.HOURLY, HOUR), (Resolution.DAILY, DAY)):
+        assert await store.aggregate(agg("temp", interval, resolution)) == []
+
+    await store.write([reading("dev-1", THIS_HOUR, {"room": "lab"}, temp=1.0)])
+    assert await store.query(raw("dev-1", metrics=("humidity",))) == []
+    assert await store.query(raw("dev-1", THIS_HOUR + 1, THIS_HOUR + HOUR)) == []
+    assert await store.aggregate(agg("temp", HOUR, device_ids=())) == []
+    assert await store.aggregate(agg("temp", HOUR, device_type="hygrometer")) == []
+    assert await store.search_by_tag(TagQuery("room", "office", *EVERYTHING)) == []
+
+
+async def test_check_passes_on_a_live_store(store: TimeSeriesStore) -> None:
+    await store.check()
+
+
+async def test_a_store_that_cannot_be_reached_raises_on_check_and_write(backend: Backend) -> None:
+    store = backend.unreachable()
+
+    with pytest.raises(Exception):
+        await store.check()
+    with pytest.raises(Exception):
+        await store.write([reading("dev-1", THIS_HOUR, temp=1.0)])

@@ -330,6 +330,39 @@ allow_anonymous true
 EOF
 }
 
+# Global settings for throughput, which the ingestion benchmark and the platform's ingestion
+# subscriber depend on. Mosquitto's defaults suit small fleets: a subscriber more than 1,000
+# messages behind loses QoS 1 messages (on loopback a bare aiomqtt subscriber lost 23-53% of
+# a 50,000-message QoS 1 burst; none with these), and its window of 20 caps one subscriber
+# at 20 / round-trip time.
+mosquitto_conf_throughput() {
+	cat <<'EOF'
+
+# --- throughput (all four are global and re-read on SIGHUP) ---
+# Disable Nagle's algorithm on client sockets. MQTT packets are tiny (a PUBACK is 4 bytes):
+# with Nagle the kernel holds a small packet back until the previous one is acknowledged,
+# while the peer delays its TCP ACK (up to 40 ms on Linux), so a QoS 1 stream stalls every
+# round trip. Production: on; it costs a few more TCP packets, never latency.
+set_tcp_nodelay true
+# Outgoing QoS 1/2 messages in flight per client before the broker waits for PUBACKs
+# (default 20). One subscriber's ceiling is window / round-trip time: 20 in flight at 50 ms
+# is 400 msgs/s. Production: size it to the ingestion consumer's rate x RTT (1000 covers
+# 20,000 msgs/s at 50 ms); keep it bounded rather than 0 (unlimited), which would push a
+# slow client's whole backlog into its socket at once; 1 means strict ordering, at a crawl.
+max_inflight_messages 1000
+# QoS 1/2 messages queued per client beyond the in-flight window (while it is slow, or
+# offline with a persistent session). Past this limit Mosquitto DROPS QoS 1 messages
+# silently; the default 1000 is well under a second of a busy fleet. 100000 lets the
+# ingestion subscriber fall ~10 s behind at 10,000 msgs/s without loss (~20 MB for that
+# client at 200-byte messages). Production: the longest consumer stall to ride out x the
+# message rate; watch broker memory ($SYS/broker/heap/current), memory_limit caps it.
+max_queued_messages 100000
+# The same queue limit in bytes; 0 = none, so max_queued_messages alone decides. 0 is the
+# default: stated so that nobody adds a byte cap without thinking about the count above.
+max_queued_bytes 0
+EOF
+}
+
 # Plain MQTT listener, loopback only.
 mosquitto_conf_listener_plain() {
 	cat <<EOF
@@ -339,12 +372,13 @@ protocol mqtt
 EOF
 }
 
-# The config is the global part followed by one block per listener; further
+# The config is the global parts followed by one block per listener; further
 # listeners (e.g. TLS) are added as another mosquitto_conf_listener_* function
 # and appended in this list.
 mosquitto_write_config() {
 	{
 		mosquitto_conf_global
+		mosquitto_conf_throughput
 		mosquitto_conf_listener_plain
 	} >"$MQTT_CONF"
 }

@@ -252,6 +252,16 @@ async def test_a_rewrite_of_the_same_device_time_and_metric_replaces_the_value(
     assert [r.metrics for r in await store.query(raw("dev-1"))] == [{"temp": 25.0}]
 
 
+async def test_within_one_batch_the_later_of_two_values_for_the_same_metric_wins(
+    store: TimeSeriesStore,
+) -> None:
+    await store.write(
+        [reading("dev-1", THIS_HOUR, temp=20.0), reading("dev-1", THIS_HOUR, temp=25.0)]
+    )
+
+    assert [r.metrics for r in await store.query(raw("dev-1"))] == [{"temp": 25.0}]
+
+
 async def test_non_finite_numbers_are_not_stored(store: TimeSeriesStore) -> None:
     await store.write(
         [

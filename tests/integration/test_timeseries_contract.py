@@ -31,7 +31,7 @@ from iot_platform.application.telemetry.model import (
     StoredReading,
     TagQuery,
 )
-from iot_platform.application.telemetry.ports import TimeSeriesStore
+from iot_platform.application.telemetry.ports import PermanentWriteError, TimeSeriesStore
 from iot_platform.infrastructure.timeseries import InfluxTimeSeriesStore, SqliteTimeSeriesStore
 from tests.conftest import require_service
 
@@ -506,6 +506,53 @@ async def test_a_late_reading_older_than_raw_retention_does_not_overwrite_its_ro
     await store.maintain(NOW)
 
     assert await store.aggregate(agg("temp", HOUR, Resolution.HOURLY)) == [Bucket(old_hour, 2, 3.0, 1.0, 2.0)]
+
+
+# --- readings a store refuses for good
+
+
+@pytest.fixture
+def influx_store(backend: Backend) -> TimeSeriesStore:
+    if backend.name != "influxdb":
+        pytest.skip("a metric's type is fixed only in InfluxDB")
+    return backend.open()
+
+
+async def test_influxdb_refuses_a_metric_that_changes_type_as_a_permanent_error(
+    influx_store: TimeSeriesStore,
+) -> None:
+    await influx_store.write([reading("dev-1", THIS_HOUR, kind=1.0)])
+
+    with pytest.raises(PermanentWriteError, match="field type conflict"):
+        await influx_store.write(
+            [reading("dev-1", THIS_HOUR + 1, kind="valve"), reading("dev-2", THIS_HOUR + 1, temp=3.0)]
+        )
+
+    # InfluxDB keeps the batch's other readings, and they are rolled up like any.
+    assert [r.metrics for r in await influx_store.query(raw("dev-2"))] == [{"temp": 3.0}]
+    await influx_store.maintain(NOW)
+    assert await influx_store.aggregate(agg("temp", HOUR, Resolution.HOURLY)) == [
+        Bucket(THIS_HOUR, 1, 3.0, 3.0, 3.0)
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        reading("dev\\1", THIS_HOUR, temp=1.0),
+        reading("dev-1", THIS_HOUR, {"room": "a\nb"}, temp=1.0),
+        reading("dev-1", THIS_HOUR, **{"te\rmp": 1.0}),
+        reading("dev-1", THIS_HOUR, time=1.0),
+    ],
+    ids=["backslash-in-device", "newline-in-tag", "carriage-return-in-metric", "metric-named-time"],
+)
+async def test_influxdb_refuses_names_line_protocol_cannot_carry_as_a_permanent_error(
+    influx_store: TimeSeriesStore, bad: Reading
+) -> None:
+    with pytest.raises(PermanentWriteError):
+        await influx_store.write([reading("dev-2", THIS_HOUR, temp=2.0), bad])
+
+    assert await influx_store.query(raw("dev-2")) == []  # nothing of the batch was sent
 
 
 # --- nothing there, and nobody there

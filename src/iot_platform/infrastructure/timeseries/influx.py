@@ -25,6 +25,11 @@ demand. What an operator may add: a finite duration on the bucket's policy as a 
 no shorter than ``rollup_retention_days`` (the rollups live in the same bucket). Note that
 InfluxQL ``DELETE`` applies to the measurement in every retention policy of the database.
 
+Errors: a write InfluxDB refuses for good (HTTP 400: a field type conflict, a line it cannot
+parse; 422 on 2.x) and a reading holding a name line protocol cannot carry raise
+``PermanentWriteError``, so the caller sets the reading aside instead of retrying it; anything
+else (no connection, 5xx, a timeout) is raised as it comes, for the caller to retry.
+
 Schema metadata (which field holds which type) comes from ``SHOW FIELD KEYS``: 1.8's Flux has
 no way to skip string values inside a query, and ``sum()`` fails on them.
 """
@@ -43,6 +48,7 @@ from typing import Any, cast
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.client.write_api_async import WriteApiAsync
 from influxdb_client.domain.write_precision import WritePrecision
+from influxdb_client.rest import ApiException
 
 from iot_platform.application.telemetry.model import (
     NS_PER_DAY,
@@ -56,6 +62,7 @@ from iot_platform.application.telemetry.model import (
     StoredReading,
     TagQuery,
 )
+from iot_platform.application.telemetry.ports import PermanentWriteError
 from iot_platform.infrastructure.timeseries._common import (
     PERCENTILES,
     DirtyBuckets,
@@ -84,16 +91,34 @@ _NUMERIC_TYPES = {"float", "integer", "boolean"}
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _UNREPRESENTABLE = re.compile(r"[\\\n\r]")
 
+# What InfluxDB answers to a write it will never accept, whatever the retries: 400 for a field
+# type conflict or a line it cannot parse (1.8; it stores the batch's other points and drops
+# those), 422 for a type conflict on 2.x.
+_REFUSED_STATUSES = frozenset({400, 422})
+
 
 @lru_cache(maxsize=65536)
 def _key(name: str) -> str:
     """A measurement-safe tag key, tag value or field key (cached: device ids, metric names and
     tag keys repeat on every line)."""
     if not name or _UNREPRESENTABLE.search(name):
-        raise ValueError(
+        raise PermanentWriteError(
             f"{name!r} cannot be stored in InfluxDB (empty, or holds a backslash or line break)"
         )
     return name.translate(_KEY_ESCAPES)
+
+
+def _error_text(failed: ApiException) -> str:
+    """InfluxDB's own words: 1.8 puts them in ``X-Influxdb-Error`` and ``{"error": ...}``,
+    2.x in ``{"message": ...}``."""
+    headers: Any = failed.headers or {}
+    text = headers.get("X-Influxdb-Error") or headers.get("X-Platform-Error-Code")
+    if text:
+        return str(text)
+    body = failed.body
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    return f"HTTP {failed.status}: {body or failed.reason}"
 
 
 def _field_value(value: StoredValue) -> str:
@@ -111,7 +136,7 @@ def _line(reading: Reading) -> str | None:
         if value is None:
             continue
         if metric == "time":
-            raise ValueError("InfluxDB silently drops a field named 'time'; rename the metric")
+            raise PermanentWriteError("InfluxDB silently drops a field named 'time'; rename the metric")
         fields.append(f"{_key(metric)}={_field_value(value)}")
     if not fields:
         return None
@@ -223,10 +248,14 @@ class InfluxTimeSeriesStore:
 
     async def write(self, readings: Sequence[Reading]) -> None:
         lines = [line for line in map(_line, readings) if line is not None]
-        if lines:
-            await self._write_lines(lines)
-        for reading in readings:
-            self._dirty.mark_all(reading.timestamp_ns - reading.timestamp_ns % NS_PER_HOUR)
+        try:
+            if lines:
+                await self._write_lines(lines)
+        finally:
+            # Even when the write failed: a refused batch is partly stored (1.8 keeps the points
+            # that do not conflict), and a timed-out one may have been.
+            for reading in readings:
+                self._dirty.mark_all(reading.timestamp_ns - reading.timestamp_ns % NS_PER_HOUR)
 
     async def query(self, query: RawQuery) -> list[StoredReading]:
         if query.limit <= 0 or query.start_ns >= query.end_ns:
@@ -352,12 +381,17 @@ class InfluxTimeSeriesStore:
     async def _write_lines(self, lines: list[str]) -> None:
         if self._writer is None:
             self._writer = self._api().write_api()
-        accepted = await self._writer.write(
-            bucket=self._bucket,
-            org=self._org,
-            record="\n".join(lines).encode(),
-            write_precision=cast(WritePrecision, WritePrecision.NS),
-        )
+        try:
+            accepted = await self._writer.write(
+                bucket=self._bucket,
+                org=self._org,
+                record="\n".join(lines).encode(),
+                write_precision=cast(WritePrecision, WritePrecision.NS),
+            )
+        except ApiException as failed:
+            if failed.status in _REFUSED_STATUSES:
+                raise PermanentWriteError(f"InfluxDB refused the write: {_error_text(failed)}") from failed
+            raise
         if not accepted:
             raise ConnectionError(f"InfluxDB at {self._url} did not accept the write")
 

@@ -1,8 +1,9 @@
 """The composition root: the only module that knows every adapter.
 
 ``build_platform`` turns settings into wired objects; ``Platform.start`` applies migrations and
-starts the background loops; ``Platform.stop`` ends them and closes connections. Tests build
-the same platform from their own settings.
+starts the background work; ``Platform.stop`` ends it in an order that loses nothing (stop
+taking messages, drain the telemetry stream, then close the stores). Tests build the same
+platform from their own settings.
 """
 
 from __future__ import annotations
@@ -10,28 +11,86 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from iot_platform.application.devices.commands import ActivateDevice, RecordConnectivity
 from iot_platform.application.devices.handlers import DeviceCommandHandler
+from iot_platform.application.errors import NotFound
 from iot_platform.application.repository import EventSourcedRepository
+from iot_platform.application.telemetry.ingestion import IngestionLimits, IngestTelemetry
+from iot_platform.application.telemetry.ports import TimeSeriesStore
+from iot_platform.application.telemetry.queries import TelemetryQueries
+from iot_platform.application.telemetry.sinks import StorageWriter
 from iot_platform.config import Settings
 from iot_platform.domain.devices import Device
+from iot_platform.domain.errors import DomainError
 from iot_platform.infrastructure.eventstore.serialization import (
     EventSerializer,
     build_event_serializer,
 )
 from iot_platform.infrastructure.eventstore.sqlalchemy_store import SqlAlchemyEventStore
+from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker
+from iot_platform.infrastructure.observability import PlatformMetrics
 from iot_platform.infrastructure.persistence import migrate
 from iot_platform.infrastructure.persistence.database import create_engine
 from iot_platform.infrastructure.projections.runner import ProjectionRunner
+from iot_platform.infrastructure.readmodels.device_directory import CachedDeviceDirectory
 from iot_platform.infrastructure.readmodels.device_registry import (
     DeviceRegistryProjection,
     SqlDeviceRegistry,
 )
+from iot_platform.infrastructure.readmodels.device_state import SqlDeviceState
+from iot_platform.infrastructure.streaming.inprocess import InProcessTelemetryStream, SinkOptions
+from iot_platform.infrastructure.timeseries.influx import InfluxTimeSeriesStore
+from iot_platform.infrastructure.timeseries.sqlite import SqliteTimeSeriesStore
+from iot_platform.presentation.mqtt.contract import StatusReport
+from iot_platform.presentation.mqtt.ingestion import MqttIngestion
 
 log = logging.getLogger(__name__)
+
+
+class _Activator:
+    """Ingestion's DeviceActivator, served by the device command handler."""
+
+    def __init__(self, devices: DeviceCommandHandler) -> None:
+        self._devices = devices
+
+    async def activate(self, device_id: str) -> None:
+        await self._devices.activate(ActivateDevice(device_id))
+
+
+class _ConnectivityRecorder:
+    """Turns MQTT status reports into DeviceConnected/DeviceDisconnected."""
+
+    def __init__(self, devices: DeviceCommandHandler) -> None:
+        self._devices = devices
+
+    async def __call__(self, report: StatusReport) -> None:
+        try:
+            await self._devices.record_connectivity(
+                RecordConnectivity(report.device_id, report.online)
+            )
+        except (NotFound, DomainError) as exc:
+            log.info("status of %s ignored: %s", report.device_id, exc)
+
+
+@dataclass
+class Telemetry:
+    store: TimeSeriesStore
+    stream: InProcessTelemetryStream
+    state: SqlDeviceState
+    directory: CachedDeviceDirectory
+    ingest: IngestTelemetry
+    queries: TelemetryQueries
+    mqtt: MqttIngestion | None
+    broker: EmbeddedBroker | None
 
 
 @dataclass
@@ -43,30 +102,89 @@ class Platform:
     projections: ProjectionRunner
     registry: SqlDeviceRegistry
     devices: DeviceCommandHandler
+    metrics: PlatformMetrics
+    telemetry: Telemetry
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _serving: bool = False
 
-    async def start(self, *, run_projections: bool = True) -> None:
+    async def start(self, *, serve: bool = True) -> None:
+        """Migrates; with ``serve``, also runs projections, the telemetry path and MQTT."""
         if self.settings.eventstore.migrate_on_start:
             await migrate.upgrade(self.engine)
-        if run_projections:
-            await self.projections.catch_up()
-            self._tasks.append(asyncio.create_task(self.projections.run(), name="projections"))
-        log.info("platform started (event store: %s)", self.engine.url.get_backend_name())
+        if not serve:
+            return
+        self._serving = True
+        await self.projections.catch_up()
+        self._spawn(self.projections.run(), "projections")
+        telemetry = self.telemetry
+        await telemetry.stream.start()
+        self._spawn(self._maintain(), "timeseries-maintenance")
+        if telemetry.broker is not None:
+            await telemetry.broker.start()
+        if telemetry.mqtt is not None:
+            self._spawn(telemetry.mqtt.run(), "mqtt-ingestion")
+        log.info("platform started (event store: %s, time series: %s)",
+                 self.engine.url.get_backend_name(), self.settings.timeseries.backend)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=name))
+
+    async def _maintain(self) -> None:
+        interval = self.settings.timeseries.maintain_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.telemetry.store.maintain(time.time_ns())
+            except Exception:  # the next round tries again; rollups are recomputed, not summed
+                log.exception("time-series maintenance failed")
 
     async def stop(self) -> None:
+        # First stop taking messages, then drain what was taken, then close the stores.
+        mqtt = next((t for t in self._tasks if t.get_name() == "mqtt-ingestion"), None)
+        if mqtt is not None:
+            await _cancel(mqtt)
+        if self._serving:
+            await self.telemetry.stream.stop()
+            if self.telemetry.broker is not None:
+                await self.telemetry.broker.stop()
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancel(task)
         self._tasks.clear()
+        await self.telemetry.store.close()
         await self.engine.dispose()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def timeseries_store(settings: Settings) -> TimeSeriesStore:
+    ts = settings.timeseries
+    if ts.backend == "influxdb":
+        return InfluxTimeSeriesStore(
+            url=ts.url,
+            token=ts.token.get_secret_value(),
+            org=ts.org,
+            bucket=ts.bucket,
+            retention_days=ts.retention_days,
+            rollup_retention_days=ts.rollup_retention_days,
+        )
+    database = Path(make_url(ts.url).database or "timeseries.db")
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteTimeSeriesStore(
+        database,
+        retention_days=ts.retention_days,
+        rollup_retention_days=ts.rollup_retention_days,
+    )
 
 
 def build_platform(settings: Settings) -> Platform:
     engine = create_engine(settings.eventstore.url, settings.eventstore.pool_size)
     serializer = build_event_serializer()
     store = SqlAlchemyEventStore(engine, serializer)
+    metrics = PlatformMetrics()
     runner = ProjectionRunner(
         engine,
         store,
@@ -75,10 +193,12 @@ def build_platform(settings: Settings) -> Platform:
         poll_interval=settings.eventstore.projection_poll_interval_seconds,
     )
     store.on_append(runner.wake)
+    directory = CachedDeviceDirectory(engine)
     devices = DeviceCommandHandler(
         EventSourcedRepository(store, Device, settings.eventstore.snapshot_every),
         read_model=runner,
         read_your_writes_timeout=settings.api.read_your_writes_timeout_seconds,
+        on_change=directory.forget,
     )
     return Platform(
         settings=settings,
@@ -88,4 +208,74 @@ def build_platform(settings: Settings) -> Platform:
         projections=runner,
         registry=SqlDeviceRegistry(engine),
         devices=devices,
+        metrics=metrics,
+        telemetry=_telemetry(settings, engine, devices, directory, metrics),
+    )
+
+
+def _telemetry(
+    settings: Settings,
+    engine: AsyncEngine,
+    devices: DeviceCommandHandler,
+    directory: CachedDeviceDirectory,
+    metrics: PlatformMetrics,
+) -> Telemetry:
+    ts, limits = settings.timeseries, settings.telemetry
+    store = timeseries_store(settings)
+    state = SqlDeviceState(engine)
+    stream = InProcessTelemetryStream(metrics)
+    stream.subscribe(
+        StorageWriter(
+            store,
+            lambda reading, _: metrics.readings_dead_lettered.labels(reading.device_type).inc(),
+        ),
+        SinkOptions(
+            durable=True,
+            batch_size=ts.batch_size,
+            flush_interval=ts.flush_interval_ms / 1000,
+            max_pending=ts.max_pending,
+            retry_initial=ts.retry_initial_seconds,
+            retry_max=ts.retry_max_seconds,
+        ),
+    )
+    # The latest state is not what acknowledges a device, so it batches longer (fewer upserts).
+    stream.subscribe(
+        state,
+        SinkOptions(
+            durable=False,
+            batch_size=ts.batch_size,
+            flush_interval=0.5,
+            max_pending=ts.max_pending,
+            retry_initial=ts.retry_initial_seconds,
+            retry_max=ts.retry_max_seconds,
+        ),
+    )
+    ingest = IngestTelemetry(
+        directory,
+        _Activator(devices),
+        stream,
+        metrics,
+        IngestionLimits(
+            max_future_skew_seconds=limits.max_future_skew_seconds,
+            max_payload_bytes=limits.max_payload_bytes,
+            max_metrics=limits.max_metrics_per_reading,
+            dedup_window=limits.dedup_window,
+        ),
+    )
+    mqtt_settings = settings.mqtt
+    broker = None
+    if mqtt_settings.embedded_broker:
+        broker = EmbeddedBroker(mqtt_settings.host, mqtt_settings.port)
+    mqtt = None
+    if mqtt_settings.enabled:
+        mqtt = MqttIngestion(mqtt_settings, ingest, _ConnectivityRecorder(devices), metrics)
+    return Telemetry(
+        store=store,
+        stream=stream,
+        state=state,
+        directory=directory,
+        ingest=ingest,
+        queries=TelemetryQueries(store),
+        mqtt=mqtt,
+        broker=broker,
     )

@@ -28,6 +28,8 @@ class RunningPlatform:
     base_url: str
     process: subprocess.Popen[str]
     workdir: Path
+    mqtt_port: int
+    """The MQTT broker the platform subscribes to (its embedded one unless told otherwise)."""
 
 
 def platform_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -37,13 +39,19 @@ def platform_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_platform(workdir: Path, database_url: str, deadline: float = 60.0) -> Iterator[RunningPlatform]:
+def running_platform(
+    workdir: Path, database_url: str, deadline: float = 60.0, **env: str
+) -> Iterator[RunningPlatform]:
+    """``env`` adds settings (IOT_...); by default the embedded broker gets a free port."""
     port = free_port()
+    if "IOT_MQTT__BROKER_URL" not in env:
+        env["IOT_MQTT__BROKER_URL"] = f"mqtt://127.0.0.1:{free_port()}"
+    mqtt_port = int(env["IOT_MQTT__BROKER_URL"].rsplit(":", 1)[1])
     log = (workdir / "platform.log").open("a")
     process = subprocess.Popen(
         [str(BIN / "iot-platform"), "serve", "--port", str(port)],
         cwd=workdir,
-        env=platform_env(database_url),
+        env=platform_env(database_url, **env),
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
@@ -51,7 +59,7 @@ def running_platform(workdir: Path, database_url: str, deadline: float = 60.0) -
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_ready(base_url, process, deadline, workdir)
-        yield RunningPlatform(base_url, process, workdir)
+        yield RunningPlatform(base_url, process, workdir, mqtt_port)
     finally:
         process.terminate()
         try:

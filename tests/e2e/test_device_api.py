@@ -191,7 +191,7 @@ def test_ops_endpoints_and_openapi(platform: RunningPlatform) -> None:
     assert httpx.get(f"{base}/health").json() == {"status": "ok"}
     assert httpx.get(f"{base}/api/health").json() == {"status": "ok"}
     ready = httpx.get(f"{base}/ready").json()
-    assert ready == {"status": "ready", "checks": {"eventstore": "ok"}}
+    assert ready == {"status": "ready", "checks": {"eventstore": "ok", "timeseries": "ok", "mqtt": "ok"}}
     assert httpx.get(f"{base}/docs").status_code == 200
     paths = httpx.get(f"{base}/openapi.json").json()["paths"]
     for path in ("/api/devices", "/api/devices/{device_id}", "/api/devices/{device_id}/history",

@@ -8,7 +8,7 @@ import pytest
 
 from iot_platform.application.telemetry.ingestion import IngestionLimits, IngestTelemetry
 from iot_platform.application.telemetry.model import Candidate, Reading, Rejection, Status
-from iot_platform.application.telemetry.ports import DeviceInfo
+from iot_platform.application.telemetry.ports import DeviceInfo, PermanentWriteError
 from iot_platform.domain.devices import DeviceStatus
 
 pytestmark = pytest.mark.asyncio
@@ -172,3 +172,41 @@ async def test_a_reading_without_a_timestamp_gets_the_platforms_clock() -> None:
     ingest, stream, _, _ = world(d1=DeviceStatus.ACTIVE)
     await ingest.ingest([reading(ts=None)], "mqtt")
     assert stream.published[0].timestamp_ns == NOW
+
+
+class PickyStore:
+    """Refuses, for good, any reading whose metric 'kind' is a string."""
+
+    def __init__(self) -> None:
+        self.stored: list[Reading] = []
+        self.calls = 0
+
+    async def write(self, readings: Sequence[Reading]) -> None:
+        self.calls += 1
+        if any(isinstance(r.metrics.get("kind"), str) for r in readings):
+            raise PermanentWriteError("field type conflict: kind is a number")
+        self.stored.extend(readings)
+
+
+async def test_a_reading_the_store_refuses_for_good_is_dead_lettered_and_the_rest_stored() -> None:
+    from iot_platform.application.telemetry.sinks import StorageWriter
+
+    store = PickyStore()
+    dead: list[tuple[str, str]] = []
+    writer = StorageWriter(store, lambda r, why: dead.append((r.message_id or "", why)))  # type: ignore[arg-type]
+    batch = [Reading("d1", i, {"kind": "x" if i in (3, 6) else 1}, message_id=str(i)) for i in range(8)]
+    await writer.handle(batch)
+    assert [r.message_id for r in store.stored] == ["0", "1", "2", "4", "5", "7"]
+    assert [m for m, _ in dead] == ["3", "6"]
+    assert "field type conflict" in dead[0][1]
+
+
+async def test_a_transient_store_failure_is_raised_for_the_stream_to_retry() -> None:
+    from iot_platform.application.telemetry.sinks import StorageWriter
+
+    class DownStore:
+        async def write(self, readings: Sequence[Reading]) -> None:
+            raise ConnectionRefusedError("influxdb is down")
+
+    with pytest.raises(ConnectionRefusedError):
+        await StorageWriter(DownStore()).handle([Reading("d1", 1, {"t": 1})])  # type: ignore[arg-type]

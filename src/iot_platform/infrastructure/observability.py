@@ -39,6 +39,12 @@ class PlatformMetrics:
         self.stream_queue_depth = Gauge(
             "iot_stream_queue_depth", "Readings waiting for a telemetry sink", ["sink"], registry=r
         )
+        self.readings_dead_lettered = Counter(
+            "iot_readings_dead_lettered",
+            "Readings the time-series store refused for good (logged, not stored)",
+            ["device_type"],
+            registry=r,
+        )
         self.mqtt_messages = Counter(
             "iot_mqtt_messages", "MQTT messages received by the platform", ["kind"], registry=r
         )

@@ -156,11 +156,12 @@ class IngestTelemetry:
                 )
             )
         if accepted:
+            # Activation first: whoever can read a stored reading finds its device active.
+            await self._activate_new_devices(accepted, devices)
             await self._stream.publish(accepted)
+            self._metrics.accepted(protocol, len(accepted))
             for key in keys:
                 self._recent.add(key)
-            await self._activate_new_devices(accepted, devices)
-            self._metrics.accepted(protocol, len(accepted))
         if duplicates:
             self._metrics.duplicates(protocol, duplicates)
         for i in accepted_at:

@@ -23,9 +23,15 @@ from iot_platform.application.telemetry.model import (
 from iot_platform.domain.devices import DeviceStatus
 
 
+class PermanentWriteError(Exception):
+    """The store refused these readings and always will (e.g. a field type conflict in
+    InfluxDB); retrying cannot help. Any other exception from ``write`` is worth a retry."""
+
+
 class TimeSeriesStore(Protocol):
     async def write(self, readings: Sequence[Reading]) -> None:
         """Durably stores the batch before returning; raises if it could not (the caller retries).
+        Raises ``PermanentWriteError`` when some reading of the batch can never be stored.
 
         Idempotent: writing the same device + timestamp + metric again overwrites that value,
         so a redelivered reading is never stored twice.

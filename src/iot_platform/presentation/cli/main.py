@@ -103,7 +103,7 @@ def _with_platform(settings: Settings, work: Callable[[Platform], Awaitable[T]])
     async def main() -> T:
         platform = build_platform(settings)
         try:
-            await platform.start(run_projections=False)
+            await platform.start(serve=False)
             return await work(platform)
         finally:
             await platform.stop()

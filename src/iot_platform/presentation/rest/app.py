@@ -8,12 +8,12 @@ from contextlib import asynccontextmanager
 from uuid import uuid4
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+from prometheus_client import make_asgi_app
 
 from iot_platform.bootstrap import Platform, build_platform
 from iot_platform.config import Settings
 from iot_platform.presentation.rest.errors import install_error_handlers
-from iot_platform.presentation.rest.routers import devices, ops
+from iot_platform.presentation.rest.routers import devices, ops, telemetry
 
 
 def create_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
@@ -21,13 +21,13 @@ def create_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        built = platform or build_platform(settings)
         await built.start()
-        app.state.platform = built
         try:
             yield
         finally:
             await built.stop()
+
+    built = platform or build_platform(settings)
 
     app = FastAPI(
         title="iot-platform",
@@ -35,20 +35,16 @@ def create_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
         summary="Device registry, telemetry, rules, commands and OTA firmware for IoT fleets.",
         lifespan=lifespan,
     )
+    app.state.platform = built
     install_error_handlers(app)
     for prefix in ("/api", ""):
         app.include_router(ops.router, prefix=prefix, include_in_schema=prefix == "/api")
     app.include_router(devices.router)
+    app.include_router(telemetry.router)
 
-    registry = CollectorRegistry()
-    requests = Counter(
-        "iot_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
-    )
-    latency = Histogram(
-        "iot_http_request_seconds", "HTTP request latency", ["method", "route"], registry=registry
-    )
-    app.mount("/metrics", make_asgi_app(registry))
-    app.mount("/api/metrics", make_asgi_app(registry))
+    metrics = built.metrics
+    app.mount("/metrics", make_asgi_app(metrics.registry))
+    app.mount("/api/metrics", make_asgi_app(metrics.registry))
 
     @app.middleware("http")
     async def correlate_and_measure(
@@ -59,8 +55,8 @@ def create_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
-        requests.labels(request.method, path, str(response.status_code)).inc()
-        latency.labels(request.method, path).observe(time.perf_counter() - started)
+        metrics.http_requests.labels(request.method, path, str(response.status_code)).inc()
+        metrics.http_latency.labels(request.method, path).observe(time.perf_counter() - started)
         response.headers["X-Correlation-ID"] = request.state.correlation_id
         return response
 

@@ -21,14 +21,18 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(platform: PlatformDep) -> JSONResponse:
-    """Ready to take traffic: the event store answers."""
+    """Ready to take traffic: the event store and the time-series store answer, and the MQTT
+    subscription (when enabled) is up."""
     checks: dict[str, str] = {}
-    try:
-        await platform.store.check()
-        checks["eventstore"] = "ok"
-    except Exception as exc:  # the probe reports any failure rather than raising it
-        log.warning("readiness: event store unreachable: %s", type(exc).__name__)
-        checks["eventstore"] = f"unavailable: {type(exc).__name__}"
+    for name, probe in (("eventstore", platform.store.check), ("timeseries", platform.telemetry.store.check)):
+        try:
+            await probe()
+            checks[name] = "ok"
+        except Exception as exc:  # the probe reports any failure rather than raising it
+            log.warning("readiness: %s unreachable: %s", name, type(exc).__name__)
+            checks[name] = f"unavailable: {type(exc).__name__}"
+    if platform.telemetry.mqtt is not None:
+        checks["mqtt"] = "ok" if platform.telemetry.mqtt.subscribed.is_set() else "not subscribed"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
         status_code=200 if ok else 503,

@@ -1,0 +1,215 @@
+"""Telemetry end to end: the whole platform, real MQTT clients, values read back over REST."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import httpx
+import pytest
+
+from tests.conftest import require_service
+from tests.e2e.platform_process import RunningPlatform, running_platform
+
+
+def mosquitto_pub(port: int, topic: str, *, message: str | None = None, file: Path | None = None,
+                  retain: bool = False) -> None:
+    args = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", topic]
+    args += ["-f", str(file)] if file is not None else ["-m", message or ""]
+    if retain:
+        args.append("-r")
+    subprocess.run(args, check=True, timeout=30)
+
+
+def eventually(fetch: Any, until: Any, deadline: float = 30.0) -> Any:
+    """Polls ``fetch`` until ``until(result)``; fails with the last result after the deadline."""
+    give_up = time.monotonic() + deadline
+    while True:
+        result = fetch()
+        if until(result):
+            return result
+        if time.monotonic() > give_up:
+            raise AssertionError(f"condition not met; last result: {result}")
+        time.sleep(0.1)
+
+
+def register(api: httpx.Client, device_id: str, **fields: Any) -> None:
+    response = api.post("/devices", json={"device_id": device_id, "device_type": "th", **fields})
+    assert response.status_code == 201, response.text
+
+
+def readings(api: httpx.Client, device_id: str, **params: Any) -> list[dict[str, Any]]:
+    response = api.get(f"/devices/{device_id}/data", params={"from": "2020-01-01T00:00:00Z", **params})
+    assert response.status_code == 200, response.text
+    return list(response.json()["readings"])
+
+
+def test_mosquitto_pub_json_and_cbor_then_read_back_over_rest(platform: RunningPlatform, api: httpx.Client) -> None:
+    register(api, "sensor-001")
+    assert api.get("/devices/sensor-001").json()["status"] == "registered"
+    mosquitto_pub(platform.mqtt_port, "devices/sensor-001/telemetry",
+                  message='{"temperature": 23.5, "humidity": 45.2, "timestamp": "2024-01-01T12:00:00Z"}')
+    cbor_file = platform.workdir / "reading.cbor"
+    cbor_file.write_bytes(cbor2.dumps({"message_id": "c-1", "timestamp": "2024-01-01T12:00:01Z",
+                                       "metrics": {"temperature": 24.0, "door_open": True}}))
+    mosquitto_pub(platform.mqtt_port, "devices/sensor-001/telemetry", file=cbor_file)
+    mosquitto_pub(platform.mqtt_port, "sensors/sensor-001/pressure",
+                  message='{"value": 1013.2, "timestamp": "2024-01-01T12:00:02Z"}')
+    got = eventually(lambda: readings(api, "sensor-001"), lambda r: len(r) == 3)
+    assert got == [
+        {"timestamp": "2024-01-01T12:00:00Z", "timestamp_ns": 1704110400000000000,
+         "metrics": {"humidity": 45.2, "temperature": 23.5}, "tags": {}},
+        {"timestamp": "2024-01-01T12:00:01Z", "timestamp_ns": 1704110401000000000,
+         "metrics": {"door_open": True, "temperature": 24.0}, "tags": {}},
+        {"timestamp": "2024-01-01T12:00:02Z", "timestamp_ns": 1704110402000000000,
+         "metrics": {"pressure": 1013.2}, "tags": {}},
+    ]
+    # Stored readings are readable at once; last-seen follows within the state sink's flush.
+    device = eventually(lambda: api.get("/devices/sensor-001").json(), lambda d: d["last_seen"])
+    assert device["status"] == "active"
+    latest = eventually(lambda: api.get("/devices/sensor-001/data/latest").json(),
+                        lambda body: len(body["metrics"]) == 4)
+    assert latest["metrics"]["temperature"] == {
+        "value": 24.0, "timestamp": "2024-01-01T12:00:01Z", "timestamp_ns": 1704110401000000000
+    }
+    history = [e["event_type"] for e in api.get("/devices/sensor-001/history").json()["events"]]
+    assert history == ["DeviceRegistered", "DeviceActivated"]
+
+
+def test_malformed_mqtt_payloads_are_counted_and_the_rest_is_stored(
+    platform: RunningPlatform, api: httpx.Client
+) -> None:
+    register(api, "sensor-001")
+    mosquitto_pub(platform.mqtt_port, "devices/sensor-001/telemetry", message="{not json")
+    mosquitto_pub(platform.mqtt_port, "devices/ghost/telemetry", message='{"t": 1}')
+    mosquitto_pub(platform.mqtt_port, "devices/sensor-001/telemetry", message='{"t": 1, "bad name": 2}')
+    mosquitto_pub(platform.mqtt_port, "devices/sensor-001/telemetry", message='{"t": 2.5}')
+    eventually(lambda: readings(api, "sensor-001"), lambda r: len(r) == 1)
+    metrics = httpx.get(f"{platform.base_url}/metrics/").text
+    for reason in ("undecodable", "unknown_device", "invalid_metric_name"):
+        assert f'iot_readings_rejected_total{{protocol="mqtt",reason="{reason}"}} 1.0' in metrics
+    assert 'iot_readings_accepted_total{protocol="mqtt"} 1.0' in metrics
+
+
+def test_status_and_last_will_mark_a_device_connected_and_disconnected(
+    platform: RunningPlatform, api: httpx.Client
+) -> None:
+    register(api, "sensor-001")
+    mosquitto_pub(platform.mqtt_port, "devices/sensor-001/status", message="online")
+    eventually(lambda: api.get("/devices/sensor-001").json()["connected"], lambda c: c is True)
+    # A client that dies leaves its last will: mosquitto_sub with a will, killed.
+    holder = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(platform.mqtt_port), "-t", "x/none",
+         "--will-topic", "devices/sensor-001/status", "--will-payload", "offline", "--will-qos", "1",
+         "-k", "5"])
+    time.sleep(0.5)  # let it connect before it dies; the will is what is under test
+    holder.kill()
+    holder.wait()
+    eventually(lambda: api.get("/devices/sensor-001").json()["connected"], lambda c: c is False)
+    history = [e["event_type"] for e in api.get("/devices/sensor-001/history").json()["events"]]
+    assert history == ["DeviceRegistered", "DeviceConnected", "DeviceDisconnected"]
+
+
+def test_http_ingestion_single_batch_and_the_existing_api_form(api: httpx.Client) -> None:
+    register(api, "deviceA")
+    single = api.post("/telemetry", json={"device_id": "deviceA", "message_id": "m1",
+                                          "timestamp": "2025-01-15T10:00:00Z", "metrics": {"temp": 34.2}})
+    assert single.status_code == 201 and single.json()["status"] == "stored"
+    again = api.post("/telemetry", json={"device_id": "deviceA", "message_id": "m1",
+                                         "timestamp": "2025-01-15T10:00:00Z", "metrics": {"temp": 34.2}})
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    unknown = api.post("/telemetry", json={"device_id": "ghost", "metrics": {"temp": 1}})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_device"
+    batch = api.post("/telemetry/batch", json=[
+        {"event_id": "e002", "device_id": "deviceA", "timeStamp": "2025-01-15T10:02:00",
+         "metrics": {"temp": 30}, "tags": ["room:101"]},
+        {"event_id": "e003", "device_id": "deviceA", "timeStamp": "2025-01-15T10:03:00",
+         "metrics": {"temp": 35}, "tags": ["room:102"]},
+        {"event_id": "e002", "device_id": "deviceA", "timeStamp": "2025-01-15T10:02:00",
+         "metrics": {"temp": 30}, "tags": ["room:101"]},
+        {"event_id": "e004", "device_id": "deviceA", "metrics": {"temp": "NaN"}},
+        {"event_id": "e005", "device_id": "deviceA", "timeStamp": "2999-01-01T00:00:00Z", "metrics": {"temp": 1}},
+    ])
+    assert batch.status_code == 200
+    assert [(r["event_id"], r["status"], r["reason"]) for r in batch.json()] == [
+        ("e002", "stored", None), ("e003", "stored", None), ("e002", "duplicate", None),
+        ("e004", "stored", None), ("e005", "rejected", "timestamp_in_future"),
+    ]
+    room = api.get("/telemetry/search", params={"tag": "room:101", "from": "2025-01-01T00:00:00Z"}).json()
+    assert [(r["device_id"], r["metrics"]) for r in room["readings"]] == [("deviceA", {"temp": 30})]
+    bad = api.post("/telemetry", json={"metrics": {"t": 1}})
+    assert bad.status_code == 422 and bad.json()["error"]["message"].startswith("device_id:")
+
+
+def test_history_and_aggregates_over_http(api: httpx.Client) -> None:
+    register(api, "a", device_type="thermo", tags={"site": "hq"})
+    register(api, "b", device_type="thermo", tags={"site": "hq"})
+    register(api, "c", device_type="other")
+    base = 1_735_732_800_000  # 2025-01-01T12:00:00Z in ms
+    events = [{"device_id": d, "timestamp": base + i * 60_000, "metrics": {"temp": v + i}}
+              for d, v in (("a", 10.0), ("b", 20.0), ("c", 100.0)) for i in range(4)]
+    assert all(r["status"] == "stored" for r in api.post("/telemetry/batch", json=events).json())
+    window = {"from": str(base), "to": str(base + 4 * 60_000)}
+    desc = api.get("/devices/a/data", params={**window, "order": "desc", "limit": 2}).json()["readings"]
+    assert [r["metrics"]["temp"] for r in desc] == [13.0, 12.0]
+    one = api.get("/analytics/aggregated", params={**window, "metric": "temp", "device_id": "a", "interval": "2m"}).json()
+    assert one["resolution"] == "raw"
+    assert [(b["count"], b["min"], b["max"], b["avg"]) for b in one["buckets"]] == [(2, 10.0, 11.0, 10.5), (2, 12.0, 13.0, 12.5)]
+    group = api.get("/analytics/aggregated", params={**window, "metric": "temp", "device_type": "thermo",
+                                                     "interval": "1h", "fn": "count,sum,p50"}).json()
+    assert [(b["count"], b["sum"]) for b in group["buckets"]] == [(8, 10 + 11 + 12 + 13 + 20 + 21 + 22 + 23)]
+    assert set(group["buckets"][0]) == {"start", "start_ns", "count", "sum", "p50"}
+    tagged = api.get("/analytics/aggregated", params={**window, "metric": "temp", "tag": "site:hq", "interval": "1h"}).json()
+    assert tagged["buckets"][0]["count"] == 8
+    fleet = api.get("/analytics/aggregated", params={**window, "metric": "temp", "interval": "1h"}).json()
+    assert fleet["buckets"][0]["count"] == 12
+    for params, field in (
+        ({**window, "metric": "temp", "interval": "1h", "fn": "median"}, "fn"),
+        ({"from": str(base + 1), "to": str(base), "metric": "temp"}, "from"),
+        ({**window, "metric": "temp", "interval": "fortnight"}, "interval"),
+        ({"from": "2000-01-01T00:00:00Z", "to": "2025-01-01T00:00:00Z", "metric": "temp", "interval": "1s"}, "interval"),
+        ({**window, "metric": "temp", "interval": "10m", "resolution": "hourly"}, "interval"),
+        ({**window, "metric": "temp", "interval": "1h", "resolution": "hourly", "fn": "p99"}, "fn"),
+    ):
+        response = api.get("/analytics/aggregated", params=params)
+        assert response.status_code == 422, (params, response.text)
+        assert response.json()["error"]["details"][0]["field"] == field
+    assert api.get("/devices/ghost/data").status_code == 404
+    assert api.get("/devices/ghost/data/latest").status_code == 404
+
+
+@pytest.mark.postgres
+def test_scaled_out_mosquitto_influxdb_and_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """The production shape: external Mosquitto (MQTT 5, shared subscription), InfluxDB, PostgreSQL."""
+    mqtt_url = require_service("IOT_TEST_MQTT_URL", "Mosquitto")
+    influx_url = require_service("IOT_TEST_INFLUX_URL", "InfluxDB")
+    import asyncio
+
+    from tests.conftest import reset_postgres
+
+    asyncio.run(reset_postgres(postgres_url))
+    env = {
+        "IOT_MQTT__EMBEDDED_BROKER": "false",
+        "IOT_MQTT__BROKER_URL": mqtt_url,
+        "IOT_MQTT__CLIENT_ID": f"e2e-{tmp_path.name}",
+        "IOT_MQTT__SHARED_SUBSCRIPTION_GROUP": f"e2e-{tmp_path.name}",
+        "IOT_TIMESERIES__BACKEND": "influxdb",
+        "IOT_TIMESERIES__URL": influx_url,
+        "IOT_TIMESERIES__BUCKET": require_service("IOT_TEST_INFLUX_BUCKET", "InfluxDB"),
+        "IOT_TIMESERIES__TOKEN": require_service("IOT_TEST_INFLUX_TOKEN", "InfluxDB"),
+    }
+    device = f"scaled-{tmp_path.name[-8:]}"
+    with running_platform(tmp_path, postgres_url, **env) as platform:
+        with httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as api:
+            register(api, device)
+            for i in range(5):
+                mosquitto_pub(platform.mqtt_port, f"devices/{device}/telemetry",
+                              message=json.dumps({"message_id": f"m{i}", "timestamp": 1_735_732_800_000 + i,
+                                                  "metrics": {"temperature": 20 + i}}))
+            got = eventually(lambda: readings(api, device), lambda r: len(r) == 5)
+            assert [r["metrics"]["temperature"] for r in got] == [20.0, 21.0, 22.0, 23.0, 24.0]
+            assert api.get(f"/devices/{device}").json()["status"] == "active"

@@ -76,7 +76,8 @@ class MqttSettings(Section):
     qos_level: int = Field(1, ge=0, le=2)
     keep_alive: int = Field(60, ge=1)
     client_id: str = "iot-platform"
-    shared_subscription_group: str = "iot-platform"
+    shared_subscription_group: str = ""
+    """MQTT 5 ``$share`` group for several processes; empty: a plain persistent subscription."""
     session_expiry_seconds: int = Field(3600, ge=0)
     max_batch: int = Field(2000, ge=1)
     pipeline: int = Field(4, ge=1)

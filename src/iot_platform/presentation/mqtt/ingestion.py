@@ -89,6 +89,8 @@ class MqttIngestion:
                             s.broker_url, exc, delay)
             except _BatchFailed as exc:
                 log.warning("ingestion failed (%s); reconnecting so the broker redelivers", exc)
+            except Exception:  # never let the subscriber die: reconnect and carry on
+                log.exception("MQTT ingestion failed unexpectedly; reconnecting in %.1fs", delay)
             finally:
                 self.subscribed.clear()
             self._metrics.mqtt_reconnects.inc()
@@ -112,9 +114,12 @@ class MqttIngestion:
                 if previous.done() and previous.exception() is not None:
                     raise _BatchFailed(str(previous.exception()))
         finally:
-            for task in in_flight:
+            # Unacknowledged batches are redelivered by the broker; their stored readings are
+            # then recognised as duplicates. (Copy: done-callbacks shrink the set meanwhile.)
+            pending = list(in_flight)
+            for task in pending:
                 task.cancel()
-            for task in in_flight:
+            for task in pending:
                 with contextlib.suppress(BaseException):
                     await task
 

@@ -33,6 +33,7 @@ from iot_platform.application.telemetry.model import (
 )
 from iot_platform.application.telemetry.ports import PermanentWriteError, TimeSeriesStore
 from iot_platform.infrastructure.timeseries import InfluxTimeSeriesStore, SqliteTimeSeriesStore
+from iot_platform.infrastructure.timeseries._common import PARTIAL_NS, DirtyBuckets, plan_maintenance
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.asyncio
@@ -84,13 +85,16 @@ class Backend:
     influx: dict[str, str] = field(default_factory=dict)
     opened: list[TimeSeriesStore] = field(default_factory=list)
 
-    def open(self, retention_days: int = 30, rollup_retention_days: int = 730) -> TimeSeriesStore:
+    def open(
+        self, retention_days: int = 30, rollup_retention_days: int = 730, dirty_limit: int = 200_000
+    ) -> TimeSeriesStore:
         store: TimeSeriesStore
         if self.name == "embedded":
             store = SqliteTimeSeriesStore(
                 self.tmp_path / "data" / "timeseries.db",
                 retention_days=retention_days,
                 rollup_retention_days=rollup_retention_days,
+                dirty_limit=dirty_limit,
             )
         else:
             store = InfluxTimeSeriesStore(
@@ -100,6 +104,7 @@ class Backend:
                 org=self.influx["org"],
                 retention_days=retention_days,
                 rollup_retention_days=rollup_retention_days,
+                dirty_limit=dirty_limit,
             )
         self.opened.append(store)
         return store
@@ -463,6 +468,141 @@ async def test_a_late_reading_updates_its_old_hour_and_a_redelivery_is_not_count
     ]
     assert await store.aggregate(agg("temp", DAY, Resolution.DAILY)) == [
         Bucket(TODAY, 2, 10.0, 4.0, 6.0)
+    ]
+
+
+async def assert_rollups_equal_raw_aggregates(store: TimeSeriesStore, *, thorough: bool = True) -> None:
+    """Over yesterday and today; ``thorough``: per device and type, booleans too."""
+    span = {"start": TODAY - DAY, "end": TODAY + DAY}
+    narrowed: list[dict[str, Any]] = [{}]
+    if thorough:
+        narrowed += [{"device_type": "thermometer"}, {"device_ids": ("t2",)}]
+    for metric in ("temp", "on") if thorough else ("temp",):
+        for narrow in narrowed:
+            assert await store.aggregate(agg(metric, HOUR, Resolution.HOURLY, **span, **narrow)) == (
+                await store.aggregate(agg(metric, HOUR, **span, **narrow))
+            ), (metric, narrow)
+            assert await store.aggregate(agg(metric, DAY, Resolution.DAILY, **span, **narrow)) == (
+                await store.aggregate(agg(metric, DAY, **span, **narrow))
+            ), (metric, narrow)
+
+
+def live(devices: tuple[str, ...], start: int, end: int, step: int = 2 * MINUTE, bump: float = 0.0) -> list[Reading]:
+    """A reading every ``step`` in [start, end) per device; values exact in binary floating point,
+    so sums do not depend on the order they are added in."""
+    return [
+        reading(
+            device, ts, device_type="hygrometer" if device == "h1" else "thermometer",
+            temp=float(ts // MINUTE % 23) * 0.25 + n + bump, on=(ts // MINUTE + n) % 3 == 0,
+        )
+        for n, device in enumerate(devices)
+        for ts in range(start - start % step + (step if start % step else 0), end, step)
+    ]
+
+
+@pytest.mark.parametrize("dirty_limit", [200_000, 3], ids=["dirty-set-fine", "dirty-set-coarsened"])
+async def test_rollups_equal_the_raw_aggregates_through_rounds_of_live_late_and_rewritten_data(
+    backend: Backend, dirty_limit: int
+) -> None:
+    """Maintain after each round, ``now`` moving 7 minutes a round across 5-minute buckets, an
+    hour and midnight. Each round: new readings up to ``now``; every other round a late reading into
+    an earlier 5-minute bucket of the hour, one into an hour before the store's first maintain,
+    one into yesterday; the previous round's readings again (a redelivery) and some of them with
+    new values (a rewrite). A tiny ``dirty_limit`` makes the store coarsen its marks."""
+    store = backend.open(dirty_limit=dirty_limit)
+    devices = ("t1", "t2", "h1")
+    now = TODAY - 40 * MINUTE  # yesterday 23:20
+    await store.write(live(devices, now - 90 * MINUTE, now))
+    await store.maintain(now)
+    await assert_rollups_equal_raw_aggregates(store, thorough=False)
+    previous: list[Reading] = []
+    for round_ in range(1, 10):
+        then, now = now, now + 7 * MINUTE
+        batch = live(devices, then, now)
+        if round_ % 2:
+            hour = now - now % HOUR
+            batch += [
+                reading("t1", max(hour, now - 20 * MINUTE) + 17 * SECOND, temp=100.0 + round_, on=True),
+                reading("t2", TODAY - 9 * HOUR + round_ * MINUTE, temp=-3.5, on=False),
+                reading("h1", TODAY - DAY + 3 * HOUR + round_ * MINUTE, device_type="hygrometer", temp=7.0, on=True),
+            ]
+        rewritten = [
+            reading(r.device_id, r.timestamp_ns, device_type=r.device_type, temp=float(r.metrics["temp"]) + 0.5)
+            for r in previous[::3]
+        ]
+        await store.write(batch)
+        await store.write(previous)
+        await store.write(rewritten)
+        await store.maintain(now)
+        await assert_rollups_equal_raw_aggregates(store, thorough=False)
+        previous = batch
+    await assert_rollups_equal_raw_aggregates(store)
+    hourly = await store.aggregate(agg("temp", HOUR, Resolution.HOURLY))
+    assert [b.start_ns for b in hourly] == [
+        TODAY - DAY + 3 * HOUR, TODAY - 9 * HOUR, *range(TODAY - 3 * HOUR, TODAY + HOUR, HOUR)
+    ]
+
+
+async def test_a_bounded_dirty_set_coarsens_but_every_write_is_still_recomputed() -> None:
+    """Both stores keep their marks in ``DirtyBuckets``: past its bounds it widens them (every
+    partial of an hour, every series of a bucket); the plan still covers every write."""
+    dirty: DirtyBuckets[str] = DirtyBuckets(max_keys=4, max_buckets=3)
+    written = [
+        (THIS_HOUR, {"a"}),
+        (THIS_HOUR + PARTIAL_NS, {"b"}),
+        (THIS_HOUR + 2 * PARTIAL_NS, {"a", "c"}),
+        (THIS_HOUR + HOUR, {"d"}),  # a 4th partial bucket: partials fold into hours
+        (THIS_HOUR + HOUR + PARTIAL_NS, {"e"}),  # a 5th key: the fullest hour forgets its keys
+    ]
+    for partial, keys in written:
+        dirty.mark(partial, keys)
+
+    drained = dirty.drain()
+    trusting = plan_maintenance(NOW, drained, THIS_HOUR - HOUR, 30, 730)
+    distrusting = plan_maintenance(NOW, drained, THIS_HOUR + HOUR, 30, 730)
+
+    assert (drained.partials, drained.hours) == ({}, {THIS_HOUR: None, THIS_HOUR + HOUR: {"d", "e"}})
+    for partial, keys in written:
+        assert trusting.partials[partial] is None or keys <= (trusting.partials[partial] or set())
+    assert len(trusting.partials) == 24 and set(trusting.hours) == {THIS_HOUR, THIS_HOUR + HOUR}
+    assert distrusting.raw_hours == {THIS_HOUR: None}
+    assert distrusting.partials == {
+        THIS_HOUR + HOUR + n * PARTIAL_NS: {"d", "e"} for n in range(12)
+    }
+    assert dirty.drain().partials == {}
+
+
+async def test_a_restarted_process_converges_then_rolls_up_what_it_writes(backend: Backend) -> None:
+    """The first process rolls up an earlier hour, writes to it again and to the previous and
+    current hours, and dies before its next maintain. The next one recomputes the previous and
+    current hours on its first maintain; a late reading into the earlier hour, of which it trusts
+    no partials, brings that hour back from raw data for that device, the dead process's last
+    readings there included. (Those of other devices in that hour wait for a write there: no
+    process knows of them.)"""
+    devices = ("t1", "t2", "h1")
+    earlier = THIS_HOUR - 3 * HOUR
+    crashed = backend.open()
+    await crashed.write(live(devices, earlier, earlier + 20 * MINUTE))
+    await crashed.maintain(earlier + 20 * MINUTE)
+    await crashed.write(live(("t1",), earlier + 20 * MINUTE, earlier + 40 * MINUTE))
+    await crashed.write(live(devices, THIS_HOUR - HOUR, NOW))
+    await crashed.close()
+
+    restarted = backend.open()
+    await restarted.maintain(NOW)
+    assert await restarted.aggregate(agg("temp", HOUR, Resolution.HOURLY, start=THIS_HOUR - HOUR)) == (
+        await restarted.aggregate(agg("temp", HOUR, start=THIS_HOUR - HOUR))
+    )
+
+    await restarted.write([reading("t1", earlier + 50 * MINUTE, temp=1.25, on=True)])
+    await restarted.write(live(devices, NOW, NOW + 9 * MINUTE))
+    await restarted.maintain(NOW + 9 * MINUTE)
+    await assert_rollups_equal_raw_aggregates(restarted, thorough=False)
+    await restarted.write(live(devices, NOW + 9 * MINUTE, NOW + 40 * MINUTE, bump=0.25))
+    await restarted.maintain(NOW + 40 * MINUTE)
+    await assert_rollups_equal_raw_aggregates(restarted)
+    assert [b.start_ns for b in await restarted.aggregate(agg("temp", HOUR, Resolution.HOURLY))] == [
+        earlier, THIS_HOUR - HOUR, THIS_HOUR, THIS_HOUR + HOUR
     ]
 
 

@@ -10,12 +10,15 @@ same device, timestamp, tags and metric overwrites the value, which makes writes
 
 Rollups: ``maintain`` asks Flux for count/sum/min/max of each series over one bucket, merges
 the series of a device and metric here (they differ only by reading tags), and writes the result
-as points of ``telemetry_1h`` / ``telemetry_1d`` (tags metric, device_id, device_type; fields
-count, sum, min, max; time = bucket start), so recomputing a bucket overwrites it. Hours come
-from raw data, days from the hourly rollups. The queries are shaped for 1.8: a bare
-``range |> filter |> sum()`` is pushed down to storage, while ``window``/``group``/``map`` run in
-the Flux engine about 20 times slower; 1.8's Flux cannot write (no ``to()``), hence the round
-trip through the client. User queries (raw, aggregates) do use ``window`` and ``quantile``.
+as points of ``telemetry_5m`` / ``telemetry_1h`` / ``telemetry_1d`` (tags metric, device_id,
+device_type; fields count, sum, min, max; time = bucket start), so recomputing a bucket
+overwrites it. Partials (5 minutes) come from raw data, hours from partials, days from hours
+(see ``_common``); a write marks the partial buckets it touched, per device, and only those are
+read again. One query per bucket, narrowed to the devices written when they are few. The
+queries are shaped for 1.8: a bare ``range |> filter |> sum()`` is pushed down to storage, while
+``window``/``group``/``map`` run in the Flux engine about 20 times slower; 1.8's Flux cannot
+write (no ``to()``), hence the round trip through the client. User queries (raw, aggregates) do
+use ``window`` and ``quantile``.
 
 Retention: by explicit InfluxQL ``DELETE`` through the 1.8 ``/query`` endpoint (at most once an
 hour), not by retention policies. A retention policy bounds a whole ``database/rp`` at once and
@@ -64,8 +67,10 @@ from iot_platform.application.telemetry.model import (
 )
 from iot_platform.application.telemetry.ports import PermanentWriteError
 from iot_platform.infrastructure.timeseries._common import (
+    PARTIAL_NS,
     PERCENTILES,
     DirtyBuckets,
+    MaintenancePlan,
     StoredValue,
     check_rollup_interval,
     plan_maintenance,
@@ -75,6 +80,7 @@ from iot_platform.infrastructure.timeseries._common import (
 log = logging.getLogger(__name__)
 
 MEASUREMENT = "telemetry"
+PARTIAL = "telemetry_5m"
 HOURLY = "telemetry_1h"
 DAILY = "telemetry_1d"
 TAG_PREFIX = "t_"
@@ -84,6 +90,9 @@ _RETENTION_EVERY_NS = NS_PER_HOUR
 _LINES_PER_WRITE = 5000
 _AGGREGATES = ("count", "sum", "min", "max")
 _NUMERIC_TYPES = {"float", "integer", "boolean"}
+# A rollup read names the devices written when there are at most this many; past that it reads
+# every series of the bucket (a long "or" costs more to evaluate than the rows it saves).
+_MAX_NAMED_DEVICES = 64
 
 # Line protocol escapes only these in keys and tag values; a backslash is kept as is unless
 # it precedes one of them, and nothing can stand for a newline. Such names are refused rather
@@ -223,7 +232,10 @@ class InfluxTimeSeriesStore:
         retention_days: int = 30,
         rollup_retention_days: int = 730,
         timeout_ms: int = 10_000,
+        dirty_limit: int = 200_000,
     ) -> None:
+        """``dirty_limit``: (partial bucket, device) pairs, and at most 20,000 buckets,
+        remembered between two ``maintain`` before they are coarsened (see ``DirtyBuckets``)."""
         self._url = url
         self._bucket = bucket
         self._database, _, self._retention_policy = bucket.partition("/")
@@ -234,7 +246,8 @@ class InfluxTimeSeriesStore:
         self._timeout_ms = timeout_ms
         self._client: InfluxDBClientAsync | None = None
         self._writer: WriteApiAsync | None = None
-        self._dirty: DirtyBuckets[str] = DirtyBuckets()
+        self._dirty: DirtyBuckets[str] = DirtyBuckets(dirty_limit, min(dirty_limit, 20_000))
+        self._trusted_from: int | None = None
         self._expired_before: int | None = None
 
     def _api(self) -> InfluxDBClientAsync:
@@ -254,8 +267,12 @@ class InfluxTimeSeriesStore:
         finally:
             # Even when the write failed: a refused batch is partly stored (1.8 keeps the points
             # that do not conflict), and a timed-out one may have been.
+            touched: dict[int, set[str]] = defaultdict(set)
             for reading in readings:
-                self._dirty.mark_all(reading.timestamp_ns - reading.timestamp_ns % NS_PER_HOUR)
+                ts = reading.timestamp_ns
+                touched[ts - ts % PARTIAL_NS].add(reading.device_id)
+            for partial_start, devices in touched.items():
+                self._dirty.mark(partial_start, devices)
 
     async def query(self, query: RawQuery) -> list[StoredReading]:
         if query.limit <= 0 or query.start_ns >= query.end_ns:
@@ -322,21 +339,27 @@ class InfluxTimeSeriesStore:
         drained = self._dirty.drain()
         try:
             plan = plan_maintenance(
-                now_ns, drained, self._retention_days, self._rollup_retention_days
+                now_ns, drained, self._trusted_from, self._retention_days, self._rollup_retention_days
             )
             kinds = _FieldKinds.of(await self._field_types())
             if kinds.mixed:
                 log.warning("metrics %s changed type between shards; they get no rollups", kinds.mixed)
             if kinds.numbers or kinds.booleans:
+                partials, hours = plan.partials, plan.hours
+                if plan.first:
+                    partials, hours = await self._without_empty_future(now_ns, partials, hours)
                 # One bucket per query: 1.8's Flux planner slows down steeply with the number
                 # of yields in a query (1 hour 0.1 s, 8 hours in one query 28 s).
-                for hour in plan.hours:
-                    await self._roll_up_hour(hour, kinds)
-                for day in plan.days:
-                    await self._roll_up_day(day)
-            await self._drop_expired(
-                plan.raw_cutoff_ns, plan.hourly_keep_from_ns, plan.daily_keep_from_ns
-            )
+                for start, devices in partials.items():
+                    await self._roll_up_raw(PARTIAL, start, PARTIAL_NS, kinds, devices)
+                for hour, devices in plan.raw_hours.items():
+                    await self._roll_up_raw(HOURLY, hour, NS_PER_HOUR, kinds, devices)
+                for hour, devices in hours.items():
+                    await self._roll_up(PARTIAL, HOURLY, hour, NS_PER_HOUR, devices)
+                for day, devices in plan.days.items():
+                    await self._roll_up(HOURLY, DAILY, day, NS_PER_DAY, devices)
+            await self._drop_expired(plan)
+            self._trusted_from = plan.trusted_from_ns
         except BaseException:
             self._dirty.restore(drained)
             raise
@@ -492,28 +515,58 @@ class InfluxTimeSeriesStore:
             f" |> filter(fn: (r) => {predicate})"
         )
 
-    async def _roll_up_hour(self, hour: int, kinds: _FieldKinds) -> None:
-        """Per-series aggregates of one hour, merged here over the reading tags into one rollup
-        per device, type and metric. Booleans cannot be summed or compared in 1.8's Flux:
-        their count and the count of true ones give sum, min and max."""
-        measurement = f'r._measurement == "{MEASUREMENT}"'
+    async def _without_empty_future(
+        self,
+        now_ns: int,
+        partials: dict[int, set[str] | None],
+        hours: dict[int, set[str] | None],
+    ) -> tuple[dict[int, set[str] | None], dict[int, set[str] | None]]:
+        """The first maintain's partials, less those after the current one when there is no
+        raw data there at all (the usual case): one query instead of two per partial. A write
+        landing there meanwhile is marked for the next maintain."""
+        future_from = now_ns - now_ns % PARTIAL_NS + PARTIAL_NS
+        future = [start for start in partials if start >= future_from]
+        if not future:
+            return partials, hours
+        probe = self._bucket_read(
+            future_from, max(future) + PARTIAL_NS - future_from, f'r._measurement == "{MEASUREMENT}"'
+        )
+        if await self._by_result(f"{probe} |> limit(n: 1)"):
+            return partials, hours
+        kept = {start: keys for start, keys in partials.items() if start < future_from}
+        kept_hours = {start - start % NS_PER_HOUR for start in kept}
+        return kept, {hour: keys for hour, keys in hours.items() if hour in kept_hours}
+
+    @staticmethod
+    def _narrowed(predicate: str, devices: set[str] | None) -> str:
+        if devices is None or len(devices) > _MAX_NAMED_DEVICES:
+            return predicate
+        return f"{predicate} and ({_any_of('device_id', sorted(devices))})"
+
+    async def _roll_up_raw(
+        self, target: str, start: int, width: int, kinds: _FieldKinds, devices: set[str] | None
+    ) -> None:
+        """Per-series aggregates of one bucket of raw data, merged here over the reading tags
+        into one rollup per device, type and metric. Booleans cannot be summed or compared in
+        1.8's Flux: their count and the count of true ones give sum, min and max."""
+        measurement = self._narrowed(f'r._measurement == "{MEASUREMENT}"', devices)
         rollups: dict[_RollupKey, list[float]] = {}
         if kinds.numbers:
             numbers = measurement + "".join(
                 f" and r._field != {flux_string(f)}" for f in kinds.not_numbers
             )
             flux = "".join(
-                f"{self._bucket_read(hour, NS_PER_HOUR, numbers)} |> {name}()"
+                f"{self._bucket_read(start, width, numbers)} |> {name}()"
                 f' |> yield(name: "{name}")\n'
                 for name in _AGGREGATES
             )
             for name, rows in (await self._by_result(flux)).items():
                 for row in rows:
-                    key = (row["device_id"], row.get("device_type"), row["_field"], hour)
+                    key = (row["device_id"], row.get("device_type"), row["_field"], start)
                     _merge(rollups, key, name, float(row["_value"]))
         if kinds.booleans:
             booleans = self._bucket_read(
-                hour, NS_PER_HOUR, f"{measurement} and ({_any_of('_field', kinds.booleans)})"
+                start, width, f"{measurement} and ({_any_of('_field', kinds.booleans)})"
             )
             flux = (
                 f'{booleans} |> count() |> yield(name: "count")\n'
@@ -523,26 +576,31 @@ class InfluxTimeSeriesStore:
             counted: dict[_RollupKey, list[int]] = defaultdict(lambda: [0, 0])
             for name, rows in (await self._by_result(flux)).items():
                 for row in rows:
-                    key = (row["device_id"], row.get("device_type"), row["_field"], hour)
+                    key = (row["device_id"], row.get("device_type"), row["_field"], start)
                     counted[key][name == "true"] += int(row["_value"])
             for key, (count, trues) in counted.items():
                 rollups[key] = [float(count), float(trues), float(trues == count), float(trues > 0)]
-        await self._write_rollups(HOURLY, rollups)
+        await self._write_rollups(target, rollups)
 
-    async def _roll_up_day(self, day: int) -> None:
+    async def _roll_up(
+        self, source: str, target: str, start: int, width: int, devices: set[str] | None
+    ) -> None:
+        """One bucket of ``target`` from the rollup level below it."""
         flux = ""
         for name, combine in (("count", "sum"), ("sum", "sum"), ("min", "min"), ("max", "max")):
-            predicate = f'r._measurement == "{HOURLY}" and r._field == "{name}"'
+            predicate = self._narrowed(
+                f'r._measurement == "{source}" and r._field == "{name}"', devices
+            )
             flux += (
-                f"{self._bucket_read(day, NS_PER_DAY, predicate)} |> {combine}()"
+                f"{self._bucket_read(start, width, predicate)} |> {combine}()"
                 f' |> yield(name: "{name}")\n'
             )
         rollups: dict[_RollupKey, list[float]] = {}
         for name, rows in (await self._by_result(flux)).items():
             for row in rows:
-                key = (row["device_id"], row.get("device_type"), row["metric"], day)
+                key = (row["device_id"], row.get("device_type"), row["metric"], start)
                 _merge(rollups, key, name, float(row["_value"]))
-        await self._write_rollups(DAILY, rollups)
+        await self._write_rollups(target, rollups)
 
     async def _write_rollups(
         self, measurement: str, rollups: dict[_RollupKey, list[float]]
@@ -559,14 +617,16 @@ class InfluxTimeSeriesStore:
         for i in range(0, len(lines), _LINES_PER_WRITE):
             await self._write_lines(lines[i : i + _LINES_PER_WRITE])
 
-    async def _drop_expired(self, raw_cutoff: int, hourly_keep_from: int, daily_keep_from: int) -> None:
+    async def _drop_expired(self, plan: MaintenancePlan[str]) -> None:
         # A DELETE walks every series of the shards it touches: once an hour is plenty.
+        raw_cutoff = plan.raw_cutoff_ns
         if self._expired_before is not None and raw_cutoff - self._expired_before < _RETENTION_EVERY_NS:
             return
         for measurement, keep_from in (
             (MEASUREMENT, raw_cutoff),
-            (HOURLY, hourly_keep_from),
-            (DAILY, daily_keep_from),
+            (PARTIAL, plan.partial_keep_from_ns),
+            (HOURLY, plan.hourly_keep_from_ns),
+            (DAILY, plan.daily_keep_from_ns),
         ):
             await self._influxql(f'DELETE FROM "{measurement}" WHERE time < {keep_from}')
         self._expired_before = raw_cutoff

@@ -19,10 +19,16 @@ Schema, narrow so a value costs a few bytes:
   SQLite's storage class: REAL for numbers, INTEGER 0/1 for booleans, TEXT for strings.
 - ``tags``: one row per reading tag, keyed (key, value, ts, device_id) for ``search_by_tag``,
   indexed (device_id, ts) to give a reading back its tags.
-- ``rollup_hourly`` / ``rollup_daily``: count, sum, min, max per series and bucket. Recomputed
-  from raw data by ``maintain`` (hours from points, days from hours), never incremented on
-  write, so a redelivered reading cannot be counted twice. ``maintain`` works in short jobs
-  (one hour, a few hundred series) so writes queued meanwhile are served between them.
+- ``rollup_5m`` / ``rollup_hourly`` / ``rollup_daily``: count, sum, min, max per series and
+  bucket. Recomputed by ``maintain`` (partials from points, hours from partials, days from
+  hours; see ``_common``), never incremented on write, so a redelivered reading cannot be
+  counted twice. A write marks the (partial bucket, series) pairs it touched.
+
+``maintain`` works in short jobs, each one transaction on the worker thread, so writes queued
+meanwhile are served between them: one bucket of a slice of the series, the slice sized after
+each job so a job lasts about ``_JOB_TARGET_S`` (the rows behind a series vary a thousandfold
+between deployments). A job still running at ``_JOB_LIMIT_S`` is interrupted, rolled back and
+retried on a quarter of the series, so no job holds the writer much longer than that.
 
 Statements that visit many series walk ``series`` first (``CROSS JOIN`` fixes that join order)
 and seek each series' key range in the other table, so no time index is needed.
@@ -33,8 +39,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,7 +61,9 @@ from iot_platform.application.telemetry.model import (
     TagQuery,
 )
 from iot_platform.infrastructure.timeseries._common import (
+    PARTIAL_NS,
     DirtyBuckets,
+    MaintenancePlan,
     StoredValue,
     check_rollup_interval,
     percentiles,
@@ -62,8 +73,10 @@ from iot_platform.infrastructure.timeseries._common import (
 
 T = TypeVar("T")
 
-# Series per maintenance job: bounds how long one job holds the writer thread.
-_SERIES_PER_JOB = 500
+# How long one maintenance job should hold the writer thread, and when it is cut short.
+_JOB_TARGET_S = 0.04
+_JOB_LIMIT_S = 0.1
+_MAX_SERIES_PER_JOB = 5000
 
 _SCHEMA = """
 BEGIN;
@@ -89,6 +102,15 @@ CREATE TABLE IF NOT EXISTS tags (
     PRIMARY KEY (key, value, ts, device_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tags_by_reading ON tags (device_id, ts);
+CREATE TABLE IF NOT EXISTS rollup_5m (
+    series_id INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    sum REAL NOT NULL,
+    min REAL NOT NULL,
+    max REAL NOT NULL,
+    PRIMARY KEY (series_id, bucket)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_hourly (
     series_id INTEGER NOT NULL,
     bucket INTEGER NOT NULL,
@@ -122,15 +144,43 @@ def _bucket_sql(column: str) -> str:
     return f"({column} - {column} % :iv - CASE WHEN {column} % :iv < 0 THEN :iv ELSE 0 END)"
 
 
-_ROLLUP_SOURCES = {
-    # target table: (source table, its time column, the aggregate columns over it)
-    "rollup_hourly": (
-        "points", "ts", "count(*), total(p.value), min(p.value), max(p.value)", _NUMERIC
-    ),
-    "rollup_daily": (
-        "rollup_hourly", "bucket", "sum(p.count), total(p.sum), min(p.min), max(p.max)", "1"
-    ),
-}
+@dataclass(frozen=True, slots=True)
+class _Level:
+    """One rollup table recomputed from the level below, one ``width`` bucket at a time."""
+
+    target: str
+    source: str
+    time_column: str
+    columns: str
+    where: str
+    width: int
+
+
+_FROM_POINTS = ("points", "ts", "count(*), total(p.value), min(p.value), max(p.value)", _NUMERIC)
+_FROM_ROLLUPS = "bucket", "sum(p.count), total(p.sum), min(p.min), max(p.max)", "1"
+_PARTIALS = _Level("rollup_5m", *_FROM_POINTS, PARTIAL_NS)
+_HOURS_FROM_POINTS = _Level("rollup_hourly", *_FROM_POINTS, NS_PER_HOUR)
+_HOURS = _Level("rollup_hourly", "rollup_5m", *_FROM_ROLLUPS, NS_PER_HOUR)
+_DAYS = _Level("rollup_daily", "rollup_hourly", *_FROM_ROLLUPS, NS_PER_DAY)
+
+
+class _JobSizer:
+    """Series per job of one kind, adapted after each job so the next lasts ``_JOB_TARGET_S``
+    (at most doubling, so a run of empty buckets cannot make the next full one huge)."""
+
+    def __init__(self) -> None:
+        self.size = 64
+
+    def done(self, series: int, seconds: float) -> None:
+        fitting = int(series * _JOB_TARGET_S / max(seconds, 1e-6))
+        self.size = max(1, min(fitting, 2 * self.size, _MAX_SERIES_PER_JOB))
+
+    def interrupted(self) -> None:
+        self.size = max(1, self.size // 4)
+
+
+class _Interrupted(Exception):
+    pass
 
 
 def sqlite_path(url: str) -> str:
@@ -152,18 +202,27 @@ class SqliteTimeSeriesStore:
     """``TimeSeriesStore`` on a SQLite file (created with its directory on first use)."""
 
     def __init__(
-        self, path: str | Path, *, retention_days: int = 30, rollup_retention_days: int = 730
+        self,
+        path: str | Path,
+        *,
+        retention_days: int = 30,
+        rollup_retention_days: int = 730,
+        dirty_limit: int = 200_000,
     ) -> None:
+        """``dirty_limit``: (partial bucket, series) pairs, and at most 20,000 buckets,
+        remembered between two ``maintain`` before they are coarsened (see ``DirtyBuckets``)."""
         self._path = str(path)
         self._retention_days = retention_days
         self._rollup_retention_days = rollup_retention_days
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="timeseries-sqlite")
         self._closed = False
+        self._trusted_from: int | None = None
+        self._sizers: dict[object, _JobSizer] = {}
         # Owned by the worker thread.
         self._db: sqlite3.Connection | None = None
         self._series: dict[tuple[str, str], int] = {}
         self._device_types: dict[str, str] = {}
-        self._dirty: DirtyBuckets[int] = DirtyBuckets()
+        self._dirty: DirtyBuckets[int] = DirtyBuckets(dirty_limit, min(dirty_limit, 20_000))
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -187,28 +246,40 @@ class SqliteTimeSeriesStore:
         drained = await self._run(self._dirty.drain)
         try:
             plan = plan_maintenance(
-                now_ns, drained, self._retention_days, self._rollup_retention_days
+                now_ns, drained, self._trusted_from, self._retention_days, self._rollup_retention_days
             )
-            for target, buckets, width in (
-                ("rollup_hourly", plan.hours, NS_PER_HOUR),
-                ("rollup_daily", plan.days, NS_PER_DAY),
+            for level, buckets in (
+                (_PARTIALS, plan.partials),
+                (_HOURS_FROM_POINTS, plan.raw_hours),
+                (_HOURS, plan.hours),
+                (_DAYS, plan.days),
             ):
                 for bucket, series_ids in buckets.items():
-                    for chunk in await self._run(self._series_chunks, series_ids):
-                        await self._run(self._roll_up, target, bucket, width, chunk)
-            for chunk in await self._run(self._series_chunks, None):
-                await self._run(
-                    self._drop_expired,
-                    chunk,
-                    plan.raw_cutoff_ns,
-                    plan.hourly_keep_from_ns,
-                    plan.daily_keep_from_ns,
-                )
+                    await self._in_jobs(
+                        level, series_ids, partial(self._roll_up, level, bucket)
+                    )
+            await self._in_jobs("retention", None, partial(self._drop_expired, plan))
+            self._trusted_from = plan.trusted_from_ns
         except BaseException:
             # Not awaited: a cancelled maintain must still hand its work to the next one.
             if not self._closed:
                 self._executor.submit(self._dirty.restore, drained)
             raise
+
+    async def _in_jobs(
+        self,
+        kind: object,
+        series_ids: set[int] | None,
+        work: Callable[[sqlite3.Connection, list[int]], None],
+    ) -> None:
+        """``work`` over these series (None: all), one job per slice of them."""
+        ids = sorted(series_ids) if series_ids is not None else await self._run(self._all_series)
+        sizer = self._sizers.setdefault(kind, _JobSizer())
+        done = 0
+        while done < len(ids):
+            chunk = ids[done : done + sizer.size]
+            if await self._run(self._job, work, chunk, sizer):
+                done += len(chunk)
 
     async def check(self) -> None:
         await self._run(self._check)
@@ -265,7 +336,7 @@ class SqliteTimeSeriesStore:
         series = self._series
         points: list[tuple[int, int, StoredValue]] = []
         tags: list[tuple[str, str, int, str]] = []
-        touched: set[tuple[int, int]] = set()
+        touched: dict[int, set[int]] = {}
         new_series: list[tuple[str, str]] = []
         old_types: dict[str, str | None] = {}
         db.execute("BEGIN IMMEDIATE")
@@ -274,7 +345,10 @@ class SqliteTimeSeriesStore:
                 device, ts = reading.device_id, reading.timestamp_ns
                 if reading.device_type:
                     self._note_device_type(db, device, reading.device_type, old_types)
-                hour = ts - ts % NS_PER_HOUR
+                partial_start = ts - ts % PARTIAL_NS
+                written = touched.get(partial_start)
+                if written is None:
+                    written = touched[partial_start] = set()
                 stored = False
                 for metric, raw in reading.metrics.items():
                     value = storable(raw)
@@ -285,7 +359,7 @@ class SqliteTimeSeriesStore:
                         series_id = self._create_series(db, device, metric)
                         new_series.append((device, metric))
                     points.append((series_id, ts, value))
-                    touched.add((hour, series_id))
+                    written.add(series_id)
                     stored = True
                 if stored:
                     tags.extend((key, value, ts, device) for key, value in reading.tags.items())
@@ -307,8 +381,9 @@ class SqliteTimeSeriesStore:
                 else:
                     self._device_types[device] = old_type
             raise
-        for hour, series_id in touched:
-            self._dirty.mark(hour, series_id)
+        for partial_start, series_ids in touched.items():
+            if series_ids:
+                self._dirty.mark(partial_start, series_ids)
 
     def _note_device_type(
         self, db: sqlite3.Connection, device: str, device_type: str, old_types: dict[str, str | None]
@@ -440,64 +515,88 @@ class SqliteTimeSeriesStore:
             for b, count, total, low, high in rows
         ]
 
-    def _series_chunks(self, series_ids: Iterable[int] | None) -> list[list[int]]:
-        if series_ids is None:
-            ids = [row[0] for row in self._conn().execute("SELECT series_id FROM series")]
-        else:
-            ids = sorted(series_ids)
-        return [ids[i : i + _SERIES_PER_JOB] for i in range(0, len(ids), _SERIES_PER_JOB)]
+    def _all_series(self) -> list[int]:
+        self._conn()  # loads the series
+        return sorted(self._series.values())
 
-    def _roll_up(self, target: str, bucket: int, width: int, series_ids: list[int]) -> None:
-        """Recomputes ``target`` rows of these series for one bucket, from the level below."""
-        source, time_column, columns, numeric = _ROLLUP_SOURCES[target]
+    def _job(
+        self,
+        work: Callable[[sqlite3.Connection, list[int]], None],
+        series_ids: list[int],
+        sizer: _JobSizer,
+    ) -> bool:
+        """One transaction of maintenance work. False: it ran past ``_JOB_LIMIT_S`` and was
+        rolled back (the sizer now holds a smaller slice); one series alone is never cut short."""
         db = self._conn()
+        started = time.perf_counter()
+        deadline = started + _JOB_LIMIT_S
+        interruptible = len(series_ids) > 1
+
+        def past_deadline() -> int:
+            return int(time.perf_counter() > deadline)
+
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(
-                f"DELETE FROM {target} WHERE series_id = ? AND bucket = ?",
-                [(series_id, bucket) for series_id in series_ids],
-            )
-            db.execute(
-                f"INSERT INTO {target} (series_id, bucket, count, sum, min, max) "
-                f"SELECT s.series_id, :bucket, {columns} "
-                f"FROM series AS s CROSS JOIN {source} AS p ON p.series_id = s.series_id "
-                f"WHERE s.series_id IN (SELECT value FROM json_each(:ids)) "
-                f"AND p.{time_column} >= :bucket AND p.{time_column} < :end AND {numeric} "
-                "GROUP BY s.series_id",
-                {"bucket": bucket, "end": bucket + width, "ids": json.dumps(series_ids)},
-            )
+            if interruptible:
+                db.set_progress_handler(past_deadline, 1000)
+            try:
+                work(db, series_ids)
+            except sqlite3.OperationalError as error:
+                if interruptible and time.perf_counter() > deadline and "interrupt" in str(error):
+                    raise _Interrupted from error
+                raise
+            finally:
+                if interruptible:
+                    db.set_progress_handler(None, 0)
             db.execute("COMMIT")
+        except _Interrupted:
+            db.rollback()
+            sizer.interrupted()
+            return False
         except BaseException:
             if db.in_transaction:
                 db.rollback()
             raise
+        sizer.done(len(series_ids), time.perf_counter() - started)
+        return True
 
+    @staticmethod
+    def _roll_up(level: _Level, bucket: int, db: sqlite3.Connection, series_ids: list[int]) -> None:
+        """Recomputes ``level`` rows of these series for one bucket, from the level below."""
+        db.executemany(
+            f"DELETE FROM {level.target} WHERE series_id = ? AND bucket = ?",
+            [(series_id, bucket) for series_id in series_ids],
+        )
+        db.execute(
+            f"INSERT INTO {level.target} (series_id, bucket, count, sum, min, max) "
+            f"SELECT s.series_id, :bucket, {level.columns} "
+            f"FROM series AS s CROSS JOIN {level.source} AS p ON p.series_id = s.series_id "
+            f"WHERE s.series_id IN (SELECT value FROM json_each(:ids)) "
+            f"AND p.{level.time_column} >= :bucket AND p.{level.time_column} < :end "
+            f"AND {level.where} GROUP BY s.series_id",
+            {"bucket": bucket, "end": bucket + level.width, "ids": json.dumps(series_ids)},
+        )
+
+    @staticmethod
     def _drop_expired(
-        self, series_ids: list[int], raw_cutoff: int, hourly_keep_from: int, daily_keep_from: int
+        plan: MaintenancePlan[int], db: sqlite3.Connection, series_ids: list[int]
     ) -> None:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for table, column, keep_from in (
-                ("points", "ts", raw_cutoff),
-                ("rollup_hourly", "bucket", hourly_keep_from),
-                ("rollup_daily", "bucket", daily_keep_from),
-            ):
-                db.executemany(
-                    f"DELETE FROM {table} WHERE series_id = ? AND {column} < ?",
-                    [(series_id, keep_from) for series_id in series_ids],
-                )
-            devices = db.execute(
-                "SELECT DISTINCT device_id FROM series "
-                "WHERE series_id IN (SELECT value FROM json_each(?))",
-                (json.dumps(series_ids),),
-            ).fetchall()
+        for table, column, keep_from in (
+            ("points", "ts", plan.raw_cutoff_ns),
+            ("rollup_5m", "bucket", plan.partial_keep_from_ns),
+            ("rollup_hourly", "bucket", plan.hourly_keep_from_ns),
+            ("rollup_daily", "bucket", plan.daily_keep_from_ns),
+        ):
             db.executemany(
-                "DELETE FROM tags WHERE device_id = ? AND ts < ?",
-                [(device, raw_cutoff) for (device,) in devices],
+                f"DELETE FROM {table} WHERE series_id = ? AND {column} < ?",
+                [(series_id, keep_from) for series_id in series_ids],
             )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.rollback()
-            raise
+        devices = db.execute(
+            "SELECT DISTINCT device_id FROM series "
+            "WHERE series_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(series_ids),),
+        ).fetchall()
+        db.executemany(
+            "DELETE FROM tags WHERE device_id = ? AND ts < ?",
+            [(device, plan.raw_cutoff_ns) for (device,) in devices],
+        )

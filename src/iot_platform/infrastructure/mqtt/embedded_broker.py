@@ -31,7 +31,15 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         self._broker = Broker(self._config)
-        await self._broker.start()
+        try:
+            await self._broker.start()
+        except Exception as exc:  # amqtt wraps the bind error; say what to change instead
+            self._broker = None
+            raise RuntimeError(
+                f"the embedded MQTT broker cannot listen on {self._address} ({exc}); another "
+                "broker may be running there: set mqtt.broker_url to a free port, or "
+                "mqtt.embedded_broker: false to use that broker"
+            ) from exc
         log.info("embedded MQTT broker listening on %s", self._address)
 
     async def stop(self) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -224,32 +224,23 @@ def _telemetry(
     store = timeseries_store(settings)
     state = SqlDeviceState(engine)
     stream = InProcessTelemetryStream(metrics)
+    storage = SinkOptions(
+        durable=True,
+        batch_size=ts.batch_size,
+        flush_interval=ts.flush_interval_ms / 1000,
+        max_pending=ts.max_pending,
+        retry_initial=ts.retry_initial_seconds,
+        retry_max=ts.retry_max_seconds,
+    )
     stream.subscribe(
         StorageWriter(
             store,
             lambda reading, _: metrics.readings_dead_lettered.labels(reading.device_type).inc(),
         ),
-        SinkOptions(
-            durable=True,
-            batch_size=ts.batch_size,
-            flush_interval=ts.flush_interval_ms / 1000,
-            max_pending=ts.max_pending,
-            retry_initial=ts.retry_initial_seconds,
-            retry_max=ts.retry_max_seconds,
-        ),
+        storage,
     )
     # The latest state is not what acknowledges a device, so it batches longer (fewer upserts).
-    stream.subscribe(
-        state,
-        SinkOptions(
-            durable=False,
-            batch_size=ts.batch_size,
-            flush_interval=0.5,
-            max_pending=ts.max_pending,
-            retry_initial=ts.retry_initial_seconds,
-            retry_max=ts.retry_max_seconds,
-        ),
-    )
+    stream.subscribe(state, replace(storage, durable=False, flush_interval=0.5))
     ingest = IngestTelemetry(
         directory,
         _Activator(devices),

@@ -193,7 +193,7 @@ def build_platform(settings: Settings) -> Platform:
         poll_interval=settings.eventstore.projection_poll_interval_seconds,
     )
     store.on_append(runner.wake)
-    directory = CachedDeviceDirectory(engine)
+    directory = CachedDeviceDirectory(engine, ttl_seconds=settings.telemetry.device_cache_seconds)
     devices = DeviceCommandHandler(
         EventSourcedRepository(store, Device, settings.eventstore.snapshot_every),
         read_model=runner,

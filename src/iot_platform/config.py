@@ -126,6 +126,7 @@ class TelemetrySettings(Section):
     max_metrics_per_reading: int = Field(100, ge=1)
     max_batch_events: int = Field(1000, ge=1)
     dedup_window: int = Field(100_000, ge=0)
+    device_cache_seconds: float = Field(30.0, ge=0)
     http_store_timeout_seconds: float = Field(10.0, gt=0)
 
 

@@ -197,6 +197,7 @@ def test_scaled_out_mosquitto_influxdb_and_postgresql(tmp_path: Path, postgres_u
         "IOT_MQTT__BROKER_URL": mqtt_url,
         "IOT_MQTT__CLIENT_ID": f"e2e-{tmp_path.name}",
         "IOT_MQTT__SHARED_SUBSCRIPTION_GROUP": f"e2e-{tmp_path.name}",
+        "IOT_MQTT__SESSION_EXPIRY_SECONDS": "30",
         "IOT_TIMESERIES__BACKEND": "influxdb",
         "IOT_TIMESERIES__URL": influx_url,
         "IOT_TIMESERIES__BUCKET": require_service("IOT_TEST_INFLUX_BUCKET", "InfluxDB"),

@@ -62,6 +62,7 @@ def settings(
             "broker_url": f"mqtt://{host}:{port}",
             "client_id": f"faults-{uuid4().hex[:8]}",
             "shared_subscription_group": group,
+            "session_expiry_seconds": 30,  # the shared broker forgets this test's session soon
             "reconnect_initial_seconds": 0.2,
             "reconnect_max_seconds": 1.0,
         },
@@ -94,7 +95,8 @@ async def publish_reliably(device_id: str, count: int, after: dict[int, Any]) ->
     while sent < count:
         attempts += 1
         try:
-            async with aiomqtt.Client(host, port, identifier=f"pub-{device_id}", clean_session=False) as client:
+            # A clean session: this publisher re-sends what was not acknowledged by itself.
+            async with aiomqtt.Client(host, port, identifier=f"pub-{device_id}", clean_session=True) as client:
                 while sent < count:
                     body = {"message_id": f"m{sent}", "timestamp": T0 + sent, "metrics": {"seq": sent}}
                     await client.publish(f"devices/{device_id}/telemetry", json.dumps(body), qos=1)

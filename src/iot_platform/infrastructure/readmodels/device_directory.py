@@ -2,7 +2,9 @@
 
 Every batch of readings asks; the registry table answers only for devices not asked about in
 the last ``ttl_seconds``. Changes made through this process are forgotten at once (the command
-handler calls ``forget``); changes made by another process show within the TTL.
+handler calls ``forget``); changes made by another process (a suspension, say) show within the
+TTL. A short TTL costs a registry read per device per TTL: at 10,000 devices, 2 s was a
+measurable share of ingestion CPU.
 """
 
 from __future__ import annotations

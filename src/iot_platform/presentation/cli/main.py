@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     if port:
         api["port"] = port
     settings = _settings(ctx, **({"api": api} if api else {}))
+    # Ingestion allocates a short-lived object graph per message; with the default thresholds
+    # the cyclic collector took over half the CPU at saturation (tools/bench_ingest.py). Rarer
+    # young-generation passes, and the start-up heap frozen out of every later pass.
+    gc.set_threshold(50_000, 50, 1000)
+    gc.freeze()
     uvicorn.run(
         create_app(settings),
         host=settings.api.host,

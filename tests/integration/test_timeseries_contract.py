@@ -505,10 +505,11 @@ async def test_rollups_equal_the_raw_aggregates_through_rounds_of_live_late_and_
     backend: Backend, dirty_limit: int
 ) -> None:
     """Maintain after each round, ``now`` moving 7 minutes a round across 5-minute buckets, an
-    hour and midnight. Each round: new readings up to ``now``; every other round a late reading into
-    an earlier 5-minute bucket of the hour, one into an hour before the store's first maintain,
-    one into yesterday; the previous round's readings again (a redelivery) and some of them with
-    new values (a rewrite). A tiny ``dirty_limit`` makes the store coarsen its marks."""
+    hour and midnight. Each round: new readings up to ``now``; every other round late readings
+    into an earlier 5-minute bucket of the hour, into an earlier hour of yesterday the store has
+    rolled up, into two hours from before its first maintain; the previous round's readings again
+    (a redelivery) and some of them with new values (a rewrite). A tiny ``dirty_limit`` makes the
+    store coarsen its marks."""
     store = backend.open(dirty_limit=dirty_limit)
     devices = ("t1", "t2", "h1")
     now = TODAY - 40 * MINUTE  # yesterday 23:20
@@ -523,6 +524,7 @@ async def test_rollups_equal_the_raw_aggregates_through_rounds_of_live_late_and_
             hour = now - now % HOUR
             batch += [
                 reading("t1", max(hour, now - 20 * MINUTE) + 17 * SECOND, temp=100.0 + round_, on=True),
+                reading("t1", TODAY - 90 * MINUTE + round_ * SECOND, temp=2.25, on=False),
                 reading("t2", TODAY - 9 * HOUR + round_ * MINUTE, temp=-3.5, on=False),
                 reading("h1", TODAY - DAY + 3 * HOUR + round_ * MINUTE, device_type="hygrometer", temp=7.0, on=True),
             ]
@@ -662,6 +664,7 @@ async def test_influxdb_refuses_a_metric_that_changes_type_as_a_permanent_error(
     influx_store: TimeSeriesStore,
 ) -> None:
     await influx_store.write([reading("dev-1", THIS_HOUR, kind=1.0)])
+    await influx_store.maintain(NOW)
 
     with pytest.raises(PermanentWriteError, match="field type conflict"):
         await influx_store.write(

@@ -11,7 +11,13 @@ from fastapi.responses import JSONResponse
 
 from iot_platform.application.devices.queries import DeviceSearch
 from iot_platform.application.errors import NotFound
-from iot_platform.application.telemetry.model import NS_PER_DAY, Candidate, Rejection, Status
+from iot_platform.application.telemetry.model import (
+    NS_PER_DAY,
+    Candidate,
+    Rejection,
+    Resolution,
+    Status,
+)
 from iot_platform.application.telemetry.queries import BASIC_FUNCTIONS, InvalidQuery
 from iot_platform.presentation.mqtt.contract import candidate_from_body, undecodable
 from iot_platform.presentation.rest.dependencies import PlatformDep
@@ -36,7 +42,6 @@ from iot_platform.presentation.wire import (
     parse_interval,
     parse_timestamp,
 )
-from iot_platform.application.telemetry.model import Resolution
 
 router = APIRouter(tags=["telemetry"])
 
@@ -54,6 +59,7 @@ _REJECTION_STATUS = {
 
 def _candidate(event: TelemetryEvent) -> Candidate:
     body = event.model_dump(exclude_none=True)
+    # The event's own size, not the request's: a batch is judged event by event.
     size = len(str(body))
     try:
         return candidate_from_body(body, event.device_id, size)

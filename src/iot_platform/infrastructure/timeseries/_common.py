@@ -20,6 +20,12 @@ current and next hour from raw data (the next one too: readings may be a few min
 clock) and trusts them from then on; that is how a restarted process converges. A dirty hour before
 ``trusted_from`` (written to before this process started, or whose partials are past their
 retention) is recomputed from raw data directly, for the series written.
+
+What no process knows of is not recomputed: readings a crashed process wrote into an hour older
+than the previous one and had not rolled up yet reach that hour's rollup only when the series is
+written there again. Processes sharing one store each roll up what they wrote; two of them
+writing the same series in the same hour can race on that hour (each recomputes it from the
+partials it sees), which the next write there corrects.
 """
 
 from __future__ import annotations

@@ -157,3 +157,77 @@ rm_device_tags = Table(
     Column("value", String(256), nullable=False),
 )
 Index("ix_rm_device_tags_kv", rm_device_tags.c.key, rm_device_tags.c.value, rm_device_tags.c.device_id)
+
+# -- rules, alerts and device commands --------------------------------------------------------
+
+rm_alert_rules = Table(
+    "rm_alert_rules",
+    metadata,
+    Column("rule_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("device_pattern", String(200), nullable=True),
+    Column("device_type", String(100), nullable=True),
+    Column("tags", Text, nullable=False),
+    Column("metric", String(100), nullable=False),
+    Column("op", String(20), nullable=False),
+    Column("threshold", Float, nullable=True),
+    Column("min", Float, nullable=True),
+    Column("max", Float, nullable=True),
+    Column("window", Integer, nullable=True),
+    Column("duration_seconds", Float, nullable=False),
+    Column("severity", String(10), nullable=False),
+    Column("channels", Text, nullable=False),
+    Column("webhook_url", Text, nullable=True),
+    Column("mqtt_topic", String(300), nullable=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+rm_alerts = Table(
+    "rm_alerts",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("rule_id", String(64), nullable=False),
+    Column("device_id", String(128), nullable=False),
+    Column("rule_name", String(200), nullable=False),
+    Column("metric", String(100), nullable=False),
+    Column("severity", String(10), nullable=False),
+    Column("status", String(15), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("message", Text, nullable=False),
+    Column("raised_at", UtcDateTime, nullable=False),
+    Column("acknowledged_at", UtcDateTime, nullable=True),
+    Column("acknowledged_by", String(200), nullable=True),
+    Column("note", Text, nullable=True),
+    Column("resolved_at", UtcDateTime, nullable=True),
+    Column("resolved_by", String(200), nullable=True),
+    Column("resolution", Text, nullable=True),
+    Column("version", Integer, nullable=False),
+)
+Index("ix_rm_alerts_status", rm_alerts.c.status, rm_alerts.c.severity)
+Index("ix_rm_alerts_device", rm_alerts.c.device_id, rm_alerts.c.raised_at)
+Index("ix_rm_alerts_rule", rm_alerts.c.rule_id, rm_alerts.c.device_id)
+Index("ix_rm_alerts_raised", rm_alerts.c.raised_at)
+
+rm_device_commands = Table(
+    "rm_device_commands",
+    metadata,
+    Column("command_id", String(64), primary_key=True),
+    Column("device_id", String(128), nullable=False),
+    Column("command", String(100), nullable=False),
+    Column("parameters", Text, nullable=False),
+    Column("status", String(15), nullable=False),
+    Column("result", Text, nullable=True),
+    Column("issued_by", String(200), nullable=False),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=True),
+    Column("delivered_at", UtcDateTime, nullable=True),
+    Column("completed_at", UtcDateTime, nullable=True),
+    Column("version", Integer, nullable=False),
+)
+Index("ix_rm_device_commands_device", rm_device_commands.c.device_id, rm_device_commands.c.status)
+Index("ix_rm_device_commands_expiry", rm_device_commands.c.status, rm_device_commands.c.expires_at)

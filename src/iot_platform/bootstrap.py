@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,15 +20,21 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from iot_platform.application.alerts.engine import RuleEngine
+from iot_platform.application.alerts.handlers import AlertHandler, RuleHandler
+from iot_platform.application.alerts.notices import AlertNotice
+from iot_platform.application.alerts.ports import AlertChannel
 from iot_platform.application.devices.commands import ActivateDevice, RecordConnectivity
 from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.errors import NotFound
+from iot_platform.application.realtime import LiveFeed
 from iot_platform.application.repository import EventSourcedRepository
 from iot_platform.application.telemetry.ingestion import IngestionLimits, IngestTelemetry
 from iot_platform.application.telemetry.ports import TimeSeriesStore
 from iot_platform.application.telemetry.queries import TelemetryQueries
 from iot_platform.application.telemetry.sinks import StorageWriter
 from iot_platform.config import Settings
+from iot_platform.domain.alerts import Alert, AlertRule
 from iot_platform.domain.devices import Device
 from iot_platform.domain.errors import DomainError
 from iot_platform.infrastructure.eventstore.serialization import (
@@ -37,10 +43,16 @@ from iot_platform.infrastructure.eventstore.serialization import (
 )
 from iot_platform.infrastructure.eventstore.sqlalchemy_store import SqlAlchemyEventStore
 from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker
+from iot_platform.infrastructure.notifications.webhook import WebhookChannel
 from iot_platform.infrastructure.observability import PlatformMetrics
 from iot_platform.infrastructure.persistence import migrate
 from iot_platform.infrastructure.persistence.database import create_engine
 from iot_platform.infrastructure.projections.runner import ProjectionRunner
+from iot_platform.infrastructure.readmodels.alerts import (
+    AlertRulesProjection,
+    AlertsProjection,
+    SqlAlertReadModel,
+)
 from iot_platform.infrastructure.readmodels.device_directory import CachedDeviceDirectory
 from iot_platform.infrastructure.readmodels.device_registry import (
     DeviceRegistryProjection,
@@ -81,6 +93,30 @@ class _ConnectivityRecorder:
             log.info("status of %s ignored: %s", report.device_id, exc)
 
 
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+@dataclass
+class Alerting:
+    rules: RuleHandler
+    alerts: AlertHandler
+    read_model: SqlAlertReadModel
+    engine: RuleEngine
+    webhook: WebhookChannel
+    channels: list[AlertChannel]
+
+    def notify(self, notice: AlertNotice) -> None:
+        """Tells every channel; each decides from the rule whether the notice is for it."""
+        rule = self.engine.definition(notice.rule_id)
+        for channel in self.channels:
+            try:
+                channel.send(notice, rule)
+            except Exception:  # one broken channel must not silence the others
+                log.exception("alert channel %s failed", type(channel).__name__)
+
+
 @dataclass
 class Telemetry:
     store: TimeSeriesStore
@@ -104,6 +140,8 @@ class Platform:
     devices: DeviceCommandHandler
     metrics: PlatformMetrics
     telemetry: Telemetry
+    alerting: Alerting
+    feed: LiveFeed
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _serving: bool = False
 
@@ -116,6 +154,11 @@ class Platform:
         self._serving = True
         await self.projections.catch_up()
         self._spawn(self.projections.run(), "projections")
+        await self.alerting.engine.load()
+        await self.alerting.webhook.start()
+        analytics = self.settings.analytics
+        self._spawn(_every(analytics.rules_refresh_seconds, self.alerting.engine.refresh), "rules-refresh")
+        self._spawn(_every(analytics.no_data_check_seconds, self.alerting.engine.sweep), "no-data-sweep")
         telemetry = self.telemetry
         await telemetry.stream.start()
         self._spawn(self._maintain(), "timeseries-maintenance")
@@ -150,8 +193,19 @@ class Platform:
         for task in self._tasks:
             await _cancel(task)
         self._tasks.clear()
+        if self._serving:
+            await self.alerting.webhook.stop()
         await self.telemetry.store.close()
         await self.engine.dispose()
+
+
+async def _every(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Exception:  # the next round tries again
+            log.exception("periodic %s failed", getattr(work, "__name__", work))
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -188,7 +242,7 @@ def build_platform(settings: Settings) -> Platform:
     runner = ProjectionRunner(
         engine,
         store,
-        [DeviceRegistryProjection()],
+        [DeviceRegistryProjection(), AlertRulesProjection(), AlertsProjection()],
         batch_size=settings.eventstore.projection_batch_size,
         poll_interval=settings.eventstore.projection_poll_interval_seconds,
     )
@@ -200,6 +254,12 @@ def build_platform(settings: Settings) -> Platform:
         read_your_writes_timeout=settings.api.read_your_writes_timeout_seconds,
         on_change=directory.forget,
     )
+    feed = LiveFeed(settings.analytics.stream_buffer)
+    alerting = _alerting(settings, engine, store, runner, directory, feed)
+    telemetry = _telemetry(settings, engine, devices, directory, metrics)
+    if settings.analytics.real_time_processing:
+        telemetry.stream.subscribe(alerting.engine, _FAST)
+    telemetry.stream.subscribe(feed, _FAST)
     return Platform(
         settings=settings,
         engine=engine,
@@ -209,8 +269,51 @@ def build_platform(settings: Settings) -> Platform:
         registry=SqlDeviceRegistry(engine),
         devices=devices,
         metrics=metrics,
-        telemetry=_telemetry(settings, engine, devices, directory, metrics),
+        telemetry=telemetry,
+        alerting=alerting,
+        feed=feed,
     )
+
+
+# Rules and the live feed are read by people waiting for an alert: short batches.
+_FAST = SinkOptions(durable=False, batch_size=2000, flush_interval=0.02, max_pending=100_000)
+
+
+def _alerting(
+    settings: Settings,
+    engine: AsyncEngine,
+    store: SqlAlchemyEventStore,
+    runner: ProjectionRunner,
+    directory: CachedDeviceDirectory,
+    feed: LiveFeed,
+) -> Alerting:
+    analytics, timeout = settings.analytics, settings.api.read_your_writes_timeout_seconds
+    rules = RuleHandler(
+        EventSourcedRepository(store, AlertRule, settings.eventstore.snapshot_every),
+        read_model=runner,
+        read_your_writes_timeout=timeout,
+    )
+    alerts = AlertHandler(
+        EventSourcedRepository(store, Alert, 0),
+        read_model=runner,
+        read_your_writes_timeout=timeout,
+    )
+    read_model = SqlAlertReadModel(engine)
+    rule_engine = RuleEngine(
+        alerts, read_model, directory, SystemClock(), max_states=analytics.max_rule_states
+    )
+    webhook = WebhookChannel(
+        timeout=analytics.webhook_timeout_seconds,
+        attempts=analytics.webhook_attempts,
+        backoff_initial=analytics.webhook_backoff_initial_seconds,
+        backoff_max=analytics.webhook_backoff_max_seconds,
+        queue_size=analytics.webhook_queue_size,
+    )
+    alerting = Alerting(rules, alerts, read_model, rule_engine, webhook, [feed, webhook])
+    rules.listeners.append(rule_engine.rule_changed)
+    alerts.listeners.append(rule_engine.alert_changed)
+    alerts.listeners.append(alerting.notify)
+    return alerting
 
 
 def _telemetry(

@@ -196,6 +196,16 @@ class AnalyticsSettings(Section):
     anomaly_detection: bool = True
     zscore_threshold: float = Field(3.0, gt=0)
     real_time_processing: bool = True
+    """Runs the rule engine on the telemetry stream."""
+    max_rule_states: int = Field(100_000, ge=100)
+    rules_refresh_seconds: float = Field(5.0, gt=0)
+    no_data_check_seconds: float = Field(1.0, gt=0)
+    stream_buffer: int = Field(1000, ge=1)
+    webhook_timeout_seconds: float = Field(5.0, gt=0)
+    webhook_attempts: int = Field(5, ge=1)
+    webhook_backoff_initial_seconds: float = Field(0.5, gt=0)
+    webhook_backoff_max_seconds: float = Field(30.0, gt=0)
+    webhook_queue_size: int = Field(10_000, ge=1)
 
 
 class EdgeSettings(Section):

@@ -7,8 +7,8 @@ runs against both.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from iot_platform.application.telemetry.model import (
@@ -69,6 +69,8 @@ class TimeSeriesStore(Protocol):
 class DeviceInfo:
     status: DeviceStatus
     device_type: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """The registry's tags (rule selectors match on them)."""
 
 
 class DeviceDirectory(Protocol):

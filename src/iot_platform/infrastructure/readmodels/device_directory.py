@@ -1,4 +1,4 @@
-"""Device status and type for ingestion, from the registry read model, cached briefly.
+"""Device status, type and tags for ingestion and the rule engine, from the registry read model, cached briefly.
 
 Every batch of readings asks; the registry table answers only for devices not asked about in
 the last ``ttl_seconds``. Changes made through this process are forgotten at once (the command
@@ -9,6 +9,7 @@ measurable share of ingestion CPU.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -45,12 +46,17 @@ class CachedDeviceDirectory:
             chunk = missing[start : start + 500]
             async with self._reader.connect() as conn:
                 rows = await conn.execute(
-                    select(rm_devices.c.device_id, rm_devices.c.status, rm_devices.c.device_type)
+                    select(
+                        rm_devices.c.device_id,
+                        rm_devices.c.status,
+                        rm_devices.c.device_type,
+                        rm_devices.c.tags,
+                    )
                     .where(rm_devices.c.device_id.in_(chunk))
                 )
                 answered = {
-                    device_id: DeviceInfo(DeviceStatus(status), device_type)
-                    for device_id, status, device_type in rows
+                    device_id: DeviceInfo(DeviceStatus(status), device_type, json.loads(tags))
+                    for device_id, status, device_type, tags in rows
                 }
             for device_id in chunk:
                 info = answered.get(device_id)

@@ -1,0 +1,1 @@
+"""Alert rules, alerts, and the rule engine that raises and resolves them."""

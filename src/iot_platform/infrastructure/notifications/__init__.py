@@ -1,0 +1,1 @@
+"""Alert channels that leave the process: webhooks and MQTT."""

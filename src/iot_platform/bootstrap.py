@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from iot_platform.application.analytics.queries import AnalyticsLimits, FleetAnalytics
 from iot_platform.application.devices.commands import ActivateDevice, RecordConnectivity
 from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.errors import NotFound
@@ -36,6 +37,7 @@ from iot_platform.infrastructure.eventstore.serialization import (
     build_event_serializer,
 )
 from iot_platform.infrastructure.eventstore.sqlalchemy_store import SqlAlchemyEventStore
+from iot_platform.infrastructure.ingestion_rate import InProcessIngestionRate
 from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker
 from iot_platform.infrastructure.observability import PlatformMetrics
 from iot_platform.infrastructure.persistence import migrate
@@ -47,6 +49,7 @@ from iot_platform.infrastructure.readmodels.device_registry import (
     SqlDeviceRegistry,
 )
 from iot_platform.infrastructure.readmodels.device_state import SqlDeviceState
+from iot_platform.infrastructure.readmodels.fleet_analytics import SqlFleetAnalytics
 from iot_platform.infrastructure.streaming.inprocess import InProcessTelemetryStream, SinkOptions
 from iot_platform.infrastructure.timeseries.influx import InfluxTimeSeriesStore
 from iot_platform.infrastructure.timeseries.sqlite import SqliteTimeSeriesStore
@@ -104,6 +107,7 @@ class Platform:
     devices: DeviceCommandHandler
     metrics: PlatformMetrics
     telemetry: Telemetry
+    analytics: FleetAnalytics
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _serving: bool = False
 
@@ -200,6 +204,8 @@ def build_platform(settings: Settings) -> Platform:
         read_your_writes_timeout=settings.api.read_your_writes_timeout_seconds,
         on_change=directory.forget,
     )
+    rate = InProcessIngestionRate()
+    telemetry = _telemetry(settings, engine, devices, directory, metrics, rate)
     return Platform(
         settings=settings,
         engine=engine,
@@ -209,7 +215,16 @@ def build_platform(settings: Settings) -> Platform:
         registry=SqlDeviceRegistry(engine),
         devices=devices,
         metrics=metrics,
-        telemetry=_telemetry(settings, engine, devices, directory, metrics),
+        telemetry=telemetry,
+        analytics=FleetAnalytics(
+            SqlFleetAnalytics(engine),
+            telemetry.store,
+            rate,
+            AnalyticsLimits(
+                zscore_threshold=settings.analytics.zscore_threshold,
+                max_anomaly_readings=settings.analytics.anomaly_max_readings,
+            ),
+        ),
     )
 
 
@@ -219,6 +234,7 @@ def _telemetry(
     devices: DeviceCommandHandler,
     directory: CachedDeviceDirectory,
     metrics: PlatformMetrics,
+    rate: InProcessIngestionRate,
 ) -> Telemetry:
     ts, limits = settings.timeseries, settings.telemetry
     store = timeseries_store(settings)
@@ -252,6 +268,7 @@ def _telemetry(
             max_metrics=limits.max_metrics_per_reading,
             dedup_window=limits.dedup_window,
         ),
+        rate=rate,
     )
     mqtt_settings = settings.mqtt
     broker = None

@@ -196,6 +196,8 @@ class AnalyticsSettings(Section):
     anomaly_detection: bool = True
     zscore_threshold: float = Field(3.0, gt=0)
     real_time_processing: bool = True
+    anomaly_max_readings: int = Field(10_000, ge=1, le=100_000)
+    """Readings of one device examined per anomaly query at most (the newest of the window)."""
 
 
 class EdgeSettings(Section):

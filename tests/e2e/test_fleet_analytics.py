@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -228,32 +229,48 @@ def test_device_anomalies_on_the_embedded_store(api: httpx.Client) -> None:
     check_device_anomalies(api, "th-1", max_readings=10_000)
 
 
-@pytest.fixture
-def influx_database() -> Iterator[dict[str, str]]:
-    """A database of this test's own on the harness's InfluxDB, dropped afterwards."""
-    url = require_service("IOT_TEST_INFLUX_URL", "InfluxDB")
-    token = os.environ.get("IOT_TEST_INFLUX_TOKEN", "")
-    database = f"iot_analytics_e2e_{uuid.uuid4().hex[:12]}"
-    headers = {"Authorization": f"Token {token}"} if token else {}
+@dataclass
+class InfluxDatabase:
+    """A database of one test's own on the harness's InfluxDB."""
 
-    def influxql(statement: str) -> None:
-        response = httpx.post(f"{url}/query", params={"q": statement}, headers=headers, timeout=30)
+    url: str
+    token: str
+    name: str
+
+    def influxql(self, statement: str, **params: str) -> Any:
+        headers = {"Authorization": f"Token {self.token}"} if self.token else {}
+        response = httpx.post(f"{self.url}/query", params={"q": statement, **params}, headers=headers, timeout=30)
         response.raise_for_status()
         assert "error" not in response.text, response.text
+        return response.json()
 
-    influxql(f'CREATE DATABASE "{database}"')
+    def platform_settings(self) -> dict[str, str]:
+        return {"IOT_TIMESERIES__BACKEND": "influxdb", "IOT_TIMESERIES__URL": self.url,
+                "IOT_TIMESERIES__BUCKET": f"{self.name}/autogen", "IOT_TIMESERIES__TOKEN": self.token}
+
+
+@pytest.fixture
+def influx_database() -> Iterator[InfluxDatabase]:
+    database = InfluxDatabase(
+        require_service("IOT_TEST_INFLUX_URL", "InfluxDB"),
+        os.environ.get("IOT_TEST_INFLUX_TOKEN", ""),
+        f"iot_analytics_e2e_{uuid.uuid4().hex[:12]}",
+    )
+    database.influxql(f'CREATE DATABASE "{database.name}"')
     try:
-        yield {"IOT_TIMESERIES__BACKEND": "influxdb", "IOT_TIMESERIES__URL": url,
-               "IOT_TIMESERIES__BUCKET": f"{database}/autogen", "IOT_TIMESERIES__TOKEN": token}
+        yield database
     finally:
-        influxql(f'DROP DATABASE "{database}"')
+        database.influxql(f'DROP DATABASE "{database.name}"')
 
 
 def test_device_anomalies_on_influxdb_with_a_bound_on_the_readings_examined(
-    tmp_path: Path, influx_database: dict[str, str]
+    tmp_path: Path, influx_database: InfluxDatabase
 ) -> None:
     database_url = f"sqlite:///{tmp_path / 'data' / 'iot.db'}"
-    settings = {"IOT_ANALYTICS__ANOMALY_MAX_READINGS": "20", **influx_database}
-    with running_platform(tmp_path, database_url, 60.0, **settings) as platform:
+    with running_platform(tmp_path, database_url, 60.0, IOT_ANALYTICS__ANOMALY_MAX_READINGS="20",
+                          **influx_database.platform_settings()) as platform:
         with httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as api:
             check_device_anomalies(api, "th-influx", max_readings=20)
+    # The readings examined were InfluxDB's: all 31 are stored there.
+    counted = influx_database.influxql('SELECT count("temp") FROM "telemetry"', db=influx_database.name)
+    assert counted["results"][0]["series"][0]["values"][0][1] == 31

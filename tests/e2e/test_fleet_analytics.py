@@ -179,6 +179,13 @@ def test_overview_group_statistics_and_fleet_outliers(
     missing = api.get("/analytics/devices/ghost/anomalies", params={"metric": "temp"})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
+    documented = httpx.get(f"{platform.base_url}/openapi.json").json()
+    for path, schema in (("/api/fleet/overview", "FleetOverviewOut"), ("/api/analytics/fleet", "FleetStatsOut"),
+                         ("/api/analytics/devices/{device_id}/anomalies", "DeviceAnomaliesOut"),
+                         ("/api/analytics/anomalies", "FleetOutliersOut")):
+        answer = documented["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert answer == {"$ref": f"#/components/schemas/{schema}"}
+
 
 # One device's history: alternating 10 and 12 every minute, and a spike of 40.
 HISTORY = [(BASE_MS + i * MINUTE_MS, 10.0 if i % 2 == 0 else 12.0) for i in range(30)]

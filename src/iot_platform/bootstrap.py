@@ -24,6 +24,7 @@ from iot_platform.application.alerts.engine import RuleEngine
 from iot_platform.application.alerts.handlers import AlertHandler, RuleHandler
 from iot_platform.application.alerts.notices import AlertNotice
 from iot_platform.application.alerts.ports import AlertChannel
+from iot_platform.application.analytics.queries import AnalyticsLimits, FleetAnalytics
 from iot_platform.application.devices.commands import ActivateDevice, RecordConnectivity
 from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.errors import NotFound
@@ -42,6 +43,7 @@ from iot_platform.infrastructure.eventstore.serialization import (
     build_event_serializer,
 )
 from iot_platform.infrastructure.eventstore.sqlalchemy_store import SqlAlchemyEventStore
+from iot_platform.infrastructure.ingestion_rate import InProcessIngestionRate
 from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker
 from iot_platform.infrastructure.notifications.webhook import WebhookChannel
 from iot_platform.infrastructure.observability import PlatformMetrics
@@ -59,6 +61,7 @@ from iot_platform.infrastructure.readmodels.device_registry import (
     SqlDeviceRegistry,
 )
 from iot_platform.infrastructure.readmodels.device_state import SqlDeviceState
+from iot_platform.infrastructure.readmodels.fleet_analytics import SqlFleetAnalytics
 from iot_platform.infrastructure.streaming.inprocess import InProcessTelemetryStream, SinkOptions
 from iot_platform.infrastructure.timeseries.influx import InfluxTimeSeriesStore
 from iot_platform.infrastructure.timeseries.sqlite import SqliteTimeSeriesStore
@@ -142,6 +145,7 @@ class Platform:
     telemetry: Telemetry
     alerting: Alerting
     feed: LiveFeed
+    analytics: FleetAnalytics
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _serving: bool = False
 
@@ -256,7 +260,8 @@ def build_platform(settings: Settings) -> Platform:
     )
     feed = LiveFeed(settings.analytics.stream_buffer)
     alerting = _alerting(settings, engine, store, runner, directory, feed)
-    telemetry = _telemetry(settings, engine, devices, directory, metrics)
+    rate = InProcessIngestionRate()
+    telemetry = _telemetry(settings, engine, devices, directory, metrics, rate)
     if settings.analytics.real_time_processing:
         telemetry.stream.subscribe(alerting.engine, _FAST)
     telemetry.stream.subscribe(feed, _FAST)
@@ -272,6 +277,15 @@ def build_platform(settings: Settings) -> Platform:
         telemetry=telemetry,
         alerting=alerting,
         feed=feed,
+        analytics=FleetAnalytics(
+            SqlFleetAnalytics(engine),
+            telemetry.store,
+            rate,
+            AnalyticsLimits(
+                zscore_threshold=settings.analytics.zscore_threshold,
+                max_anomaly_readings=settings.analytics.anomaly_max_readings,
+            ),
+        ),
     )
 
 
@@ -322,6 +336,7 @@ def _telemetry(
     devices: DeviceCommandHandler,
     directory: CachedDeviceDirectory,
     metrics: PlatformMetrics,
+    rate: InProcessIngestionRate,
 ) -> Telemetry:
     ts, limits = settings.timeseries, settings.telemetry
     store = timeseries_store(settings)
@@ -355,6 +370,7 @@ def _telemetry(
             max_metrics=limits.max_metrics_per_reading,
             dedup_window=limits.dedup_window,
         ),
+        rate=rate,
     )
     mqtt_settings = settings.mqtt
     broker = None

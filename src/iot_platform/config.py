@@ -206,6 +206,8 @@ class AnalyticsSettings(Section):
     webhook_backoff_initial_seconds: float = Field(0.5, gt=0)
     webhook_backoff_max_seconds: float = Field(30.0, gt=0)
     webhook_queue_size: int = Field(10_000, ge=1)
+    anomaly_max_readings: int = Field(10_000, ge=1, le=100_000)
+    """Readings of one device examined per anomaly query at most (the newest of the window)."""
 
 
 class EdgeSettings(Section):

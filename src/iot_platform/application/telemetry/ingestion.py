@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
+from iot_platform.application.analytics.ports import AcceptedReadings
 from iot_platform.application.telemetry.model import (
     NS_PER_SECOND,
     Candidate,
@@ -91,8 +92,10 @@ class IngestTelemetry:
         metrics: IngestionMetrics,
         limits: IngestionLimits = IngestionLimits(),
         clock_ns: Callable[[], int] = time.time_ns,
+        rate: AcceptedReadings | None = None,
     ) -> None:
         self._directory = directory
+        self._rate = rate
         self._activator = activator
         self._stream = stream
         self._metrics = metrics
@@ -160,6 +163,8 @@ class IngestTelemetry:
             await self._activate_new_devices(accepted, devices)
             await self._stream.publish(accepted)
             self._metrics.accepted(protocol, len(accepted))
+            if self._rate is not None:
+                self._rate.add(len(accepted))
             for key in keys:
                 self._recent.add(key)
         if duplicates:

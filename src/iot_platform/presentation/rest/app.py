@@ -13,7 +13,14 @@ from prometheus_client import make_asgi_app
 from iot_platform.bootstrap import Platform, build_platform
 from iot_platform.config import Settings
 from iot_platform.presentation.rest.errors import install_error_handlers
-from iot_platform.presentation.rest.routers import alerts, devices, ops, realtime, telemetry
+from iot_platform.presentation.rest.routers import (
+    alerts,
+    analytics,
+    devices,
+    ops,
+    realtime,
+    telemetry,
+)
 
 
 def create_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
@@ -44,6 +51,7 @@ def create_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
     app.include_router(alerts.rules)
     app.include_router(alerts.alerts)
     app.include_router(realtime.router)
+    app.include_router(analytics.router)
 
     metrics = built.metrics
     app.mount("/metrics", make_asgi_app(metrics.registry))

@@ -17,9 +17,9 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"*"}),
     "fleet_manager": frozenset(
         {"devices:read", "devices:write", "telemetry:read", "telemetry:write",
-         "alerts:read", "alerts:write"}
+         "alerts:read", "alerts:write", "analytics:read"}
     ),
-    "viewer": frozenset({"devices:read", "telemetry:read", "alerts:read"}),
+    "viewer": frozenset({"devices:read", "telemetry:read", "alerts:read", "analytics:read"}),
 }
 
 

@@ -1,0 +1,1 @@
+"""Fleet analytics: overview counts, statistics of latest values, and anomaly detection."""

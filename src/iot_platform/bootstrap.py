@@ -45,6 +45,7 @@ from iot_platform.infrastructure.eventstore.serialization import (
 from iot_platform.infrastructure.eventstore.sqlalchemy_store import SqlAlchemyEventStore
 from iot_platform.infrastructure.ingestion_rate import InProcessIngestionRate
 from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker
+from iot_platform.infrastructure.notifications.kafka import KafkaAlertChannel
 from iot_platform.infrastructure.notifications.webhook import WebhookChannel
 from iot_platform.infrastructure.observability import PlatformMetrics
 from iot_platform.infrastructure.persistence import migrate
@@ -108,6 +109,7 @@ class Alerting:
     read_model: SqlAlertReadModel
     engine: RuleEngine
     webhook: WebhookChannel
+    kafka: KafkaAlertChannel | None
     channels: list[AlertChannel]
 
     def notify(self, notice: AlertNotice) -> None:
@@ -160,6 +162,8 @@ class Platform:
         self._spawn(self.projections.run(), "projections")
         await self.alerting.engine.load()
         await self.alerting.webhook.start()
+        if self.alerting.kafka is not None:
+            await self.alerting.kafka.start()
         analytics = self.settings.analytics
         self._spawn(_every(analytics.rules_refresh_seconds, self.alerting.engine.refresh), "rules-refresh")
         self._spawn(_every(analytics.no_data_check_seconds, self.alerting.engine.sweep), "no-data-sweep")
@@ -199,6 +203,8 @@ class Platform:
         self._tasks.clear()
         if self._serving:
             await self.alerting.webhook.stop()
+            if self.alerting.kafka is not None:
+                await self.alerting.kafka.stop()
         await self.telemetry.store.close()
         await self.engine.dispose()
 
@@ -323,7 +329,13 @@ def _alerting(
         backoff_max=analytics.webhook_backoff_max_seconds,
         queue_size=analytics.webhook_queue_size,
     )
-    alerting = Alerting(rules, alerts, read_model, rule_engine, webhook, [feed, webhook])
+    kafka = None
+    channels: list[AlertChannel] = [feed, webhook]
+    streaming = settings.streaming
+    if streaming.backend == "kafka":
+        kafka = KafkaAlertChannel(streaming.brokers, streaming.topics.alerts, analytics.webhook_queue_size)
+        channels.append(kafka)
+    alerting = Alerting(rules, alerts, read_model, rule_engine, webhook, kafka, channels)
     rules.listeners.append(rule_engine.rule_changed)
     alerts.listeners.append(rule_engine.alert_changed)
     alerts.listeners.append(alerting.notify)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -25,7 +25,13 @@ from pydantic import (
     field_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 CONVENTIONAL_ENV: dict[str, tuple[str, str]] = {
     "DEVICE_DB_URL": ("eventstore", "url"),
@@ -165,7 +171,8 @@ class KafkaTopics(Section):
 
 class StreamingSettings(Section):
     backend: Literal["inprocess", "kafka"] = "inprocess"
-    brokers: list[str] = ["127.0.0.1:9092"]
+    brokers: Annotated[list[str], NoDecode] = ["127.0.0.1:9092"]
+    """``host:port,host:port`` in the environment (KAFKA_BROKERS), or a YAML list."""
     topics: KafkaTopics = KafkaTopics()
 
     @field_validator("brokers", mode="before")
@@ -310,6 +317,8 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
+    except SettingsError as exc:  # an environment value that is not the JSON a list or map needs
+        raise ConfigError(f"bad config value: {exc}".splitlines()[0]) from None
 
 
 # A rejected secret is named, never echoed.

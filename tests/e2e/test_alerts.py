@@ -17,11 +17,13 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
 import websockets
 
+from tests.conftest import require_service
 from tests.e2e.platform_process import RunningPlatform, running_platform
 from tests.e2e.test_telemetry import eventually, mosquitto_pub, register
 
@@ -254,3 +256,23 @@ def test_a_webhook_rule_posts_raised_and_resolved(platform: RunningPlatform, api
     publish(platform, "sensor-1", temp=29, timestamp=at(1))
     first, second = hook.bodies.get(timeout=30), hook.bodies.get(timeout=30)
     assert [(first["kind"], first["value"]), second["kind"]] == [("raised", 30), "resolved"]
+
+
+def test_with_kafka_streaming_alerts_reach_a_kcat_consumer_of_iot_alerts(tmp_path: Path, e2e_database_url: str) -> None:
+    brokers = require_service("IOT_TEST_KAFKA_BROKERS", "Kafka")
+    topic = f"iot-alerts-{uuid4().hex[:8]}"
+    with running_platform(tmp_path, e2e_database_url, IOT_STREAMING__BACKEND="kafka",
+                          IOT_STREAMING__BROKERS=brokers, IOT_STREAMING__TOPICS__ALERTS=topic) as running, \
+            httpx.Client(base_url=f"{running.base_url}/api", timeout=30) as api:
+        register(api, "sensor-1")
+        rule(api, device_id="sensor-1", metric="temp", op=">", threshold=32, severity="critical")
+        publish(running, "sensor-1", temp=40)
+        [alert] = eventually(lambda: alerts(api), lambda found: len(found) == 1)
+        consumed = subprocess.run(
+            ["kcat", "-C", "-b", brokers, "-t", topic, "-o", "beginning", "-c", "1", "-e", "-q",
+             "-f", "%k\\t%h\\t%s\\n"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+    key, headers, value = consumed.rstrip("\n").split("\t")
+    assert key == "sensor-1" and "kind=raised" in headers
+    assert json.loads(value)["alert_id"] == alert["id"]

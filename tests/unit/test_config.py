@@ -85,3 +85,18 @@ def test_secrets_do_not_show_in_the_settings_repr(monkeypatch: pytest.MonkeyPatc
     settings = load_settings()
     assert settings.timeseries.token.get_secret_value() == "s3cr3t-token"
     assert "s3cr3t-token" not in repr(settings)
+
+
+def test_kafka_brokers_from_the_environment_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOT_STREAMING__BROKERS", "10.0.0.1:9092, 10.0.0.2:9092")
+    assert load_settings(None).streaming.brokers == ["10.0.0.1:9092", "10.0.0.2:9092"]
+    monkeypatch.setenv("KAFKA_BROKERS", "k1:9092")
+    monkeypatch.delenv("IOT_STREAMING__BROKERS")
+    assert load_settings(None).streaming.brokers == ["k1:9092"]
+
+
+def test_an_undecodable_environment_map_stops_start_up_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOT_STREAMING__TOPICS", "not-json")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(None)
+    assert "streaming" in str(refused.value) and "\n" not in str(refused.value)

@@ -271,6 +271,7 @@ def build_platform(settings: Settings) -> Platform:
     if settings.analytics.real_time_processing:
         telemetry.stream.subscribe(alerting.engine, _FAST)
     telemetry.stream.subscribe(feed, _FAST)
+    _observe(metrics, alerting, feed)
     return Platform(
         settings=settings,
         engine=engine,
@@ -293,6 +294,22 @@ def build_platform(settings: Settings) -> Platform:
             ),
         ),
     )
+
+
+def _observe(metrics: PlatformMetrics, alerting: Alerting, feed: LiveFeed) -> None:
+    observed, engine, webhook = metrics.observed, alerting.engine, alerting.webhook
+    observed.counter("iot_rule_evaluations", "Readings judged against a matching rule", "engine",
+                     {"rules": lambda: engine.evaluations})
+    observed.gauge("iot_alerts_open", "Open alerts known to this process's rule engine",
+                   lambda: engine.open_alerts)
+    observed.gauge("iot_rule_states", "(rule, device) evaluation states held in memory",
+                   lambda: engine.states)
+    observed.gauge("iot_live_subscribers", "SSE and WebSocket clients connected", lambda: feed.subscribers)
+    observed.counter("iot_live_clients_dropped", "Live clients dropped for falling behind", "feed",
+                     {"live": lambda: feed.dropped})
+    observed.counter("iot_webhook_notices", "Alert notices sent to webhooks, by outcome", "outcome",
+                     {"delivered": lambda: webhook.delivered, "failed": lambda: webhook.failed,
+                      "dropped": lambda: webhook.dropped})
 
 
 # Rules and the live feed are read by people waiting for an alert: short batches.

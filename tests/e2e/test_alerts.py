@@ -108,6 +108,9 @@ def test_a_reading_over_threshold_reaches_an_sse_client_as_an_alert(
         "raised", created["id"], "sensor-1", 35.5)
     [listed] = eventually(lambda: alerts(api, status="open"), lambda found: len(found) == 1)
     assert listed["id"] == alert["alert_id"] and listed["severity"] == "critical"
+    metrics = httpx.get(f"{platform.base_url}/metrics", follow_redirects=True).text
+    assert 'iot_rule_evaluations_total{engine="rules"} 1.0' in metrics
+    assert "iot_alerts_open 1.0" in metrics
 
 
 def test_hold_duration_then_auto_resolve_then_a_new_alert(platform: RunningPlatform, api: httpx.Client) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from iot_platform.application.telemetry.model import Rejection
 
@@ -57,6 +61,8 @@ class PlatformMetrics:
         self.http_latency = Histogram(
             "iot_http_request_seconds", "HTTP request latency", ["method", "route"], registry=r
         )
+        self.observed = Observed()
+        r.register(self.observed)
 
     # -- IngestionMetrics ------------------------------------------------------------------
     def accepted(self, protocol: str, count: int) -> None:
@@ -67,3 +73,32 @@ class PlatformMetrics:
 
     def duplicates(self, protocol: str, count: int) -> None:
         self.readings_duplicate.labels(protocol).inc(count)
+
+
+class Observed(Collector):
+    """Figures that components already count, read when /metrics is scraped.
+
+    The rule engine and the live feed live in the application layer and keep plain counters;
+    reading them at scrape time keeps Prometheus out of their hot paths.
+    """
+
+    def __init__(self) -> None:
+        self._gauges: list[tuple[str, str, Callable[[], float]]] = []
+        self._counters: list[tuple[str, str, str, dict[str, Callable[[], float]]]] = []
+
+    def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._gauges.append((name, documentation, read))
+
+    def counter(
+        self, name: str, documentation: str, label: str, reads: dict[str, Callable[[], float]]
+    ) -> None:
+        self._counters.append((name, documentation, label, reads))
+
+    def collect(self) -> Iterator[Metric]:
+        for name, documentation, read in self._gauges:
+            yield GaugeMetricFamily(name, documentation, value=read())
+        for name, documentation, label, reads in self._counters:
+            family = CounterMetricFamily(name, documentation, labels=[label])
+            for value, read in reads.items():
+                family.add_metric([value], read())
+            yield family

@@ -213,4 +213,6 @@ def test_scaled_out_mosquitto_influxdb_and_postgresql(tmp_path: Path, postgres_u
                                                   "metrics": {"temperature": 20 + i}}))
             got = eventually(lambda: readings(api, device), lambda r: len(r) == 5)
             assert [r["metrics"]["temperature"] for r in got] == [20.0, 21.0, 22.0, 23.0, 24.0]
-            assert api.get(f"/devices/{device}").json()["status"] == "active"
+            # Activation is in the event store before the readings are stored; the registry
+            # read model follows it asynchronously.
+            eventually(lambda: api.get(f"/devices/{device}").json()["status"], lambda s: s == "active")

@@ -76,23 +76,33 @@ class ProjectionRunner:
         return min([await self.checkpoint(p.name) for p in self._projections])
 
     async def catch_up(self) -> int:
-        """Applies everything appended so far; returns how many events were applied."""
+        """Applies everything appended so far; returns how many events were applied.
+
+        Projections at the same checkpoint (the usual case) share one read of each batch; each
+        still applies it in its own transaction, so one failing read model holds back only itself.
+        """
         await self._ensure_checkpoints()
         applied = 0
-        for projection in self._projections:
-            while True:
-                count = await self._step(projection)
+        pending = list(self._projections)
+        while pending:
+            batches: dict[int, list[RecordedEvent]] = {}
+            still = []
+            for projection in pending:
+                count = await self._step(projection, batches)
                 applied += count
-                if count < self._batch_size:
-                    break
+                if count >= self._batch_size:
+                    still.append(projection)
+            pending = still
         self._position = await self.position()
         async with self._advanced:
             self._advanced.notify_all()
         return applied
 
-    async def _step(self, projection: SqlProjection) -> int:
+    async def _step(self, projection: SqlProjection, batches: dict[int, list[RecordedEvent]]) -> int:
         checkpoint = await self.checkpoint(projection.name)
-        batch = await self._store.read_all(checkpoint, self._batch_size)
+        batch = batches.get(checkpoint)
+        if batch is None:
+            batch = batches[checkpoint] = await self._store.read_all(checkpoint, self._batch_size)
         if not batch:
             return 0
         try:

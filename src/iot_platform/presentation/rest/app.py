@@ -13,7 +13,7 @@ from prometheus_client import make_asgi_app
 from iot_platform.bootstrap import Platform, build_platform
 from iot_platform.config import Settings
 from iot_platform.presentation.rest.errors import install_error_handlers
-from iot_platform.presentation.rest.routers import devices, ops, telemetry
+from iot_platform.presentation.rest.routers import commands, devices, ops, telemetry
 
 
 def create_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
@@ -41,6 +41,7 @@ def create_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
         app.include_router(ops.router, prefix=prefix, include_in_schema=prefix == "/api")
     app.include_router(devices.router)
     app.include_router(telemetry.router)
+    app.include_router(commands.router)
 
     metrics = built.metrics
     app.mount("/metrics", make_asgi_app(metrics.registry))

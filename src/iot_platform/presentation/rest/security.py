@@ -16,9 +16,16 @@ from fastapi import Depends, HTTPException, Request, status
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"*"}),
     "fleet_manager": frozenset(
-        {"devices:read", "devices:write", "telemetry:read", "telemetry:write"}
+        {
+            "devices:read",
+            "devices:write",
+            "telemetry:read",
+            "telemetry:write",
+            "commands:read",
+            "commands:write",
+        }
     ),
-    "viewer": frozenset({"devices:read", "telemetry:read"}),
+    "viewer": frozenset({"devices:read", "telemetry:read", "commands:read"}),
 }
 
 

@@ -13,12 +13,14 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.platform_process import RunningPlatform
+from tests.conftest import require_service
+from tests.e2e.platform_process import RunningPlatform, running_platform
 from tests.e2e.test_telemetry import eventually, mosquitto_pub, register
 
 
@@ -213,3 +215,27 @@ def test_command_requests_are_checked(api: httpx.Client) -> None:
     assert api.delete("/devices/sensor-004").status_code == 200
     gone = api.post("/devices/sensor-004/commands", json={"command": "reboot"})
     assert gone.status_code == 409 and gone.json()["error"]["code"] == "invalid_transition"
+
+
+def test_commands_through_an_external_mqtt5_mosquitto(tmp_path: Path) -> None:
+    """The scaled-out broker: the platform publishes and subscribes over MQTT 5."""
+    mqtt_url = require_service("IOT_TEST_MQTT_URL", "Mosquitto")
+    env = {
+        "IOT_MQTT__EMBEDDED_BROKER": "false",
+        "IOT_MQTT__BROKER_URL": mqtt_url,
+        "IOT_MQTT__CLIENT_ID": f"e2e-cmds-{tmp_path.name}",
+        "IOT_MQTT__SESSION_EXPIRY_SECONDS": "30",
+    }
+    device_id = f"cmd-{tmp_path.name[-8:]}"  # the broker is shared: a name of our own
+    with running_platform(tmp_path, f"sqlite:///{tmp_path / 'data' / 'iot.db'}", **env) as platform, \
+            httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as api:
+        register(api, device_id)
+        device = MqttDevice(platform.mqtt_port, device_id)
+        try:
+            command_id = api.post(f"/devices/{device_id}/commands", json={"command": "ping"}).json()["command_id"]
+            assert device.next_command()["command_id"] == command_id
+            device.ack(command_id, "succeeded", "pong")
+            final = status_of(api, device_id, command_id, wait=30)
+            assert (final["status"], final["result"]) == ("succeeded", "pong")
+        finally:
+            device.close()

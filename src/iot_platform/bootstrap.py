@@ -25,6 +25,12 @@ from iot_platform.application.alerts.handlers import AlertHandler, RuleHandler
 from iot_platform.application.alerts.notices import AlertNotice
 from iot_platform.application.alerts.ports import AlertChannel
 from iot_platform.application.analytics.queries import AnalyticsLimits, FleetAnalytics
+from iot_platform.application.commands.changes import CommandChanges
+from iot_platform.application.commands.commands import AcknowledgeCommand
+from iot_platform.application.commands.delivery import CommandDelivery
+from iot_platform.application.commands.expiry import ExpirySweeper
+from iot_platform.application.commands.handlers import CommandHandler, CommandLimits
+from iot_platform.application.commands.queries import CommandStatusReader
 from iot_platform.application.devices.commands import ActivateDevice, RecordConnectivity
 from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.errors import NotFound
@@ -36,17 +42,22 @@ from iot_platform.application.telemetry.queries import TelemetryQueries
 from iot_platform.application.telemetry.sinks import StorageWriter
 from iot_platform.config import Settings
 from iot_platform.domain.alerts import Alert, AlertRule
+from iot_platform.domain.commands import CommandStatus, DeviceCommand
 from iot_platform.domain.devices import Device
 from iot_platform.domain.errors import DomainError
 from iot_platform.infrastructure.eventstore.serialization import (
     EventSerializer,
     build_event_serializer,
 )
+from iot_platform.infrastructure.clock import EpochClock, SystemClock
 from iot_platform.infrastructure.eventstore.sqlalchemy_store import SqlAlchemyEventStore
 from iot_platform.infrastructure.ingestion_rate import InProcessIngestionRate
 from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker
 from iot_platform.infrastructure.notifications.kafka import KafkaAlertChannel
 from iot_platform.infrastructure.notifications.webhook import WebhookChannel
+from iot_platform.infrastructure.mqtt.command_channel import MqttCommandChannel
+from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker
+from iot_platform.infrastructure.mqtt.publisher import MqttPublisher
 from iot_platform.infrastructure.observability import PlatformMetrics
 from iot_platform.infrastructure.persistence import migrate
 from iot_platform.infrastructure.persistence.database import create_engine
@@ -55,6 +66,11 @@ from iot_platform.infrastructure.readmodels.alerts import (
     AlertRulesProjection,
     AlertsProjection,
     SqlAlertReadModel,
+    SqlAlertReadModel,
+)
+from iot_platform.infrastructure.readmodels.device_commands import (
+    DeviceCommandsProjection,
+    SqlCommandQueries,
 )
 from iot_platform.infrastructure.readmodels.device_directory import CachedDeviceDirectory
 from iot_platform.infrastructure.readmodels.device_registry import (
@@ -66,7 +82,7 @@ from iot_platform.infrastructure.readmodels.fleet_analytics import SqlFleetAnaly
 from iot_platform.infrastructure.streaming.inprocess import InProcessTelemetryStream, SinkOptions
 from iot_platform.infrastructure.timeseries.influx import InfluxTimeSeriesStore
 from iot_platform.infrastructure.timeseries.sqlite import SqliteTimeSeriesStore
-from iot_platform.presentation.mqtt.contract import StatusReport
+from iot_platform.presentation.mqtt.contract import CommandAck, StatusReport
 from iot_platform.presentation.mqtt.ingestion import MqttIngestion
 
 log = logging.getLogger(__name__)
@@ -83,10 +99,16 @@ class _Activator:
 
 
 class _ConnectivityRecorder:
-    """Turns MQTT status reports into DeviceConnected/DeviceDisconnected."""
+    """Turns MQTT status reports into DeviceConnected/DeviceDisconnected; ``on_online`` is told
+    of every device that says it is online (to push its pending commands)."""
 
-    def __init__(self, devices: DeviceCommandHandler) -> None:
+    def __init__(
+        self,
+        devices: DeviceCommandHandler,
+        on_online: Callable[[str], Awaitable[object]] | None = None,
+    ) -> None:
         self._devices = devices
+        self._on_online = on_online
 
     async def __call__(self, report: StatusReport) -> None:
         try:
@@ -95,11 +117,41 @@ class _ConnectivityRecorder:
             )
         except (NotFound, DomainError) as exc:
             log.info("status of %s ignored: %s", report.device_id, exc)
+            return
+        if report.online and self._on_online is not None:
+            try:
+                await self._on_online(report.device_id)
+            except Exception:  # pending commands wait for the next "online"; ingestion goes on
+                log.exception("pushing pending commands to %s failed", report.device_id)
 
 
-class SystemClock:
-    def now(self) -> float:
-        return time.time()
+class _AckRecorder:
+    """Records MQTT command acknowledgements. A refused one (unknown command, or one already
+    finished or expired) is logged and counted, then acknowledged to the broker: redelivering
+    it would not change the answer. Anything else fails the batch, so the broker redelivers."""
+
+    def __init__(self, handler: CommandHandler, metrics: PlatformMetrics) -> None:
+        self._handler = handler
+        self._metrics = metrics
+
+    async def __call__(self, ack: CommandAck) -> None:
+        try:
+            await self._handler.acknowledge(
+                AcknowledgeCommand(ack.device_id, ack.command_id, CommandStatus(ack.status), ack.result)
+            )
+        except (NotFound, DomainError) as exc:
+            log.warning("command acknowledgement from %s refused: %s", ack.device_id, exc)
+            self._metrics.mqtt_messages.labels("command_ack_refused").inc()
+
+
+@dataclass
+class Commands:
+    handler: CommandHandler
+    delivery: CommandDelivery
+    status: CommandStatusReader
+    queries: SqlCommandQueries
+    sweeper: ExpirySweeper
+    publisher: MqttPublisher | None
 
 
 @dataclass
@@ -148,6 +200,7 @@ class Platform:
     alerting: Alerting
     feed: LiveFeed
     analytics: FleetAnalytics
+    commands: Commands
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _serving: bool = False
 
@@ -172,6 +225,9 @@ class Platform:
         self._spawn(self._maintain(), "timeseries-maintenance")
         if telemetry.broker is not None:
             await telemetry.broker.start()
+        if self.commands.publisher is not None:
+            await self.commands.publisher.start()
+        self._spawn(self.commands.sweeper.run(), "command-expiry")
         if telemetry.mqtt is not None:
             self._spawn(telemetry.mqtt.run(), "mqtt-ingestion")
         log.info("platform started (event store: %s, time series: %s)",
@@ -194,6 +250,12 @@ class Platform:
         mqtt = next((t for t in self._tasks if t.get_name() == "mqtt-ingestion"), None)
         if mqtt is not None:
             await _cancel(mqtt)
+        # No more acknowledgements come in; then nothing more goes out, before the broker goes.
+        sweeper = next((t for t in self._tasks if t.get_name() == "command-expiry"), None)
+        if sweeper is not None:
+            await _cancel(sweeper)
+        if self.commands.publisher is not None:
+            await self.commands.publisher.stop()
         if self._serving:
             await self.telemetry.stream.stop()
             if self.telemetry.broker is not None:
@@ -252,7 +314,8 @@ def build_platform(settings: Settings) -> Platform:
     runner = ProjectionRunner(
         engine,
         store,
-        [DeviceRegistryProjection(), AlertRulesProjection(), AlertsProjection()],
+        [DeviceRegistryProjection(), AlertRulesProjection(), AlertsProjection(),
+         DeviceCommandsProjection()],
         batch_size=settings.eventstore.projection_batch_size,
         poll_interval=settings.eventstore.projection_poll_interval_seconds,
     )
@@ -264,10 +327,11 @@ def build_platform(settings: Settings) -> Platform:
         read_your_writes_timeout=settings.api.read_your_writes_timeout_seconds,
         on_change=directory.forget,
     )
+    commands = _commands(settings, engine, store, runner)
     feed = LiveFeed(settings.analytics.stream_buffer)
     alerting = _alerting(settings, engine, store, runner, directory, feed)
     rate = InProcessIngestionRate()
-    telemetry = _telemetry(settings, engine, devices, directory, metrics, rate)
+    telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands)
     if settings.analytics.real_time_processing:
         telemetry.stream.subscribe(alerting.engine, _FAST)
     telemetry.stream.subscribe(feed, _FAST)
@@ -293,6 +357,51 @@ def build_platform(settings: Settings) -> Platform:
                 max_anomaly_readings=settings.analytics.anomaly_max_readings,
             ),
         ),
+        commands=commands,
+    )
+
+
+def _commands(
+    settings: Settings, engine: AsyncEngine, store: SqlAlchemyEventStore, runner: ProjectionRunner
+) -> Commands:
+    s, mqtt = settings.commands, settings.mqtt
+    clock = SystemClock()
+    changes = CommandChanges()
+    queries = SqlCommandQueries(engine)
+    handler = CommandHandler(
+        EventSourcedRepository(store, DeviceCommand, settings.eventstore.snapshot_every),
+        EventSourcedRepository(store, Device, settings.eventstore.snapshot_every),
+        queries,
+        clock,
+        CommandLimits(s.default_ttl_seconds, s.max_ttl_seconds),
+        read_model=runner,
+        changes=changes,
+        read_your_writes_timeout=settings.api.read_your_writes_timeout_seconds,
+    )
+    publisher = None
+    if mqtt.enabled:
+        publisher = MqttPublisher(
+            mqtt.host,
+            mqtt.port,
+            client_id=f"{mqtt.client_id}-commands",
+            mqtt5=mqtt.mqtt5,
+            username=mqtt.username or None,
+            password=mqtt.password.get_secret_value() or None,
+            keep_alive=mqtt.keep_alive,
+            timeout=s.publish_timeout_seconds,
+            reconnect_initial=mqtt.reconnect_initial_seconds,
+            reconnect_max=mqtt.reconnect_max_seconds,
+        )
+    channel = MqttCommandChannel(publisher, mqtt.qos_level) if publisher is not None else None
+    return Commands(
+        handler=handler,
+        delivery=CommandDelivery(
+            handler, queries, clock, channel, changes, s.wait_poll_interval_seconds
+        ),
+        status=CommandStatusReader(queries, changes, s.wait_poll_interval_seconds),
+        queries=queries,
+        sweeper=ExpirySweeper(handler, s.expiry_sweep_interval_seconds),
+        publisher=publisher,
     )
 
 
@@ -337,7 +446,7 @@ def _alerting(
     )
     read_model = SqlAlertReadModel(engine)
     rule_engine = RuleEngine(
-        alerts, read_model, directory, SystemClock(), max_states=analytics.max_rule_states
+        alerts, read_model, directory, EpochClock(), max_states=analytics.max_rule_states
     )
     webhook = WebhookChannel(
         timeout=analytics.webhook_timeout_seconds,
@@ -366,6 +475,7 @@ def _telemetry(
     directory: CachedDeviceDirectory,
     metrics: PlatformMetrics,
     rate: InProcessIngestionRate,
+    commands: Commands,
 ) -> Telemetry:
     ts, limits = settings.timeseries, settings.telemetry
     store = timeseries_store(settings)
@@ -407,7 +517,13 @@ def _telemetry(
         broker = EmbeddedBroker(mqtt_settings.host, mqtt_settings.port)
     mqtt = None
     if mqtt_settings.enabled:
-        mqtt = MqttIngestion(mqtt_settings, ingest, _ConnectivityRecorder(devices), metrics)
+        mqtt = MqttIngestion(
+            mqtt_settings,
+            ingest,
+            _ConnectivityRecorder(devices, commands.delivery.device_online),
+            metrics,
+            on_ack=_AckRecorder(commands.handler, metrics),
+        )
     return Telemetry(
         store=store,
         stream=stream,

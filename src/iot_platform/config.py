@@ -136,6 +136,22 @@ class TelemetrySettings(Section):
     http_store_timeout_seconds: float = Field(10.0, gt=0)
 
 
+class CommandSettings(Section):
+    default_ttl_seconds: float = Field(3600.0, gt=0)
+    max_ttl_seconds: float = Field(604_800.0, gt=0)
+    expiry_sweep_interval_seconds: float = Field(1.0, gt=0)
+    max_wait_seconds: float = Field(60.0, ge=0)
+    wait_poll_interval_seconds: float = Field(0.5, gt=0)
+    publish_timeout_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("max_ttl_seconds")
+    @classmethod
+    def _max_covers_default(cls, value: float, info: ValidationInfo) -> float:
+        if value < info.data.get("default_ttl_seconds", 0):
+            raise ValueError("must be at least default_ttl_seconds")
+        return value
+
+
 class TimeseriesSettings(Section):
     backend: Literal["embedded", "influxdb"] = "embedded"
     url: str = Field("sqlite:///./data/timeseries.db", validate_default=True)
@@ -236,6 +252,7 @@ class Settings(BaseSettings):
     lorawan: LorawanSettings = LorawanSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     timeseries: TimeseriesSettings = TimeseriesSettings()
+    commands: CommandSettings = CommandSettings()
     streaming: StreamingSettings = StreamingSettings()
     security: SecuritySettings = SecuritySettings()
     firmware: FirmwareSettings = FirmwareSettings()

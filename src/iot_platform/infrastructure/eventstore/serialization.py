@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from iot_platform.domain.alerts.events import ALERT_EVENTS
+from iot_platform.domain.commands.events import COMMAND_EVENTS
 from iot_platform.domain.devices.events import DEVICE_EVENTS
 from iot_platform.domain.events import DomainEvent
 
@@ -72,5 +73,5 @@ class EventSerializer:
 def build_event_serializer(extra: Iterable[type[DomainEvent]] = ()) -> EventSerializer:
     """The serializer knowing every domain event of the platform."""
     serializer = EventSerializer()
-    serializer.register(*DEVICE_EVENTS, *ALERT_EVENTS, *extra)
+    serializer.register(*DEVICE_EVENTS, *ALERT_EVENTS, *COMMAND_EVENTS, *extra)
     return serializer

@@ -186,7 +186,10 @@ class ProjectionRunner:
                     await asyncio.wait_for(self._advanced.wait(), min(remaining, 0.05))
 
     async def rebuild(self, names: Sequence[str] | None = None) -> int:
-        """Empties the projections' tables, resets their checkpoints, and replays every event."""
+        """Empties the projections' tables, resets their checkpoints, and replays every event.
+
+        Returns how many events were replayed (every projection reads each of them once), not
+        the sum over projections."""
         chosen = [p for p in self._projections if names is None or p.name in names]
         async with self._engine.begin() as conn:
             for projection in chosen:
@@ -198,4 +201,5 @@ class ProjectionRunner:
                     .values(position=0)
                 )
         self._position = 0
-        return await self.catch_up()
+        await self.catch_up()
+        return await self._store.last_position() if chosen else 0

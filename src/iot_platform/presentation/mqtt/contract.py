@@ -4,6 +4,8 @@
   ``{"message_id", "timestamp", "metrics": {...}, "tags": {...}}``, in JSON or CBOR.
 - ``sensors/{id}/{sensor}``: ``{"value": 23.5, "timestamp": ...}`` or a bare value.
 - ``devices/{id}/status``: ``online``/``offline`` (plain text, or JSON ``{"status": ...}``).
+- ``devices/{id}/commands/ack``: ``{"command_id", "status": "delivered|succeeded|failed",
+  "result"}``, a device's answer to a command it got on ``devices/{id}/commands``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from iot_platform.application.telemetry.model import Candidate, Rejection
 from iot_platform.presentation.wire import WireError, decode_body, parse_tags, parse_timestamp
 
 TELEMETRY_TOPICS = ("devices/+/telemetry", "sensors/+/+", "devices/+/status")
+COMMAND_ACK_TOPIC = "devices/+/commands/ack"
+DEVICE_TOPICS = (*TELEMETRY_TOPICS, COMMAND_ACK_TOPIC)
+"""Everything the platform subscribes to."""
 
 # Keys of a flat payload that are about the reading rather than metrics of it.
 _READING_KEYS = {"timestamp", "timeStamp", "ts", "message_id", "event_id", "tags", "device_id"}
@@ -24,6 +29,38 @@ _READING_KEYS = {"timestamp", "timeStamp", "ts", "message_id", "event_id", "tags
 class StatusReport:
     device_id: str
     online: bool
+
+
+@dataclass(frozen=True)
+class CommandAck:
+    device_id: str
+    command_id: str
+    status: str
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class MalformedAck:
+    device_id: str
+    problem: str
+
+
+_ACK_STATUSES = ("delivered", "succeeded", "failed")
+
+
+def _command_ack(device_id: str, payload: bytes) -> CommandAck | MalformedAck:
+    try:
+        body = decode_body(payload)
+    except WireError as exc:
+        return MalformedAck(device_id, str(exc))
+    if not isinstance(body, dict):
+        return MalformedAck(device_id, "an acknowledgement is a JSON object")
+    command_id, status = body.get("command_id"), body.get("status")
+    if not isinstance(command_id, str) or not command_id:
+        return MalformedAck(device_id, "command_id is missing or not a string")
+    if status not in _ACK_STATUSES:
+        return MalformedAck(device_id, f"status must be one of {', '.join(_ACK_STATUSES)}")
+    return CommandAck(device_id, command_id, status, body.get("result"))
 
 
 def candidate_from_body(body: Any, device_id: str, payload_bytes: int) -> Candidate:
@@ -58,7 +95,9 @@ def undecodable(device_id: str, payload_bytes: int, error: Exception) -> Candida
     )
 
 
-def parse_message(topic: str, payload: bytes) -> Candidate | StatusReport | None:
+def parse_message(
+    topic: str, payload: bytes
+) -> Candidate | StatusReport | CommandAck | MalformedAck | None:
     """None for a topic outside the contract (it is ignored, not refused)."""
     parts = topic.split("/")
     size = len(payload)
@@ -83,6 +122,8 @@ def parse_message(topic: str, payload: bytes) -> Candidate | StatusReport | None
             return undecodable(device_id, size, exc)
     if len(parts) == 3 and parts[0] == "devices" and parts[2] == "status":
         return _status(parts[1], payload)
+    if len(parts) == 4 and parts[0] == "devices" and parts[2:] == ["commands", "ack"]:
+        return _command_ack(parts[1], payload)
     return None
 
 

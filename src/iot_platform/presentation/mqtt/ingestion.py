@@ -24,11 +24,19 @@ from iot_platform.application.telemetry.ingestion import IngestTelemetry
 from iot_platform.application.telemetry.model import Candidate
 from iot_platform.config import MqttSettings
 from iot_platform.infrastructure.observability import PlatformMetrics
-from iot_platform.presentation.mqtt.contract import TELEMETRY_TOPICS, StatusReport, parse_message
+from iot_platform.presentation.mqtt.contract import (
+    DEVICE_TOPICS,
+    CommandAck,
+    MalformedAck,
+    StatusReport,
+    parse_message,
+)
 
 log = logging.getLogger(__name__)
 
 ConnectivityHandler = Callable[[StatusReport], Awaitable[None]]
+AckHandler = Callable[[CommandAck], Awaitable[None]]
+"""Records a command acknowledgement; raising fails the batch (so it is redelivered)."""
 
 
 class MqttIngestion:
@@ -38,11 +46,13 @@ class MqttIngestion:
         ingest: IngestTelemetry,
         on_status: ConnectivityHandler,
         metrics: PlatformMetrics,
+        on_ack: AckHandler | None = None,
     ) -> None:
         self._settings = settings
         self._ingest = ingest
         self._on_status = on_status
         self._metrics = metrics
+        self._on_ack = on_ack
         self.subscribed = asyncio.Event()
         """Set while subscribed; tests and readiness wait on it."""
 
@@ -79,7 +89,7 @@ class MqttIngestion:
         while True:
             try:
                 async with self._client() as client:
-                    await client.subscribe([(self._topic(t), s.qos_level) for t in TELEMETRY_TOPICS])
+                    await client.subscribe([(self._topic(t), s.qos_level) for t in DEVICE_TOPICS])
                     log.info("subscribed to device topics on %s", s.broker_url)
                     self.subscribed.set()
                     delay = s.reconnect_initial_seconds
@@ -131,6 +141,7 @@ class MqttIngestion:
     ) -> None:
         candidates: list[Candidate] = []
         statuses: list[StatusReport] = []
+        acks: list[CommandAck] = []
         for message in batch:
             payload = message.payload
             body = payload if isinstance(payload, bytes) else str(payload).encode()
@@ -141,12 +152,22 @@ class MqttIngestion:
             elif isinstance(parsed, StatusReport):
                 statuses.append(parsed)
                 self._metrics.mqtt_messages.labels("status").inc()
+            elif isinstance(parsed, CommandAck) and self._on_ack is not None:
+                acks.append(parsed)
+                self._metrics.mqtt_messages.labels("command_ack").inc()
+            elif isinstance(parsed, MalformedAck):
+                log.warning("malformed command acknowledgement from %s: %s",
+                            parsed.device_id, parsed.problem)
+                self._metrics.mqtt_messages.labels("command_ack_malformed").inc()
             else:
                 self._metrics.mqtt_messages.labels("ignored").inc()
         if candidates:
             await self._ingest.ingest(candidates, "mqtt")
         for status in statuses:
             await self._on_status(status)
+        if self._on_ack is not None:
+            for ack in acks:
+                await self._on_ack(ack)
         if previous is not None:
             await previous  # a failed earlier batch fails this one: acknowledge in order or not at all
         for message in batch:

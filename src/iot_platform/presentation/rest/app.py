@@ -16,6 +16,7 @@ from iot_platform.presentation.rest.errors import install_error_handlers
 from iot_platform.presentation.rest.routers import (
     alerts,
     analytics,
+    commands,
     devices,
     ops,
     realtime,
@@ -52,6 +53,7 @@ def create_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
     app.include_router(alerts.alerts)
     app.include_router(realtime.router)
     app.include_router(analytics.router)
+    app.include_router(commands.router)
 
     metrics = built.metrics
     app.mount("/metrics", make_asgi_app(metrics.registry))

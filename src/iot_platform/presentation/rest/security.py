@@ -17,9 +17,11 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"*"}),
     "fleet_manager": frozenset(
         {"devices:read", "devices:write", "telemetry:read", "telemetry:write",
-         "alerts:read", "alerts:write", "analytics:read"}
+         "alerts:read", "alerts:write", "analytics:read", "commands:read", "commands:write"}
     ),
-    "viewer": frozenset({"devices:read", "telemetry:read", "alerts:read", "analytics:read"}),
+    "viewer": frozenset(
+        {"devices:read", "telemetry:read", "alerts:read", "analytics:read", "commands:read"}
+    ),
 }
 
 

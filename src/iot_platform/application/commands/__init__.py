@@ -1,0 +1,1 @@
+"""Device command use cases: issue, deliver, acknowledge, expire, and wait for an outcome."""

@@ -54,6 +54,8 @@ from iot_platform.infrastructure.eventstore.sqlalchemy_store import SqlAlchemyEv
 from iot_platform.infrastructure.ingestion_rate import InProcessIngestionRate
 from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker
 from iot_platform.infrastructure.notifications.kafka import KafkaAlertChannel
+from iot_platform.infrastructure.notifications.mqtt import MqttAlertChannel
+from iot_platform.infrastructure.notifications.queued import QueuedChannel
 from iot_platform.infrastructure.notifications.webhook import WebhookChannel
 from iot_platform.infrastructure.mqtt.command_channel import MqttCommandChannel
 from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker
@@ -160,8 +162,8 @@ class Alerting:
     alerts: AlertHandler
     read_model: SqlAlertReadModel
     engine: RuleEngine
-    webhook: WebhookChannel
-    kafka: KafkaAlertChannel | None
+    outbound: list[QueuedChannel[Any]]
+    """The channels that leave the process (webhook, MQTT, Kafka), started and stopped here."""
     channels: list[AlertChannel]
 
     def notify(self, notice: AlertNotice) -> None:
@@ -214,9 +216,8 @@ class Platform:
         await self.projections.catch_up()
         self._spawn(self.projections.run(), "projections")
         await self.alerting.engine.load()
-        await self.alerting.webhook.start()
-        if self.alerting.kafka is not None:
-            await self.alerting.kafka.start()
+        for channel in self.alerting.outbound:
+            await channel.start()
         analytics = self.settings.analytics
         self._spawn(_every(analytics.rules_refresh_seconds, self.alerting.engine.refresh), "rules-refresh")
         self._spawn(_every(analytics.no_data_check_seconds, self.alerting.engine.sweep), "no-data-sweep")
@@ -264,9 +265,8 @@ class Platform:
             await _cancel(task)
         self._tasks.clear()
         if self._serving:
-            await self.alerting.webhook.stop()
-            if self.alerting.kafka is not None:
-                await self.alerting.kafka.stop()
+            for channel in self.alerting.outbound:
+                await channel.stop()
         await self.telemetry.store.close()
         await self.engine.dispose()
 
@@ -329,7 +329,7 @@ def build_platform(settings: Settings) -> Platform:
     )
     commands = _commands(settings, engine, store, runner)
     feed = LiveFeed(settings.analytics.stream_buffer)
-    alerting = _alerting(settings, engine, store, runner, directory, feed)
+    alerting = _alerting(settings, engine, store, runner, directory, feed, commands.publisher)
     rate = InProcessIngestionRate()
     telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands)
     if settings.analytics.real_time_processing:
@@ -406,19 +406,20 @@ def _commands(
 
 
 def _observe(metrics: PlatformMetrics, alerting: Alerting, feed: LiveFeed) -> None:
-    observed, engine, webhook = metrics.observed, alerting.engine, alerting.webhook
+    observed, engine = metrics.observed, alerting.engine
     observed.counter("iot_rule_evaluations", "Readings judged against a matching rule", "engine",
-                     {"rules": lambda: engine.evaluations})
+                     lambda: {"rules": engine.evaluations})
     observed.gauge("iot_alerts_open", "Open alerts known to this process's rule engine",
                    lambda: engine.open_alerts)
     observed.gauge("iot_rule_states", "(rule, device) evaluation states held in memory",
                    lambda: engine.states)
     observed.gauge("iot_live_subscribers", "SSE and WebSocket clients connected", lambda: feed.subscribers)
     observed.counter("iot_live_clients_dropped", "Live clients dropped for falling behind", "feed",
-                     {"live": lambda: feed.dropped})
-    observed.counter("iot_webhook_notices", "Alert notices sent to webhooks, by outcome", "outcome",
-                     {"delivered": lambda: webhook.delivered, "failed": lambda: webhook.failed,
-                      "dropped": lambda: webhook.dropped})
+                     lambda: {"live": feed.dropped})
+    for channel in alerting.outbound:
+        observed.counter(f"iot_alert_notices_{channel.name}",
+                         f"Alert notices sent on the {channel.name} channel, by outcome", "outcome",
+                         channel.outcomes)
 
 
 # Rules and the live feed are read by people waiting for an alert: short batches.
@@ -432,6 +433,7 @@ def _alerting(
     runner: ProjectionRunner,
     directory: CachedDeviceDirectory,
     feed: LiveFeed,
+    publisher: MqttPublisher | None,
 ) -> Alerting:
     analytics, timeout = settings.analytics, settings.api.read_your_writes_timeout_seconds
     rules = RuleHandler(
@@ -455,13 +457,21 @@ def _alerting(
         backoff_max=analytics.webhook_backoff_max_seconds,
         queue_size=analytics.webhook_queue_size,
     )
-    kafka = None
-    channels: list[AlertChannel] = [feed, webhook]
+    outbound: list[QueuedChannel[Any]] = [webhook]
+    if publisher is not None:
+        outbound.append(MqttAlertChannel(
+            publisher,
+            attempts=analytics.webhook_attempts,
+            backoff_initial=analytics.webhook_backoff_initial_seconds,
+            backoff_max=analytics.webhook_backoff_max_seconds,
+            queue_size=analytics.webhook_queue_size,
+        ))
     streaming = settings.streaming
     if streaming.backend == "kafka":
-        kafka = KafkaAlertChannel(streaming.brokers, streaming.topics.alerts, analytics.webhook_queue_size)
-        channels.append(kafka)
-    alerting = Alerting(rules, alerts, read_model, rule_engine, webhook, kafka, channels)
+        outbound.append(KafkaAlertChannel(
+            streaming.brokers, streaming.topics.alerts, analytics.webhook_queue_size
+        ))
+    alerting = Alerting(rules, alerts, read_model, rule_engine, outbound, [feed, *outbound])
     rules.listeners.append(rule_engine.rule_changed)
     alerts.listeners.append(rule_engine.alert_changed)
     alerts.listeners.append(alerting.notify)

@@ -279,3 +279,34 @@ def test_with_kafka_streaming_alerts_reach_a_kcat_consumer_of_iot_alerts(tmp_pat
     key, headers, value = consumed.rstrip("\n").split("\t")
     assert key == "sensor-1" and "kind=raised" in headers
     assert json.loads(value)["alert_id"] == alert["id"]
+
+
+def test_an_mqtt_rule_publishes_its_alerts_to_a_mosquitto_sub_client(platform: RunningPlatform, api: httpx.Client) -> None:
+    register(api, "sensor-1")
+    rule(api, device_id="sensor-1", metric="temp", op="<", threshold=0, severity="info",
+         notification_channels=["mqtt"], mqtt_topic="alerts/freezing")
+    subscriber = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(platform.mqtt_port), "-q", "1",
+         "-t", "alerts/freezing", "-C", "1", "-W", "60"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        eventually(lambda: httpx.get(f"{platform.base_url}/metrics", follow_redirects=True).text,
+                   lambda text: "iot_live_subscribers" in text)  # the platform is serving
+        # The subscriber may not be subscribed yet: publish until the alert's notice reaches it.
+        for i in range(30):
+            publish(platform, "sensor-1", temp=-5 - i)
+            publish(platform, "sensor-1", temp=5)
+            try:
+                out, _ = subscriber.communicate(timeout=1)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            raise AssertionError("no alert reached mosquitto_sub")
+    finally:
+        if subscriber.poll() is None:
+            subscriber.kill()
+            subscriber.communicate()
+    notice = json.loads(out)
+    assert (notice["device_id"], notice["severity"], notice["kind"]) == ("sensor-1", "info", "raised")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -84,21 +84,22 @@ class Observed(Collector):
 
     def __init__(self) -> None:
         self._gauges: list[tuple[str, str, Callable[[], float]]] = []
-        self._counters: list[tuple[str, str, str, dict[str, Callable[[], float]]]] = []
+        self._counters: list[tuple[str, str, str, Callable[[], Mapping[str, float]]]] = []
 
     def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         self._gauges.append((name, documentation, read))
 
     def counter(
-        self, name: str, documentation: str, label: str, reads: dict[str, Callable[[], float]]
+        self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, float]]
     ) -> None:
-        self._counters.append((name, documentation, label, reads))
+        """``read`` answers the counter's value per value of ``label``."""
+        self._counters.append((name, documentation, label, read))
 
     def collect(self) -> Iterator[Metric]:
         for name, documentation, read in self._gauges:
             yield GaugeMetricFamily(name, documentation, value=read())
-        for name, documentation, label, reads in self._counters:
+        for name, documentation, label, read_all in self._counters:
             family = CounterMetricFamily(name, documentation, labels=[label])
-            for value, read in reads.items():
-                family.add_metric([value], read())
+            for value, count in read_all().items():
+                family.add_metric([value], count)
             yield family

@@ -655,11 +655,15 @@ async def test_a_late_reading_older_than_raw_retention_does_not_overwrite_its_ro
 
 @pytest.fixture
 def influx_store(backend: Backend) -> TimeSeriesStore:
-    if backend.name != "influxdb":
-        pytest.skip("a metric's type is fixed only in InfluxDB")
+    assert backend.name == "influxdb", "mark the test with @influxdb_only"
     return backend.open()
 
 
+# A metric's type and line-protocol names are InfluxDB's constraints: these run on it alone.
+influxdb_only = pytest.mark.parametrize("backend", ["influxdb"], indirect=True)
+
+
+@influxdb_only
 async def test_influxdb_refuses_a_metric_that_changes_type_as_a_permanent_error(
     influx_store: TimeSeriesStore,
 ) -> None:
@@ -689,6 +693,7 @@ async def test_influxdb_refuses_a_metric_that_changes_type_as_a_permanent_error(
     ],
     ids=["backslash-in-device", "newline-in-tag", "carriage-return-in-metric", "metric-named-time"],
 )
+@influxdb_only
 async def test_influxdb_refuses_names_line_protocol_cannot_carry_as_a_permanent_error(
     influx_store: TimeSeriesStore, bad: Reading
 ) -> None:

@@ -271,6 +271,10 @@ def test_with_kafka_streaming_alerts_reach_a_kcat_consumer_of_iot_alerts(tmp_pat
         rule(api, device_id="sensor-1", metric="temp", op=">", threshold=32, severity="critical")
         publish(running, "sensor-1", temp=40)
         [alert] = eventually(lambda: alerts(api), lambda found: len(found) == 1)
+        # The notice leaves through the channel's queue after the alert is stored; the topic exists
+        # (auto-created) only once the broker has acknowledged it, and kcat -e fails on no topic.
+        eventually(lambda: httpx.get(f"{running.base_url}/metrics", follow_redirects=True).text,
+                   lambda text: 'iot_alert_notices_kafka_total{outcome="delivered"} 1.0' in text)
         consumed = subprocess.run(
             ["kcat", "-C", "-b", brokers, "-t", topic, "-o", "beginning", "-c", "1", "-e", "-q",
              "-f", "%k\\t%h\\t%s\\n"],

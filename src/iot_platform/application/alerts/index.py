@@ -1,18 +1,27 @@
 """Which rules a reading must be judged against, without scanning every rule per reading.
 
-Rules are indexed by metric; within a metric, rules naming one device exactly sit in a map by
-device id, and the rest (globs, types, tags, no device at all) are filtered once per device
-and metric and the answer cached until the rules change.
+A device's rules are found from buckets, never from the whole rule set: rules naming one device
+exactly by its id; glob rules (``sensor-*``) by the literal prefix before their first wildcard, so
+a device meets only the globs whose prefix its id starts with; rules with no pattern by their
+device type, else by one of their tags; and the few rules that select every device. Only those
+candidates are matched in full. The answer, per metric, is cached per device (its id, type and,
+when any rule selects by tag, its tags) until the rules change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from iot_platform.domain.alerts import RuleDefinition
+from iot_platform.domain.alerts.values import GLOB_CHARACTERS
 
 _CACHE_LIMIT = 200_000
+"""Devices whose answers are kept; past it the cache starts over (a new fleet or a scan)."""
+
+ByMetric = Mapping[str, tuple["IndexedRule", ...]]
+_NOTHING: ByMetric = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,40 +30,79 @@ class IndexedRule:
     definition: RuleDefinition
 
 
+def _literal_prefix(pattern: str) -> str:
+    for i, char in enumerate(pattern):
+        if char in GLOB_CHARACTERS:
+            return pattern[:i]
+    return pattern
+
+
 class RuleIndex:
     def __init__(self, rules: Mapping[str, RuleDefinition]) -> None:
-        self._exact: dict[str, dict[str, list[IndexedRule]]] = {}
-        self._general: dict[str, list[IndexedRule]] = {}
-        self._cache: dict[tuple[str, str, str], tuple[IndexedRule, ...]] = {}
+        self._exact: dict[str, list[IndexedRule]] = {}
+        self._by_prefix: dict[int, dict[str, list[IndexedRule]]] = {}
+        self._by_type: dict[str, list[IndexedRule]] = {}
+        self._by_tag: dict[tuple[str, str], list[IndexedRule]] = {}
+        self._everyone: list[IndexedRule] = []
+        self._cache: dict[tuple[str, str, tuple[tuple[str, str], ...]], ByMetric] = {}
         self.uses_tags = False
-        for rule_id, definition in sorted(rules.items()):
+        metrics: set[str] = set()
+        for rule_id, definition in rules.items():
             if not definition.enabled:
                 continue
             rule = IndexedRule(rule_id, definition)
-            metric = definition.condition.metric
-            device = definition.selector.exact_device
-            if device is not None:
-                self._exact.setdefault(metric, {}).setdefault(device, []).append(rule)
+            metrics.add(definition.condition.metric)
+            selector = definition.selector
+            self.uses_tags = self.uses_tags or bool(selector.tags)
+            if selector.exact_device is not None:
+                self._exact.setdefault(selector.exact_device, []).append(rule)
+            elif selector.device_pattern is not None:
+                prefix = _literal_prefix(selector.device_pattern)
+                self._by_prefix.setdefault(len(prefix), {}).setdefault(prefix, []).append(rule)
+            elif selector.device_type is not None:
+                self._by_type.setdefault(selector.device_type, []).append(rule)
+            elif selector.tags:
+                self._by_tag.setdefault(min(selector.tags.items()), []).append(rule)
             else:
-                self._general.setdefault(metric, []).append(rule)
-            self.uses_tags = self.uses_tags or bool(definition.selector.tags)
-        self.metrics = frozenset(self._exact) | frozenset(self._general)
+                self._everyone.append(rule)
+        self._prefix_lengths = sorted(self._by_prefix)
+        self.metrics = frozenset(metrics)
 
-    def matching(
-        self, device_id: str, device_type: str, tags: Mapping[str, str], metric: str
-    ) -> tuple[IndexedRule, ...]:
-        if metric not in self.metrics:
-            return ()
-        key = (device_id, device_type, metric)
-        cached = None if self.uses_tags else self._cache.get(key)
-        if cached is not None:
-            return cached
-        candidates = self._exact.get(metric, {}).get(device_id, []) + self._general.get(metric, [])
-        found = tuple(
-            r for r in candidates if r.definition.selector.matches(device_id, device_type, tags)
-        )
-        if not self.uses_tags:
+    def rules_for(self, device_id: str, device_type: str, tags: Mapping[str, str]) -> ByMetric:
+        """The enabled rules that watch this device, by metric."""
+        if not self.metrics:
+            return _NOTHING
+        key = (device_id, device_type, tuple(sorted(tags.items())) if self.uses_tags else ())
+        found = self._cache.get(key)
+        if found is None:
+            found = self._match(device_id, device_type, tags)
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             self._cache[key] = found
         return found
+
+    def matching(
+        self, device_id: str, device_type: str, tags: Mapping[str, str], metric: str
+    ) -> tuple[IndexedRule, ...]:
+        return self.rules_for(device_id, device_type, tags).get(metric, ())
+
+    def _candidates(self, device_id: str, device_type: str, tags: Mapping[str, str]) -> Iterable[IndexedRule]:
+        yield from self._exact.get(device_id, ())
+        for length in self._prefix_lengths:
+            if length > len(device_id):
+                break
+            yield from self._by_prefix[length].get(device_id[:length], ())
+        yield from self._by_type.get(device_type, ())
+        if self._by_tag:
+            for item in tags.items():
+                yield from self._by_tag.get(item, ())
+        yield from self._everyone
+
+    def _match(self, device_id: str, device_type: str, tags: Mapping[str, str]) -> ByMetric:
+        grouped: dict[str, list[IndexedRule]] = {}
+        for rule in self._candidates(device_id, device_type, tags):
+            if rule.definition.selector.matches(device_id, device_type, tags):
+                grouped.setdefault(rule.definition.condition.metric, []).append(rule)
+        if not grouped:
+            return _NOTHING
+        return {metric: tuple(sorted(found, key=lambda r: r.rule_id)) for metric, found in grouped.items()}

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from iot_platform.application.alerts.commands import CreateRule, DeleteRule, ResolveAlert
+from iot_platform.application.alerts.commands import ChangeRule, CreateRule, DeleteRule, ResolveAlert
 from iot_platform.application.alerts.engine import RuleEngine
 from iot_platform.application.alerts.handlers import AlertHandler, RuleHandler
 from iot_platform.application.alerts.notices import AlertNotice
@@ -272,6 +272,48 @@ async def test_readings_are_judged_only_against_rules_whose_selector_and_metric_
     await given.engine.load()
     await given.send("dev-7", T0, t=0.0, h=0.0, other=5.0)
     assert given.engine.evaluations == 2  # dev-7's own "t" rule and the "h" glob rule
+
+
+class LaggingReadModel(FoldedReadModel):
+    """Shows the rules as they were when ``freeze`` was called: a projection running behind."""
+
+    frozen: list[RuleView] | None = None
+
+    async def freeze(self) -> None:
+        self.frozen = await super().rules()
+
+    async def rules(self, *, include_disabled: bool = True) -> list[RuleView]:
+        return list(self.frozen) if self.frozen is not None else await super().rules()
+
+
+async def test_a_refresh_from_a_lagging_read_model_never_undoes_a_change_made_here() -> None:
+    given = Platform()
+    lagging = LaggingReadModel(given.store)
+    given.engine._read_model = lagging
+    await given.rule()
+    await given.engine.load()
+    await lagging.freeze()  # the read model still shows r1 enabled, and no r2
+    await given.rules.change(ChangeRule("r1", {"enabled": False}))
+    await given.rule(replace(HOT, name="warm", condition=Condition("temperature", Operator.GT, 25.0)), "r2")
+    await given.engine.refresh()
+    await given.send("sensor-1", T0, temperature=35)
+    assert [n.rule_id for n in given.notices] == ["r2"]
+    lagging.frozen = None  # caught up; then another process deletes r2
+    await given.engine.refresh()
+    await DeletingElsewhere(given.store).delete("r2")
+    await given.engine.refresh()
+    await given.send("sensor-2", T0, temperature=35)
+    assert [n.rule_id for n in given.notices if n.kind == "raised"] == ["r2"]
+
+
+class DeletingElsewhere:
+    """Another platform process's rule handler over the same store (its listeners are not ours)."""
+
+    def __init__(self, store: InMemoryEventStore) -> None:
+        self.rules = RuleHandler(EventSourcedRepository(store, AlertRule, 0))
+
+    async def delete(self, rule_id: str) -> None:
+        await self.rules.delete(DeleteRule(rule_id))
 
 
 async def test_evaluation_state_is_bounded_and_eviction_never_duplicates_an_open_alert() -> None:

@@ -62,6 +62,8 @@ class RuleEngine:
         self._clock = clock
         self._max_states = max_states
         self._rules: dict[str, RuleDefinition] = {}
+        self._ahead: dict[str, int] = {}
+        """Rules changed here, by the version saved, until the read model shows that version."""
         self._index = RuleIndex({})
         self._states: OrderedDict[Key, SeriesState] = OrderedDict()
         self._open: dict[Key, str] = {}
@@ -85,16 +87,35 @@ class RuleEngine:
             await self._install({r.rule_id: r.definition for r in await self._read_model.rules()})
 
     async def refresh(self) -> None:
-        """Picks up rules changed by other processes."""
-        rules = {r.rule_id: r.definition for r in await self._read_model.rules()}
-        if rules != self._rules:
-            async with self._lock:
-                changed = {k for k in rules.keys() | self._rules.keys() if rules.get(k) != self._rules.get(k)}
-                self._forget_states(changed)
-                await self._install(rules)
+        """Picks up rules changed by other processes.
 
-    def rule_changed(self, rule_id: str, definition: RuleDefinition | None) -> None:
+        The read model may lag behind changes made here (or be read just before one), so a rule
+        changed here is taken from the read model only once it shows that version or a later
+        one; until then this process's own definition (or its deletion) stands.
+        """
+        views = {r.rule_id: r for r in await self._read_model.rules()}
+        async with self._lock:
+            rules: dict[str, RuleDefinition] = {}
+            for rule_id, view in views.items():
+                if view.version >= self._ahead.get(rule_id, 0):
+                    self._ahead.pop(rule_id, None)
+                    rules[rule_id] = view.definition
+                elif rule_id in self._rules:  # changed here since: ours is newer
+                    rules[rule_id] = self._rules[rule_id]
+            for rule_id in [r for r in self._ahead if r not in views]:
+                if rule_id in self._rules:  # created here, not projected yet
+                    rules[rule_id] = self._rules[rule_id]
+                else:  # deleted here, and the read model has caught up
+                    del self._ahead[rule_id]
+            if rules == self._rules:
+                return
+            changed = {k for k in rules.keys() | self._rules.keys() if rules.get(k) != self._rules.get(k)}
+            self._forget_states(changed)
+            await self._install(rules)
+
+    def rule_changed(self, rule_id: str, definition: RuleDefinition | None, version: int) -> None:
         """A rule was created, changed or deleted in this process (a RuleHandler listener)."""
+        self._ahead[rule_id] = max(version, self._ahead.get(rule_id, 0))
         rules = dict(self._rules)
         if definition is None:
             rules.pop(rule_id, None)
@@ -163,10 +184,13 @@ class RuleEngine:
         now = self._clock.now()
         async with self._lock:
             for reading in readings:
-                device_tags = tags.get(reading.device_id, {})
+                by_metric = index.rules_for(reading.device_id, reading.device_type,
+                                            tags.get(reading.device_id, {}))
+                if not by_metric:
+                    continue
                 at = reading.timestamp_ns / NS_PER_SECOND
                 for metric, raw in reading.metrics.items():
-                    rules = index.matching(reading.device_id, reading.device_type, device_tags, metric)
+                    rules = by_metric.get(metric)
                     if not rules or isinstance(raw, str):
                         continue
                     value = float(raw)

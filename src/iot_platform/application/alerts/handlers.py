@@ -39,7 +39,8 @@ from iot_platform.domain.alerts import (
 )
 from iot_platform.domain.errors import InvalidValue
 
-RuleListener = Callable[[str, RuleDefinition | None], None]
+RuleListener = Callable[[str, RuleDefinition | None, int], None]
+"""(rule id, its definition or None once deleted, the version that saved it)"""
 AlertListener = Callable[[AlertNotice], None]
 
 _SELECTOR_FIELDS = {"device_pattern", "device_type", "tags"}
@@ -107,7 +108,7 @@ class RuleHandler:
         if result is None:
             return CommandResult(rule.id, rule.version, None)
         for listener in self.listeners:
-            listener(rule.id, None if rule.deleted else rule.definition)
+            listener(rule.id, None if rule.deleted else rule.definition, result.version)
         if self._read_model is not None:
             await self._read_model.wait_for(result.last_position, self._timeout)
         return CommandResult(rule.id, result.version, result.last_position)

@@ -39,6 +39,16 @@ Everything runs in one invocation, on one broker (the harness Mosquitto by defau
    (from /proc and os.times): platform, broker, publishers, this process and everything else
    on the machine (other people's tests disturb a shared box: check "other processes").
 
+7. **Rules** (``--rules``, default 1,000; 0 skips): three more phases of ``--messages`` readings
+   at ``--rules-qos`` (default 1): without rules, with ``--rules`` rules (created over REST),
+   and with the same rules disabled (PATCH). Each ends when storage *and* the rule engine have
+   handled every reading (``iot_sink_readings_total{sink="storage"|"rules"}``). The rules never
+   trip on the load (see ``rule_set``): five fleet-wide (glob, device type, tag) and the rest on
+   slices of ten devices, so a reading meets about 6 of them. Cost = 1 - rate with rules / mean
+   rate of the two phases without. In the rules phase, ``--alert-probes`` devices each raise
+   and clear an alert every 0.2 s; an SSE client on ``/api/alerts/stream`` times each reading
+   that raised one to its ``raised`` notice (reading-to-alert latency).
+
 QoS 0: the publishers publish at QoS 0. The platform keeps its configured QoS 1 subscription,
 so the broker delivers at min(0, 1) = 0: no PUBACK to the broker, no redelivery; a reading is
 lost if the broker's queue limit is hit or the platform dies. The bare subscriber subscribes at 0.
@@ -51,8 +61,9 @@ over its devices. Topic ``devices/{id}/telemetry``, payload
 {temperature, humidity, pressure, battery_level, co2}}``. At QoS 1 each connection keeps at most
 ``--window`` publishes unacknowledged.
 
-Targets (from the issue): platform >= 50 % of the bare rate; >= 10,000 msgs/s end to end on the
-embedded store; peak RSS < 300 MB with 10,000 devices, not growing with readings.
+Targets (from the issues): platform >= 50 % of the bare rate; >= 10,000 msgs/s end to end on the
+embedded store; peak RSS < 300 MB with 10,000 devices, not growing with readings; 1,000 rules
+cost under 30 % of the ingest rate.
 
 Run from the repository root, with the services up (``tools/services.sh start``)::
 
@@ -61,6 +72,7 @@ Run from the repository root, with the services up (``tools/services.sh start``)
     .venv/bin/python tools/bench_ingest.py --store influxdb --devices 1000
     .venv/bin/python tools/bench_ingest.py --platform-env IOT_MQTT__PROTOCOL=3.1.1
     .venv/bin/python tools/bench_ingest.py --devices 100 --qos 1 --profile /tmp/platform.prof
+    .venv/bin/python tools/bench_ingest.py --qos '' --paced 0     # only the rules comparison
 
 Broker and InfluxDB come from ``IOT_TEST_MQTT_URL`` / ``IOT_TEST_INFLUX_*`` (else from
 ``tools/services.sh env``); ``--broker`` overrides the broker. ``--keep`` keeps the temp dir
@@ -89,7 +101,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +113,14 @@ RECEIVED = 'iot_mqtt_messages_total{kind="telemetry"}'
 TARGET_RATIO = 0.5
 TARGET_RATE = 10_000
 TARGET_RSS_MB = 300
+TARGET_RULES_COST = 0.30
 CHUNK = 64  # messages encoded and written per socket write
 POLL_METRICS = 0.1
 PROBE_INTERVAL = 0.1  # seconds between probes of one probe device
 PROBE_POLL = 0.05  # seconds between GETs of one probe device
 PROBE_GIVE_UP = 120.0
+ALERT_INTERVAL = 0.2  # seconds between alerts raised by one alert probe device
+ALERT_GIVE_UP = 30.0  # seconds after the phase for the last raised notices to arrive
 IDLE_GIVE_UP = 30.0  # seconds without progress (after publishing ended) before a phase gives up
 
 
@@ -598,6 +613,7 @@ class Fleet:
     probes: list[str]
     host: str
     port: int
+    alert_probes: list[str] = field(default_factory=list)
 
     @property
     def topic_prefix(self) -> str:
@@ -780,25 +796,176 @@ def percentile(values: list[float], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
+# -- rules ---------------------------------------------------------------------------------------
+
+
+ALERT_THRESHOLD = 500.0  # the alert probes' rule: temperature > this; the load never comes near
+
+
+class AlertProber:
+    """Reading-to-alert latency on the SSE stream, while the load runs.
+
+    An SSE client follows ``GET /api/alerts/stream?rule_id=<the probe rule>``. Each alert probe
+    device publishes, every ``ALERT_INTERVAL``, a reading over the rule's threshold whose value
+    (1000 + its sequence number) names it, then, half an interval later, one under it that
+    resolves the alert, so that the next one raises a new alert. Latency = arrival of the
+    ``raised`` notice carrying that value - the moment just before the reading was published.
+    The probe readings go over the same broker, in the same stream as the load.
+    """
+
+    def __init__(self, client: Any, fleet: Fleet, rule_id: str, qos: int, tag: str) -> None:
+        self.client = client
+        self.fleet = fleet
+        self.rule_id = rule_id
+        self.qos = qos
+        self.tag = tag
+        self.publishing = True
+        self.sent = 0  # readings published (raising and clearing)
+        self.published: dict[tuple[str, float], float] = {}  # (device, value) -> publish time
+        self.raised: dict[tuple[str, float], float] = {}  # (device, value) -> notice arrival
+        self.resolved = 0
+        self.error = ""
+
+    async def run(self) -> None:
+        import aiomqtt
+        import httpx
+
+        ready = asyncio.Event()
+
+        async def follow() -> None:
+            timeout = httpx.Timeout(10.0, read=None)
+            async with self.client.stream("GET", "/api/alerts/stream", params={"rule_id": self.rule_id},
+                                          timeout=timeout) as response:
+                kind = ""
+                async for line in response.aiter_lines():
+                    arrived = time.monotonic()
+                    if line.startswith("event:"):
+                        kind = line.partition(":")[2].strip()
+                        if kind == "ready":
+                            ready.set()
+                        elif kind == "dropped":
+                            self.error = "the SSE client was dropped"
+                            return
+                    elif line.startswith("data:") and kind == "alert":
+                        notice = json.loads(line.partition(":")[2])
+                        if notice["kind"] == "raised":
+                            self.raised[(notice["device_id"], float(notice["value"]))] = arrived
+                        elif notice["kind"] == "resolved":
+                            self.resolved += 1
+
+        following = asyncio.create_task(follow())
+        try:
+            await asyncio.wait_for(ready.wait(), 30)
+            async with aiomqtt.Client(self.fleet.host, self.fleet.port,
+                                      identifier=f"bench-{self.fleet.run}-alerts-{self.tag}") as mqtt:
+                await asyncio.gather(*(self._device(mqtt, d) for d in self.fleet.alert_probes))
+            give_up = time.monotonic() + ALERT_GIVE_UP
+            while len(self.raised) < len(self.published) and time.monotonic() < give_up:
+                if following.done():
+                    break
+                await asyncio.sleep(0.05)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            following.cancel()
+            with contextlib.suppress(BaseException):
+                await following
+
+    async def _device(self, mqtt: Any, device: str) -> None:
+        seq = 0
+        topic = f"devices/{device}/telemetry"
+        while self.publishing:
+            for value in (1000.0 + seq, 0.0):
+                body = json.dumps({"message_id": f"{self.tag}alert-{seq}-{value:g}",
+                                   "timestamp": time.time_ns() // 1000, "metrics": {"temperature": value}})
+                if value:
+                    self.published[(device, value)] = time.monotonic()
+                await mqtt.publish(topic, body, qos=self.qos)
+                self.sent += 1
+                await asyncio.sleep(ALERT_INTERVAL / 2)
+            seq += 1
+
+    def latencies_ms(self) -> list[float]:
+        return sorted((self.raised[k] - t) * 1000 for k, t in self.published.items() if k in self.raised)
+
+
+def rule_set(fleet: Fleet, count: int) -> list[dict[str, Any]]:
+    """``count`` rules over the fleet that the load never trips (so that what is measured is
+    judging readings, not raising alerts), plus the alert probes' rule.
+
+    Five fleet-wide rules, one per metric, select by glob (``b<run>-*``, three of them), by device
+    type and by tag, so every selector path of the index is used. The rest each watch a slice of
+    ten devices (``b<run>-0042?``) on one metric, cycling through the operators ``>``, ``outside``,
+    ``rate_of_change``, ``<`` and ``zscore``. A reading (5 metrics) thus meets about 6 rules.
+    """
+    prefix = f"b{fleet.run}-"
+    wide: list[dict[str, Any]] = [
+        {"device_pattern": f"{prefix}*", "metric": "temperature", "op": ">", "threshold": 1e6},
+        {"device_pattern": f"{prefix}*", "metric": "humidity", "op": "outside", "min": -1, "max": 1000},
+        {"device_pattern": f"{prefix}*", "metric": "pressure", "op": "rate_of_change", "threshold": 1e9},
+        {"device_type": "bench_sensor", "metric": "battery_level", "op": "zscore", "threshold": 50},
+        {"tags": {"bench": fleet.run}, "metric": "co2", "op": "<", "threshold": -1},
+    ]
+    conditions: list[dict[str, Any]] = [
+        {"metric": "temperature", "op": ">", "threshold": 1e6},
+        {"metric": "humidity", "op": "outside", "min": -1, "max": 1000},
+        {"metric": "pressure", "op": "rate_of_change", "threshold": 1e9},
+        {"metric": "battery_level", "op": "<", "threshold": -1},
+        {"metric": "co2", "op": "zscore", "threshold": 50},
+    ]
+    slices = max(1, len(fleet.devices) // 10)
+    rules = [{"name": "bench alert probe", "device_pattern": f"{prefix}alert*", "metric": "temperature",
+              "op": ">", "threshold": ALERT_THRESHOLD, "severity": "critical",
+              "notification_channels": ["sse"]}]
+    rules += [{"name": f"bench fleet {i}", "severity": "info", **r} for i, r in enumerate(wide[:count - 1])]
+    for k in range(count - len(rules)):
+        rules.append({"name": f"bench slice {k}", "device_pattern": f"{prefix}{k % slices:04d}?",
+                      "severity": "warning", **conditions[k % len(conditions)]})
+    return rules
+
+
+async def each(client: Any, requests: list[tuple[str, str, dict[str, Any]]], ok: int,
+               concurrency: int = 16) -> tuple[list[dict[str, Any]], float]:
+    """Sends (method, url, body) requests, ``concurrency`` at a time; all must answer ``ok``."""
+    answers: list[dict[str, Any]] = [{} for _ in requests]
+    pending = iter(enumerate(requests))
+
+    async def worker() -> None:
+        for i, (method, url, body) in pending:
+            response = await client.request(method, url, json=body, timeout=60)
+            if response.status_code != ok:
+                raise RuntimeError(f"{method} {url}: {response.status_code} {response.text[:300]}")
+            answers[i] = response.json()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return answers, time.monotonic() - t0
+
+
 async def platform_phase(
     args: argparse.Namespace, fleet: Fleet, client: Any, platform: Platform, rss: RssSampler,
     bpid: int | None, name: str, qos: int, messages: int, rate: float = 0.0, probes: bool = True,
-    idle_give_up: float = IDLE_GIVE_UP,
+    idle_give_up: float = IDLE_GIVE_UP, alert_rule: str | None = None, sinks: tuple[str, ...] = ("storage",),
 ) -> dict[str, Any]:
+    """One phase; it is over when every sink in ``sinks`` has handled every reading published."""
     rss.label = name
     before = await scrape(client)
     base = before.get(STORED, 0.0)
     pubs = Publishers(args, fleet, messages, qos, f"{name}-", rate)
     pubs.start()
     prober = Prober(client, fleet, qos, name)
+    alerter = AlertProber(client, fleet, alert_rule, qos, name) if alert_rule else None
+    counters = [f'iot_sink_readings_total{{sink="{sink}"}}' for sink in sinks]
+    bases = {key: before.get(key, 0.0) for key in counters}
     cpu = CpuWindow(platform.process.pid, bpid)
     cpu.start()
     go = pubs.go()
     probing = asyncio.create_task(prober.run()) if probes and fleet.probes else None
+    alerting = asyncio.create_task(alerter.run()) if alerter else None
     results_task = asyncio.create_task(pubs.results_async())
     published: dict[str, Any] | None = None
     stored, t_done, last_progress = 0.0, 0.0, time.monotonic()
-    last_stored: tuple[float, float] = (-1.0, -1.0)
+    last_stored: tuple[float, float, float] = (-1.0, -1.0, -1.0)
     max_depth: dict[str, float] = {}
     backlog = 0.0  # messages the platform received but has not stored yet
     outcome = "complete"
@@ -807,6 +974,7 @@ async def platform_phase(
         now = time.monotonic()
         scraped = await scrape(client)
         stored = scraped.get(STORED, 0.0) - base
+        handled = min(scraped.get(key, 0.0) - bases[key] for key in counters)
         received = scraped.get(RECEIVED, 0.0)
         backlog = max(backlog, received - scraped.get(STORED, 0.0))
         for key, value in scraped.items():
@@ -815,37 +983,51 @@ async def platform_phase(
                 max_depth[sink] = max(max_depth.get(sink, 0.0), value)
         if published is None and results_task.done():
             published = merge(results_task.result())
-        if (stored, received) != last_stored:
-            last_stored, last_progress = (stored, received), now
+        if (stored, received, handled) != last_stored:
+            last_stored, last_progress = (stored, received, handled), now
         if stored >= messages:
             prober.publishing = False  # the publishers' readings are in; let the probes finish
-        expected = messages + prober.sent
-        probes_done = probing is None or probing.done()
-        if published is not None and stored >= expected and probes_done:
+            if alerter is not None:
+                alerter.publishing = False
+        expected = messages + prober.sent + (alerter.sent if alerter else 0)
+        probes_done = (probing is None or probing.done()) and (alerting is None or alerting.done())
+        if published is not None and handled >= expected and probes_done:
             t_done = now
             break
         if published is not None and now - last_progress > idle_give_up:
-            outcome = f"STALLED: {expected - stored:.0f} of {expected} readings not stored"
+            outcome = f"STALLED: {expected - handled:.0f} of {expected} readings not handled"
             t_done = last_progress
             break
         if now - go > args.time_cap:
-            outcome = f"TIME CAP {args.time_cap:.0f}s: {expected - stored:.0f} of {expected} not stored"
+            outcome = f"TIME CAP {args.time_cap:.0f}s: {expected - handled:.0f} of {expected} not handled"
             t_done = now
             break
     usage = cpu.stop()
     prober.publishing = False
-    if probing is not None:
-        if not probing.done():
-            probing.cancel()
-        with contextlib.suppress(BaseException):
-            await probing
+    if alerter is not None:
+        alerter.publishing = False
+    for task in (probing, alerting):
+        if task is not None:
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
     if published is None:
         published = merge(await results_task)
     after = await scrape(client)
     t0 = published["t_first"] or go
     elapsed = t_done - t0
     lat = prober.latencies_ms()
+    alert_lat = alerter.latencies_ms() if alerter else []
+    evaluations = 'iot_rule_evaluations_total{engine="rules"}'
     return {
+        "alert_sent": alerter.sent if alerter else 0,
+        "alerts": None if alerter is None else {
+            "published": len(alerter.published), "raised": len(alerter.raised), "resolved": alerter.resolved,
+            "p50": percentile(alert_lat, 0.5), "p99": percentile(alert_lat, 0.99),
+            "max": alert_lat[-1] if alert_lat else math.nan, "error": alerter.error,
+        },
+        "evaluations": after.get(evaluations, 0.0) - before.get(evaluations, 0.0),
         "name": name, "qos": qos, "messages": messages, "offered_rate": rate, "stored": stored,
         "rate": stored / elapsed if elapsed > 0 else 0.0, "elapsed": elapsed,
         "publish_rate": published["sent"] / max(1e-9, published["t_sent"] - t0),
@@ -863,8 +1045,56 @@ async def platform_phase(
     }
 
 
+async def rules_comparison(
+    args: argparse.Namespace, fleet: Fleet, client: Any, platform: Platform, rss: RssSampler,
+    bpid: int | None, notes: list[str],
+) -> list[dict[str, Any]]:
+    """Rules off, then ``--rules`` rules on, then the same rules disabled: three phases of the same
+    load, each over when storage and the rule engine have both handled every reading."""
+    import aiomqtt
+
+    qos, sinks = args.rules_qos, ("storage", "rules")
+    async with aiomqtt.Client(fleet.host, fleet.port, identifier=f"bench-{fleet.run}-alerts-warm") as mqtt:
+        for device in fleet.alert_probes:  # their DeviceActivated, outside any measured phase
+            await mqtt.publish(f"devices/{device}/telemetry", json.dumps({"temperature": 0.0}), qos=1)
+    await asyncio.sleep(1.0)
+    phases = []
+    log(f"rules off: QoS {qos}, {args.messages:,} readings ...")
+    phases.append(await platform_phase(args, fleet, client, platform, rss, bpid, "rules-off", qos,
+                                       args.messages, sinks=sinks))
+    phases[-1]["rules"] = 0
+    bodies = rule_set(fleet, args.rules)
+    created, took = await each(client, [("POST", "/api/analytics/rules", b) for b in bodies], 201)
+    notes.append(f"rules: {len(created):,} created in {took:.1f}s = {len(created) / took:,.0f}/s "
+                 "(POST /api/analytics/rules, 16 concurrent)")
+    log(notes[-1])
+    log(f"rules on: {len(created):,} rules, QoS {qos}, {args.messages:,} readings ...")
+    phases.append(await platform_phase(args, fleet, client, platform, rss, bpid, "rules-on", qos,
+                                       args.messages, sinks=sinks, alert_rule=created[0]["id"]))
+    phases[-1]["rules"] = len(created)
+    if args.paced > 0 and phases[-1]["rate"] > 0:
+        rate = phases[-1]["rate"] * args.paced
+        log(f"rules on, paced at {rate:,.0f} msgs/s for {args.paced_seconds:g}s ...")
+        phases.append(await platform_phase(args, fleet, client, platform, rss, bpid, "rules-on-paced", qos,
+                                           int(rate * args.paced_seconds), rate=rate, sinks=sinks,
+                                           alert_rule=created[0]["id"]))
+        phases[-1]["rules"] = len(created)
+    _, took = await each(client, [("PATCH", f"/api/analytics/rules/{r['id']}", {"enabled": False})
+                                  for r in created], 200)
+    notes.append(f"rules: {len(created):,} disabled in {took:.1f}s (PATCH, 16 concurrent)")
+    log(notes[-1])
+    log(f"rules disabled: QoS {qos}, {args.messages:,} readings ...")
+    phases.append(await platform_phase(args, fleet, client, platform, rss, bpid, "rules-off-again", qos,
+                                       args.messages, sinks=sinks))
+    phases[-1]["rules"] = 0
+    for ph in phases:
+        log(f"  {ph['name']}: {ph['rate']:,.0f} msgs/s, {ph['evaluations']:,.0f} rule evaluations; "
+            f"{ph['outcome']}")
+    return phases
+
+
 async def register(client: Any, fleet: Fleet, concurrency: int) -> tuple[int, float, int]:
-    ids = fleet.devices + fleet.probes
+    ids = fleet.devices + fleet.probes + fleet.alert_probes
     queue: asyncio.Queue[str] = asyncio.Queue()
     for d in ids:
         queue.put_nowait(d)
@@ -937,6 +1167,36 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def print_rules(args: argparse.Namespace, phases: list[dict[str, Any]]) -> None:
+    off = [ph["rate"] for ph in phases if not ph["rules"] and ph["rate"]]
+    saturated = [ph for ph in phases if not ph["offered_rate"]]
+    baseline = sum(off) / len(off) if off else math.nan
+    print(f"\nrules on versus off (QoS {args.rules_qos}, {args.devices:,} devices; a phase ends when "
+          "storage and the rule engine have both handled every reading; baseline = mean of the two "
+          "phases without rules):")
+    rows = []
+    for ph in phases:
+        readings = ph["stored"] or 1
+        cost = 1 - ph["rate"] / baseline if ph["rules"] and baseline and ph in saturated else math.nan
+        verdict = "" if not ph["rules"] or ph not in saturated else ("yes" if cost < TARGET_RULES_COST and ph["outcome"] == "complete"
+                                               else "NO")
+        rows.append([ph["name"], f"{ph['rules']:,}", fmt(ph["rate"]), fmt(ph["evaluations"] / max(ph["elapsed"], 1e-9)),
+                     fmt(ph["evaluations"] / readings, 1), fmt(ph["p50"]), fmt(ph["p99"]),
+                     f"{ph['usage']['platform']:.2f}", "-" if math.isnan(cost) else f"{cost:.1%}",
+                     verdict or "-", ph["outcome"]])
+    print(table(["phase", "rules", "msgs/s", "evaluations/s", "evals/reading", "stored p50 ms",
+                 "stored p99 ms", "platform CPU", "cost", "cost < 30%?", "outcome"], rows))
+    alerted = [ph for ph in phases if ph.get("alerts")]
+    if alerted:
+        print(f"\nreading-to-alert latency on the SSE stream (GET /api/alerts/stream; {args.alert_probes} "
+              f"probe devices, one alert each every {ALERT_INTERVAL:g}s, in the same stream as the load):")
+        print(table(["phase", "over-threshold readings", "raised notices", "resolved notices", "p50 ms",
+                     "p99 ms", "max ms", "error"],
+                    [[ph["name"], str(a["published"]), str(a["raised"]), str(a["resolved"]), fmt(a["p50"]),
+                      fmt(a["p99"]), fmt(a["max"]), a["error"] or "-"]
+                     for ph in alerted for a in [ph["alerts"]]]))
+
+
 def mb(kb: int) -> float:
     return kb / 1024
 
@@ -974,6 +1234,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "platform does")
     p.add_argument("--profile", metavar="PATH",
                    help="run the platform under cProfile, stats to PATH (slows it: figures not valid)")
+    p.add_argument("--rules", type=int, default=1000,
+                   help="rules for the rules-on/off comparison (0: skip it; default 1000)")
+    p.add_argument("--rules-qos", type=int, choices=(0, 1), default=1, help="QoS of the rules phases")
+    p.add_argument("--alert-probes", type=int, default=2,
+                   help="devices timing reading-to-alert on the SSE stream (default 2)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (platform log, databases)")
     args = p.parse_args(argv)
     args.qos_list = [int(q) for q in args.qos.split(",") if q.strip()]
@@ -1000,7 +1265,8 @@ async def main_async(args: argparse.Namespace) -> int:
 
     run = uuid.uuid4().hex[:5]
     fleet = Fleet(run, [f"b{run}-{i:05d}" for i in range(args.devices)],
-                  [f"b{run}-probe{k}" for k in range(args.probes)], args.host, args.port)
+                  [f"b{run}-probe{k}" for k in range(args.probes)], args.host, args.port,
+                  [f"b{run}-alert{k}" for k in range(args.alert_probes if args.rules else 0)])
     bpid = broker_pid(args.port) if args.host in ("127.0.0.1", "localhost") else None
     log(f"run {run}: {args.devices:,} devices, {args.messages:,} readings per phase, QoS {args.qos}, "
         f"store {args.store}, broker {args.broker} (pid {bpid}), {args.publishers} publisher "
@@ -1029,6 +1295,7 @@ async def main_async(args: argparse.Namespace) -> int:
         timeline.append((label, stored_so_far, rss.now()))
 
     phases: list[dict[str, Any]] = []
+    rule_phases: list[dict[str, Any]] = []
     notes: list[str] = []
     exit_code = 0
     limits = httpx.Limits(max_connections=args.register_concurrency + 8)
@@ -1042,7 +1309,7 @@ async def main_async(args: argparse.Namespace) -> int:
             await checkpoint("started")
 
             rss.label = "registration"
-            log(f"registering {len(fleet.devices) + len(fleet.probes):,} devices ...")
+            log(f"registering {len(fleet.devices) + len(fleet.probes) + len(fleet.alert_probes):,} devices ...")
             cpu = CpuWindow(platform.process.pid, None)
             cpu.start()
             registered, reg_s, reg_failed = await register(client, fleet, args.register_concurrency)
@@ -1092,6 +1359,9 @@ async def main_async(args: argparse.Namespace) -> int:
                     await checkpoint(f"after QoS {qos} paced")
                     log(f"  p50 {fmt(pc['p50'])} ms, p99 {fmt(pc['p99'])} ms ({pc['lat_n']} probes); "
                         f"{pc['outcome']}")
+            if args.rules:
+                rule_phases = await rules_comparison(args, fleet, client, platform, rss, bpid, notes)
+                await checkpoint("after the rules phases")
             mem["end"] = rss.now()
             mem["hwm"] = proc_status(platform.process.pid, "VmHWM")
             final = await scrape(client)
@@ -1140,7 +1410,8 @@ async def main_async(args: argparse.Namespace) -> int:
         rows.append([f"QoS {ph['qos']} ({args.store})", fmt(ph["rate"]), fmt(ph["rate"] * METRICS_PER_READING),
                      fmt(ph["bare"]["rate"]), fmt(ratio, 2), fmt(ph["p50"]), fmt(ph["p99"]),
                      fmt(mb(ph["peak_rss_kb"]), 1), verdict])
-    print(table(headers, rows))
+    if rows:
+        print(table(headers, rows))
     paced = [ph for ph in phases if "bare" not in ph]
     if paced:
         print("\nlatency at a sustainable rate (publishers paced at "
@@ -1150,6 +1421,8 @@ async def main_async(args: argparse.Namespace) -> int:
                     [[ph["name"], fmt(ph["offered_rate"]), fmt(ph["rate"]), fmt(ph["p50"]), fmt(ph["p99"]),
                       fmt(ph["lat_max"]), str(ph["lat_n"]), fmt(mb(ph["peak_rss_kb"]), 1), ph["outcome"]]
                      for ph in paced]))
+    if rule_phases:
+        print_rules(args, rule_phases)
     print("\ndetails per phase:")
     for qos, b in bare.items():
         pub = b["published"]
@@ -1159,7 +1432,7 @@ async def main_async(args: argparse.Namespace) -> int:
               f"{pub['cpu'] / max(1e-9, b['usage']['wall']):.2f}, other processes "
               f"{others(b['usage'], b['sub_cpu'], pub['cpu'] / max(1e-9, b['usage']['wall'])):.2f}"
               + (f"; errors {pub['errors'][:2]}" if pub["errors"] else "") + (f"; {b['error']}" if b["error"] else ""))
-    for ph in phases:
+    for ph in phases + rule_phases:
         u, pub = ph["usage"], ph["published"]
         print(f"  {ph['name']}: {ph['stored']:,.0f}/{ph['messages'] + ph['probe_sent']:,} stored in "
               f"{ph['elapsed']:.2f}s ({ph['outcome']}); publishers sent {pub['sent']:,} at "
@@ -1197,9 +1470,11 @@ async def main_async(args: argparse.Namespace) -> int:
         counted = count_points(workdir)
         if counted is not None:
             points, readings = counted
-            ok = points == readings * METRICS_PER_READING and readings == total_stored
+            single = len(fleet.alert_probes) + sum(ph["alert_sent"] for ph in rule_phases) if rule_phases else 0
+            ok = points == (readings - single) * METRICS_PER_READING + single and readings == total_stored
             print(f"  embedded store after the run: {points:,} points in {readings:,} distinct readings "
-                  f"({'= ' if ok else '!= '}{METRICS_PER_READING} x counter)")
+                  f"({'= ' if ok else '!= '}{METRICS_PER_READING} x counter"
+                  + (f", less 4 for each of the {single:,} one-metric alert probe readings)" if single else ")"))
     text = platform.log_path.read_text(errors="replace")
     bad = [line for line in text.splitlines() if re.search(r"WARNING|ERROR|CRITICAL|Traceback", line)]
     print(f"  platform log: {len(text.splitlines())} lines, {len(bad)} warning/error lines"

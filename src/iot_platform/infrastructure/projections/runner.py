@@ -70,10 +70,17 @@ class ProjectionRunner:
         return await self._checkpoint_row(name) or 0
 
     async def position(self) -> int:
-        """The position every projection has reached."""
+        """The position every projection has reached (one query, however many projections)."""
         if not self._projections:
             return await self._store.last_position()
-        return min([await self.checkpoint(p.name) for p in self._projections])
+        names = [p.name for p in self._projections]
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(
+                select(projection_checkpoints.c.position).where(projection_checkpoints.c.name.in_(names))
+            )).all()
+        if len(rows) < len(names):  # a projection that has no checkpoint yet is at 0
+            return 0
+        return min(int(r[0]) for r in rows)
 
     async def catch_up(self) -> int:
         """Applies everything appended so far; returns how many events were applied.
@@ -173,17 +180,22 @@ class ProjectionRunner:
             return True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        woken = False
         while True:
-            self._position = max(self._position, await self.position())
+            # This process's runner keeps ``_position`` current and wakes its waiters; without a
+            # wake-up, another process may be running the projections: ask the database.
+            if not woken:
+                self._position = max(self._position, await self.position())
             if self._position >= position:
                 return True
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            # Woken by this process's runner, or re-check the database for another process's.
+            woken = False
             with contextlib.suppress(TimeoutError):
                 async with self._advanced:
                     await asyncio.wait_for(self._advanced.wait(), min(remaining, 0.05))
+                    woken = True
 
     async def rebuild(self, names: Sequence[str] | None = None) -> int:
         """Empties the projections' tables, resets their checkpoints, and replays every event.

@@ -188,24 +188,25 @@ class RuleEngine:
                                             tags.get(reading.device_id, {}))
                 if not by_metric:
                     continue
+                device_id = reading.device_id
                 at = reading.timestamp_ns / NS_PER_SECOND
                 for metric, raw in reading.metrics.items():
                     rules = by_metric.get(metric)
                     if not rules or isinstance(raw, str):
                         continue
                     value = float(raw)
+                    self.evaluations += len(rules)
+                    # The hot loop: per reading and matching rule, only the state lookup and the
+                    # pure verdict; the coroutine that acts is entered only when there is an act.
                     for rule in rules:
-                        await self._judge(rule, reading.device_id, value, at, now)
-
-    async def _judge(self, rule: IndexedRule, device_id: str, value: float, at: float, now: float) -> None:
-        self.evaluations += 1
-        condition = rule.definition.condition
-        key = (rule.rule_id, device_id)
-        state = self._state(key)
-        if condition.op is Operator.NO_DATA:
-            at = now  # silence is measured by the clock
-        verdict = evaluate(condition, rule.definition.duration_seconds, state, value, at)
-        await self._act(verdict, key, rule.definition, state, at)
+                        key = (rule.rule_id, device_id)
+                        state = self._state(key)
+                        definition = rule.definition
+                        condition = definition.condition
+                        when = now if condition.op is Operator.NO_DATA else at  # silence: by the clock
+                        verdict = evaluate(condition, definition.duration_seconds, state, value, when)
+                        if verdict is not Verdict.NOTHING:
+                            await self._act(verdict, key, definition, state, when)
 
     async def sweep(self) -> None:
         """Judges ``no_data`` rules against the clock."""

@@ -8,6 +8,7 @@ or a late batch is judged by when things happened), the engine's clock for ``no_
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -38,22 +39,19 @@ class SeriesState:
     """The newest time judged; an older reading arriving late does not move the verdict."""
 
 
+_COMPARISONS = {
+    Operator.GT: operator.gt, Operator.GE: operator.ge, Operator.LT: operator.lt,
+    Operator.LE: operator.le, Operator.EQ: operator.eq, Operator.NE: operator.ne,
+}
+
+
 def holds(condition: Condition, value: float, at: float, state: SeriesState) -> bool:
     """Whether the condition is true for this reading; updates the history it depends on."""
     op = condition.op
     threshold = condition.threshold if condition.threshold is not None else 0.0
-    if op is Operator.GT:
-        return value > threshold
-    if op is Operator.GE:
-        return value >= threshold
-    if op is Operator.LT:
-        return value < threshold
-    if op is Operator.LE:
-        return value <= threshold
-    if op is Operator.EQ:
-        return value == threshold
-    if op is Operator.NE:
-        return value != threshold
+    compare = _COMPARISONS.get(op)
+    if compare is not None:
+        return compare(value, threshold)
     if op in (Operator.OUTSIDE, Operator.INSIDE):
         assert condition.min is not None and condition.max is not None
         inside = condition.min <= value <= condition.max

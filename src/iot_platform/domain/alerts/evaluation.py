@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -39,7 +40,7 @@ class SeriesState:
     """The newest time judged; an older reading arriving late does not move the verdict."""
 
 
-_COMPARISONS = {
+_COMPARISONS: dict[Operator, Callable[[float, float], bool]] = {
     Operator.GT: operator.gt, Operator.GE: operator.ge, Operator.LT: operator.lt,
     Operator.LE: operator.le, Operator.EQ: operator.eq, Operator.NE: operator.ne,
 }

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from iot_platform.application.commands.queries import CommandStatusReader
 from iot_platform.application.devices.commands import ActivateDevice, RecordConnectivity
 from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.errors import NotFound
+from iot_platform.application.outbox import OutboxRelay
 from iot_platform.application.realtime import LiveFeed
 from iot_platform.application.repository import EventSourcedRepository
 from iot_platform.application.telemetry.ingestion import IngestionLimits, IngestTelemetry
@@ -63,6 +64,7 @@ from iot_platform.infrastructure.mqtt.publisher import MqttPublisher
 from iot_platform.infrastructure.observability import PlatformMetrics
 from iot_platform.infrastructure.persistence import migrate
 from iot_platform.infrastructure.persistence.database import create_engine
+from iot_platform.infrastructure.projections.kafka_feed import KafkaProjectionFeed
 from iot_platform.infrastructure.projections.runner import ProjectionRunner
 from iot_platform.infrastructure.readmodels.alerts import (
     AlertRulesProjection,
@@ -82,12 +84,16 @@ from iot_platform.infrastructure.readmodels.device_registry import (
 from iot_platform.infrastructure.readmodels.device_state import SqlDeviceState
 from iot_platform.infrastructure.readmodels.fleet_analytics import SqlFleetAnalytics
 from iot_platform.infrastructure.streaming.inprocess import InProcessTelemetryStream, SinkOptions
+from iot_platform.infrastructure.streaming.kafka_events import KafkaDomainEventPublisher
 from iot_platform.infrastructure.timeseries.influx import InfluxTimeSeriesStore
 from iot_platform.infrastructure.timeseries.sqlite import SqliteTimeSeriesStore
 from iot_platform.presentation.mqtt.contract import CommandAck, StatusReport
 from iot_platform.presentation.mqtt.ingestion import MqttIngestion
 
 log = logging.getLogger(__name__)
+
+ROLES = ("storage", "state", "rules", "projections", "relay")
+"""What ``iot-platform worker --role`` can run on its own; ``serve`` runs all by default."""
 
 
 class _Activator:
@@ -203,18 +209,33 @@ class Platform:
     feed: LiveFeed
     analytics: FleetAnalytics
     commands: Commands
+    relay: OutboxRelay | None = None
+    """With streaming.backend kafka: the outbox to the domain-events topic."""
+    event_publisher: KafkaDomainEventPublisher | None = None
+    event_feed: KafkaProjectionFeed | None = None
+    """With streaming.projections_source kafka: what feeds the projections."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _serving: bool = False
 
-    async def start(self, *, serve: bool = True) -> None:
-        """Migrates; with ``serve``, also runs projections, the telemetry path and MQTT."""
+    async def start(self, *, serve: bool = True, roles: Collection[str] = ROLES) -> None:
+        """Migrates; with ``serve``, also runs the telemetry path, MQTT and the ``roles``.
+
+        ``projections`` keeps the read models (from the store, or the domain-events topic);
+        ``relay`` publishes the outbox (Kafka only).
+        """
         if self.settings.eventstore.migrate_on_start:
             await migrate.upgrade(self.engine)
         if not serve:
             return
         self._serving = True
-        await self.projections.catch_up()
-        self._spawn(self.projections.run(), "projections")
+        if "projections" in roles:
+            if self.event_feed is not None:
+                self._spawn(self.event_feed.run(), "projections")
+            else:
+                await self.projections.catch_up()
+                self._spawn(self.projections.run(), "projections")
+        if "relay" in roles and self.relay is not None:
+            self._spawn(self.relay.run(), "outbox-relay")
         await self.alerting.engine.load()
         for channel in self.alerting.outbound:
             await channel.start()
@@ -267,6 +288,8 @@ class Platform:
         if self._serving:
             for channel in self.alerting.outbound:
                 await channel.stop()
+        if self.event_publisher is not None:
+            await self.event_publisher.close()
         await self.telemetry.store.close()
         await self.engine.dispose()
 
@@ -336,6 +359,17 @@ def build_platform(settings: Settings) -> Platform:
         telemetry.stream.subscribe(alerting.engine, _FAST)
     telemetry.stream.subscribe(feed, _FAST)
     _observe(metrics, alerting, feed)
+    streaming = settings.streaming
+    relay = event_publisher = event_feed = None
+    if streaming.backend == "kafka":
+        event_publisher = KafkaDomainEventPublisher(streaming.brokers, streaming.topics.domain_events, serializer)
+        relay = OutboxRelay(store, event_publisher, batch_size=settings.eventstore.projection_batch_size)
+        store.on_append(relay.wake)
+        metrics.observed.counter("iot_outbox_relayed", "Domain events published to Kafka and marked",
+                                 "topic", lambda: {streaming.topics.domain_events: relay.relayed})
+    if streaming.projections_source == "kafka":
+        event_feed = KafkaProjectionFeed(streaming.brokers, streaming.topics.domain_events,
+                                         f"{streaming.consumer_group}-projections", runner, serializer)
     return Platform(
         settings=settings,
         engine=engine,
@@ -358,6 +392,9 @@ def build_platform(settings: Settings) -> Platform:
             ),
         ),
         commands=commands,
+        relay=relay,
+        event_publisher=event_publisher,
+        event_feed=event_feed,
     )
 
 

@@ -190,6 +190,17 @@ class StreamingSettings(Section):
     brokers: Annotated[list[str], NoDecode] = ["127.0.0.1:9092"]
     """``host:port,host:port`` in the environment (KAFKA_BROKERS), or a YAML list."""
     topics: KafkaTopics = KafkaTopics()
+    consumer_group: str = Field("iot-platform", min_length=1)
+    """Prefix of the consumer groups: ``<prefix>-storage``, ``<prefix>-projections``, ..."""
+    projections_source: Literal["store", "kafka"] = Field("store", validate_default=True)
+    """Where projections read events: the event store, or the domain-events topic."""
+
+    @field_validator("projections_source")
+    @classmethod
+    def _kafka_source_needs_kafka(cls, source: str, info: ValidationInfo) -> str:
+        if source == "kafka" and info.data.get("backend") != "kafka":
+            raise ValueError("kafka needs streaming.backend: kafka (the relay fills the topic)")
+        return source
 
     @field_validator("brokers", mode="before")
     @classmethod

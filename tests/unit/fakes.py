@@ -60,6 +60,14 @@ class InMemoryEventStore:
     async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
         return self.events[after_position : after_position + limit]
 
+    async def pending_outbox(self, limit: int) -> list[RecordedEvent]:
+        waiting = set(self.outbox)
+        return [r for r in self.events if r.position in waiting][:limit]
+
+    async def mark_published(self, positions: Sequence[int]) -> None:
+        done = set(positions)
+        self.outbox = [p for p in self.outbox if p not in done]
+
     async def last_position(self) -> int:
         return len(self.events)
 

@@ -76,3 +76,21 @@ class ReadModelSync(Protocol):
     """Lets a command's caller read its own write: wait until projections reach a position."""
 
     async def wait_for(self, position: int, timeout: float) -> bool: ...
+
+
+class Outbox(Protocol):
+    """The event store's outbox: events appended but not yet published to the broker."""
+
+    async def pending_outbox(self, limit: int) -> list[RecordedEvent]:
+        """The oldest unpublished events, in position order."""
+        ...
+
+    async def mark_published(self, positions: Sequence[int]) -> None: ...
+
+
+class DomainEventPublisher(Protocol):
+    """Publishes recorded events to the domain-events topic, in the order given."""
+
+    async def publish(self, events: Sequence[RecordedEvent]) -> None:
+        """Returns once the broker has acknowledged every event; raises if it could not."""
+        ...

@@ -242,6 +242,23 @@ class SqlAlchemyEventStore:
             return None
         return Snapshot(aggregate_id, row["version"], row["schema_version"], json.loads(row["state"]))
 
+    async def pending_outbox(self, limit: int) -> list[RecordedEvent]:
+        query = (
+            select(events)
+            .join(outbox, outbox.c.position == events.c.position)
+            .order_by(events.c.position)
+            .limit(limit)
+        )
+        async with self._reader.connect() as conn:
+            result = await conn.execute(query)
+            return [self._recorded(row) for row in result.mappings()]
+
+    async def mark_published(self, positions: Sequence[int]) -> None:
+        if not positions:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(outbox).where(outbox.c.position.in_(list(positions))))
+
     async def last_position(self) -> int:
         async with self._reader.connect() as conn:
             value = await conn.scalar(select(position_counter.c.last_position))

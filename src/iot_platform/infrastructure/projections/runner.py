@@ -112,6 +112,10 @@ class ProjectionRunner:
             batch = batches[checkpoint] = await self._store.read_all(checkpoint, self._batch_size)
         if not batch:
             return 0
+        return await self._apply(projection, checkpoint, batch)
+
+    async def _apply(self, projection: SqlProjection, checkpoint: int, batch: Sequence[RecordedEvent]) -> int:
+        """Applies a batch that continues ``checkpoint`` and moves the checkpoint, atomically."""
         try:
             async with self._engine.begin() as conn:
                 for recorded in batch:
@@ -173,6 +177,25 @@ class ProjectionRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval)
                 self._wake.clear()
+
+    async def apply(self, events: Sequence[RecordedEvent]) -> int:
+        """Applies events fed from elsewhere (the domain-events topic) instead of read here.
+
+        ``events`` are in position order without gaps. Each projection takes those after its
+        own checkpoint, if they continue it; a projection they do not reach (a gap before
+        them) is left as it is, for ``catch_up`` from the store. Returns the highest position
+        every projection has now reached.
+        """
+        await self._ensure_checkpoints()
+        for projection in self._projections:
+            checkpoint = await self.checkpoint(projection.name)
+            batch = [e for e in events if e.position > checkpoint]
+            if batch and batch[0].position == checkpoint + 1:
+                await self._apply(projection, checkpoint, batch)
+        self._position = await self.position()
+        async with self._advanced:
+            self._advanced.notify_all()
+        return self._position
 
     async def wait_for(self, position: int, timeout: float) -> bool:
         """True once every projection has reached ``position``; False after ``timeout``."""

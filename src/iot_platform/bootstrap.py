@@ -40,7 +40,9 @@ from iot_platform.application.repository import EventSourcedRepository
 from iot_platform.application.telemetry.ingestion import IngestionLimits, IngestTelemetry
 from iot_platform.application.telemetry.ports import TimeSeriesStore
 from iot_platform.application.telemetry.queries import TelemetryQueries
+from iot_platform.application.telemetry.model import Reading
 from iot_platform.application.telemetry.sinks import StorageWriter
+from iot_platform.application.telemetry.stream import TelemetrySink
 from iot_platform.config import Settings
 from iot_platform.domain.alerts import Alert, AlertRule
 from iot_platform.domain.commands import CommandStatus, DeviceCommand
@@ -85,6 +87,11 @@ from iot_platform.infrastructure.readmodels.device_state import SqlDeviceState
 from iot_platform.infrastructure.readmodels.fleet_analytics import SqlFleetAnalytics
 from iot_platform.infrastructure.streaming.inprocess import InProcessTelemetryStream, SinkOptions
 from iot_platform.infrastructure.streaming.kafka_events import KafkaDomainEventPublisher
+from iot_platform.infrastructure.streaming.kafka_telemetry import (
+    KafkaDeadLetters,
+    KafkaSinkConsumer,
+    KafkaTelemetryStream,
+)
 from iot_platform.infrastructure.timeseries.influx import InfluxTimeSeriesStore
 from iot_platform.infrastructure.timeseries.sqlite import SqliteTimeSeriesStore
 from iot_platform.presentation.mqtt.contract import CommandAck, StatusReport
@@ -185,13 +192,22 @@ class Alerting:
 @dataclass
 class Telemetry:
     store: TimeSeriesStore
-    stream: InProcessTelemetryStream
+    stream: InProcessTelemetryStream | KafkaTelemetryStream
     state: SqlDeviceState
     directory: CachedDeviceDirectory
     ingest: IngestTelemetry
     queries: TelemetryQueries
     mqtt: MqttIngestion | None
     broker: EmbeddedBroker | None
+    dead_letters: KafkaDeadLetters | None = None
+    sinks: list[tuple[str, TelemetrySink, SinkOptions]] = field(default_factory=list)
+    """(role, sink, options): in process, every sink is subscribed at once; on Kafka, each
+    becomes a consumer group member in the processes that run its role."""
+
+    def add_sink(self, role: str, sink: TelemetrySink, options: SinkOptions) -> None:
+        self.sinks.append((role, sink, options))
+        if isinstance(self.stream, InProcessTelemetryStream):
+            self.stream.subscribe(sink, options)
 
 
 @dataclass
@@ -214,14 +230,17 @@ class Platform:
     event_publisher: KafkaDomainEventPublisher | None = None
     event_feed: KafkaProjectionFeed | None = None
     """With streaming.projections_source kafka: what feeds the projections."""
+    sink_consumers: list[KafkaSinkConsumer] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _serving: bool = False
 
-    async def start(self, *, serve: bool = True, roles: Collection[str] = ROLES) -> None:
-        """Migrates; with ``serve``, also runs the telemetry path, MQTT and the ``roles``.
+    async def start(self, *, serve: bool = True, roles: Collection[str] = ROLES, front: bool = True) -> None:
+        """Migrates; with ``serve``, also runs the ``roles`` and, with ``front``, what faces
+        devices and people: MQTT ingestion, the embedded broker, command delivery, live feeds.
 
         ``projections`` keeps the read models (from the store, or the domain-events topic);
-        ``relay`` publishes the outbox (Kafka only).
+        ``relay`` publishes the outbox; ``storage``, ``state`` and ``rules`` are the telemetry
+        stream's consumers (on Kafka, each its own consumer group; in process, always all).
         """
         if self.settings.eventstore.migrate_on_start:
             await migrate.upgrade(self.engine)
@@ -240,11 +259,17 @@ class Platform:
         for channel in self.alerting.outbound:
             await channel.start()
         analytics = self.settings.analytics
-        self._spawn(_every(analytics.rules_refresh_seconds, self.alerting.engine.refresh), "rules-refresh")
-        self._spawn(_every(analytics.no_data_check_seconds, self.alerting.engine.sweep), "no-data-sweep")
+        if "rules" in roles:
+            self._spawn(_every(analytics.rules_refresh_seconds, self.alerting.engine.refresh), "rules-refresh")
+            self._spawn(_every(analytics.no_data_check_seconds, self.alerting.engine.sweep), "no-data-sweep")
         telemetry = self.telemetry
         await telemetry.stream.start()
-        self._spawn(self._maintain(), "timeseries-maintenance")
+        if isinstance(telemetry.stream, KafkaTelemetryStream):
+            self._consume(roles, front)
+        if "storage" in roles:
+            self._spawn(self._maintain(), "timeseries-maintenance")
+        if not front:
+            return
         if telemetry.broker is not None:
             await telemetry.broker.start()
         if self.commands.publisher is not None:
@@ -254,6 +279,24 @@ class Platform:
             self._spawn(telemetry.mqtt.run(), "mqtt-ingestion")
         log.info("platform started (event store: %s, time series: %s)",
                  self.engine.url.get_backend_name(), self.settings.timeseries.backend)
+
+    def _consume(self, roles: Collection[str], front: bool) -> None:
+        """One Kafka consumer per sink whose role runs here; the live feed follows every
+        partition from now on, outside any group, in each process that serves clients."""
+        streaming, telemetry = self.settings.streaming, self.telemetry
+        assert telemetry.dead_letters is not None
+        for role, sink, options in telemetry.sinks:
+            live = role == "live"
+            if not (front if live else role in roles):
+                continue
+            consumer = KafkaSinkConsumer(
+                streaming.brokers, streaming.topics.sensor_data,
+                None if live else f"{streaming.consumer_group}-{role}",
+                sink, options, telemetry.dead_letters, self.metrics,
+                max_attempts=streaming.max_attempts,
+            )
+            self.sink_consumers.append(consumer)
+            self._spawn(consumer.run(), f"sink-{role}")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(work, name=name))
@@ -290,6 +333,8 @@ class Platform:
                 await channel.stop()
         if self.event_publisher is not None:
             await self.event_publisher.close()
+        if self.telemetry.dead_letters is not None:
+            await self.telemetry.dead_letters.close()
         await self.telemetry.store.close()
         await self.engine.dispose()
 
@@ -356,8 +401,8 @@ def build_platform(settings: Settings) -> Platform:
     rate = InProcessIngestionRate()
     telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands)
     if settings.analytics.real_time_processing:
-        telemetry.stream.subscribe(alerting.engine, _FAST)
-    telemetry.stream.subscribe(feed, _FAST)
+        telemetry.add_sink("rules", alerting.engine, _FAST)
+    telemetry.add_sink("live", feed, _FAST)
     _observe(metrics, alerting, feed)
     streaming = settings.streaming
     relay = event_publisher = event_feed = None
@@ -524,10 +569,22 @@ def _telemetry(
     rate: InProcessIngestionRate,
     commands: Commands,
 ) -> Telemetry:
-    ts, limits = settings.timeseries, settings.telemetry
+    ts, limits, streaming = settings.timeseries, settings.telemetry, settings.streaming
     store = timeseries_store(settings)
     state = SqlDeviceState(engine)
-    stream = InProcessTelemetryStream(metrics)
+    stream: InProcessTelemetryStream | KafkaTelemetryStream
+    dead_letters = None
+    if streaming.backend == "kafka":
+        stream = KafkaTelemetryStream(streaming.brokers, streaming.topics.sensor_data)
+        dead_letters = KafkaDeadLetters(streaming.brokers, streaming.topics.dead_letter)
+    else:
+        stream = InProcessTelemetryStream(metrics)
+
+    def refused(reading: Reading, reason: str) -> None:
+        metrics.readings_dead_lettered.labels(reading.device_type).inc()
+        if dead_letters is not None:
+            dead_letters.refused(reading, reason)
+
     storage = SinkOptions(
         durable=True,
         batch_size=ts.batch_size,
@@ -535,16 +592,8 @@ def _telemetry(
         max_pending=ts.max_pending,
         retry_initial=ts.retry_initial_seconds,
         retry_max=ts.retry_max_seconds,
+        max_attempts=streaming.max_attempts,
     )
-    stream.subscribe(
-        StorageWriter(
-            store,
-            lambda reading, _: metrics.readings_dead_lettered.labels(reading.device_type).inc(),
-        ),
-        storage,
-    )
-    # The latest state is not what acknowledges a device, so it batches longer (fewer upserts).
-    stream.subscribe(state, replace(storage, durable=False, flush_interval=0.5))
     ingest = IngestTelemetry(
         directory,
         _Activator(devices),
@@ -571,7 +620,7 @@ def _telemetry(
             metrics,
             on_ack=_AckRecorder(commands.handler, metrics),
         )
-    return Telemetry(
+    telemetry = Telemetry(
         store=store,
         stream=stream,
         state=state,
@@ -580,4 +629,9 @@ def _telemetry(
         queries=TelemetryQueries(store),
         mqtt=mqtt,
         broker=broker,
+        dead_letters=dead_letters,
     )
+    telemetry.add_sink("storage", StorageWriter(store, refused), storage)
+    # The latest state is not what acknowledges a device, so it batches longer (fewer upserts).
+    telemetry.add_sink("state", state, replace(storage, durable=False, flush_interval=0.5))
+    return telemetry

@@ -192,6 +192,8 @@ class StreamingSettings(Section):
     topics: KafkaTopics = KafkaTopics()
     consumer_group: str = Field("iot-platform", min_length=1)
     """Prefix of the consumer groups: ``<prefix>-storage``, ``<prefix>-projections``, ..."""
+    max_attempts: int = Field(5, ge=1)
+    """Tries of a failing batch before the readings that fail on their own are dead-lettered."""
     projections_source: Literal["store", "kafka"] = Field("store", validate_default=True)
     """Where projections read events: the event store, or the domain-events topic."""
 

@@ -34,6 +34,10 @@ class PlatformMetrics:
         self.sink_readings = Counter(
             "iot_sink_readings", "Readings written by a telemetry sink", ["sink"], registry=r
         )
+        self.sink_poison = Counter(
+            "iot_sink_poison", "Readings a sink failed on alone, set aside (dead-lettered on Kafka)",
+            ["sink"], registry=r,
+        )
         self.sink_errors = Counter(
             "iot_sink_errors", "Failed batch writes of a telemetry sink", ["sink"], registry=r
         )

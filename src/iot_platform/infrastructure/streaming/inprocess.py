@@ -1,8 +1,8 @@
 """The in-process telemetry stream: one batching worker per sink, all in this event loop.
 
 Each sink gets its own bounded queue. Its worker writes a batch when ``batch_size`` readings are
-waiting or ``flush_interval`` has passed since the first of them, and retries a failed batch
-with exponential back-off for as long as it takes. ``publish`` waits for room in every queue
+waiting or ``flush_interval`` has passed since the first of them; a failed batch is retried with
+exponential back-off and its poison readings set aside (see delivery.py). ``publish`` waits for room in every queue
 (back-pressure instead of unbounded memory) and then for the *durable* sinks (the time-series
 writer) to have written its readings, which is what lets a protocol adapter acknowledge a
 message only once it is stored. ``stop`` drains every queue, so a clean stop loses nothing.
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from iot_platform.application.telemetry.model import Reading
 from iot_platform.application.telemetry.stream import TelemetrySink
 from iot_platform.infrastructure.observability import PlatformMetrics
+from iot_platform.infrastructure.streaming.delivery import BatchDelivery
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ class SinkOptions:
     max_pending: int = 100_000
     retry_initial: float = 0.2
     retry_max: float = 10.0
+    max_attempts: int = 5
+    """Tries of a failing batch before its poison readings are looked for (see delivery.py)."""
 
 
 class StreamStopped(RuntimeError):
@@ -54,6 +57,10 @@ class _SinkWorker:
         self._queued = 0
         self._changed = asyncio.Condition()
         self._stopping = False
+        self._delivery: BatchDelivery[None] = BatchDelivery(
+            sink, metrics, max_attempts=options.max_attempts, retry_initial=options.retry_initial,
+            retry_max=options.retry_max,
+        )
 
     async def submit(self, readings: Sequence[Reading]) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -103,27 +110,17 @@ class _SinkWorker:
         return items
 
     async def _write(self, items: list[_Item]) -> None:
-        batch = [r for item in items for r in item.readings]
-        delay = self.options.retry_initial
-        name = self.sink.name
-        while True:
-            started = time.perf_counter()
-            try:
-                await self.sink.handle(batch)
-            except Exception as exc:  # any failure of the sink: back off and try again
-                self._metrics.sink_errors.labels(name).inc()
-                log.warning("%s: writing %d readings failed (%s); retrying in %.1fs",
-                            name, len(batch), type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                self._metrics.sink_retries.labels(name).inc()
-                delay = min(delay * 2, self.options.retry_max)
-                continue
-            self._metrics.sink_batch_seconds.labels(name).observe(time.perf_counter() - started)
-            self._metrics.sink_readings.labels(name).inc(len(batch))
-            for item in items:
-                if not item.done.done():
-                    item.done.set_result(None)
-            return
+        batch = [(r, None) for item in items for r in item.readings]
+        started = time.perf_counter()
+        for poison in await self._delivery.deliver(batch):
+            # No dead-letter topic in process: the reading is logged and counted, never retried.
+            log.warning("%s: dropped a reading of %s that fails on its own: %s",
+                        self.sink.name, poison.reading.device_id, poison.error)
+            self._metrics.sink_poison.labels(self.sink.name).inc()
+        self._metrics.sink_batch_seconds.labels(self.sink.name).observe(time.perf_counter() - started)
+        for item in items:
+            if not item.done.done():
+                item.done.set_result(None)
 
     async def stop(self) -> None:
         async with self._changed:

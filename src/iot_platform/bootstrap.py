@@ -43,7 +43,7 @@ from iot_platform.application.telemetry.queries import TelemetryQueries
 from iot_platform.application.telemetry.model import Reading
 from iot_platform.application.telemetry.sinks import StorageWriter
 from iot_platform.application.telemetry.stream import TelemetrySink
-from iot_platform.config import Settings
+from iot_platform.config import WORKER_ROLES, Settings
 from iot_platform.domain.alerts import Alert, AlertRule
 from iot_platform.domain.commands import CommandStatus, DeviceCommand
 from iot_platform.domain.devices import Device
@@ -99,8 +99,7 @@ from iot_platform.presentation.mqtt.ingestion import MqttIngestion
 
 log = logging.getLogger(__name__)
 
-ROLES = ("storage", "state", "rules", "projections", "relay")
-"""What ``iot-platform worker --role`` can run on its own; ``serve`` runs all by default."""
+ROLES = WORKER_ROLES
 
 
 class _Activator:

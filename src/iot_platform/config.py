@@ -185,6 +185,10 @@ class KafkaTopics(Section):
     dead_letter: str = "iot-dead-letter"
 
 
+WORKER_ROLES = ("storage", "state", "rules", "projections", "relay")
+"""What ``iot-platform worker --role`` runs on its own; ``serve`` runs every one by default."""
+
+
 class StreamingSettings(Section):
     backend: Literal["inprocess", "kafka"] = "inprocess"
     brokers: Annotated[list[str], NoDecode] = ["127.0.0.1:9092"]

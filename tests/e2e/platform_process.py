@@ -40,16 +40,17 @@ def platform_env(database_url: str, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def running_platform(
-    workdir: Path, database_url: str, deadline: float = 60.0, **env: str
+    workdir: Path, database_url: str, deadline: float = 60.0, serve_args: tuple[str, ...] = (), **env: str
 ) -> Iterator[RunningPlatform]:
-    """``env`` adds settings (IOT_...); by default the embedded broker gets a free port."""
+    """``env`` adds settings (IOT_...); by default the embedded broker gets a free port.
+    ``serve_args`` go to ``iot-platform serve`` (``--workers ...``)."""
     port = free_port()
     if "IOT_MQTT__BROKER_URL" not in env:
         env["IOT_MQTT__BROKER_URL"] = f"mqtt://127.0.0.1:{free_port()}"
     mqtt_port = int(env["IOT_MQTT__BROKER_URL"].rsplit(":", 1)[1])
     log = (workdir / "platform.log").open("a")
     process = subprocess.Popen(
-        [str(BIN / "iot-platform"), "serve", "--port", str(port)],
+        [str(BIN / "iot-platform"), "serve", "--port", str(port), *serve_args],
         cwd=workdir,
         env=platform_env(database_url, **env),
         stdout=log,
@@ -82,3 +83,13 @@ def _wait_until_ready(base_url: str, process: subprocess.Popen[str], deadline: f
             pass
         time.sleep(0.1)
     raise RuntimeError(f"platform not ready in {deadline}s: {(workdir / 'platform.log').read_text()[-2000:]}")
+
+
+def start_worker(workdir: Path, database_url: str, roles: list[str], log_name: str, **env: str) -> subprocess.Popen[str]:
+    """``iot-platform worker --role ...`` in the background; its log is ``workdir/log_name``."""
+    args = [str(BIN / "iot-platform"), "worker"]
+    for role in roles:
+        args += ["--role", role]
+    with (workdir / log_name).open("a") as log:
+        return subprocess.Popen(args, cwd=workdir, env=platform_env(database_url, **env),
+                                stdout=log, stderr=subprocess.STDOUT, text=True)

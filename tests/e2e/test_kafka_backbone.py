@@ -58,3 +58,117 @@ def test_a_kcat_consumer_of_the_domain_events_topic_sees_device_registered(
     assert headers["event_type"] == "DeviceRegistered" and headers["position"] == "1"
     assert value["event_type"] == "DeviceRegistered" and value["aggregate_id"] == "sensor-1"
     assert value["data"]["device_type"] == "th"  # type: ignore[index]
+
+
+class Fleet:
+    """Devices publishing numbered readings with mosquitto_pub, counted back over REST."""
+
+    def __init__(self, api: httpx.Client, mqtt_port: int, run: str, devices: int) -> None:
+        self.api = api
+        self.mqtt_port = mqtt_port
+        self.ids = [f"k{run}-{i}" for i in range(devices)]
+        self.sent = 0
+        for device in self.ids:
+            response = api.post("/devices", json={"device_id": device, "device_type": "th"})
+            assert response.status_code == 201, response.text
+
+    def publish(self, per_device: int) -> None:
+        """``per_device`` readings from each device, one mosquitto_pub per device (-l: a line each)."""
+        start = self.sent
+        for device in self.ids:
+            lines = "".join(
+                json.dumps({"message_id": f"{device}-{n}", "timestamp": 1_767_225_600_000 + n,
+                            "metrics": {"temperature": 20 + n % 10}}) + "\n"
+                for n in range(start, start + per_device)
+            )
+            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.mqtt_port), "-q", "1",
+                            "-t", f"devices/{device}/telemetry", "-l"], input=lines, text=True,
+                           check=True, timeout=120)
+        self.sent += per_device
+
+    def stored(self) -> dict[str, int]:
+        counts = {}
+        for device in self.ids:
+            response = self.api.get(f"/devices/{device}/data", params={
+                "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "limit": 10000})
+            counts[device] = len(response.json()["readings"]) if response.status_code == 200 else -1
+        return counts
+
+
+def scaled_out_env(run: str, brokers: str) -> dict[str, str]:
+    return {
+        "IOT_STREAMING__BACKEND": "kafka",
+        "IOT_STREAMING__BROKERS": brokers,
+        "IOT_STREAMING__TOPICS__SENSOR_DATA": f"readings-{run}",
+        "IOT_STREAMING__TOPICS__DOMAIN_EVENTS": f"events-{run}",
+        "IOT_STREAMING__TOPICS__DEAD_LETTER": f"dead-{run}",
+        "IOT_STREAMING__CONSUMER_GROUP": f"e2e-{run}",
+        "IOT_TIMESERIES__BACKEND": "influxdb",
+        "IOT_TIMESERIES__URL": require_service("IOT_TEST_INFLUX_URL", "InfluxDB"),
+        "IOT_TIMESERIES__BUCKET": require_service("IOT_TEST_INFLUX_BUCKET", "InfluxDB"),
+        "IOT_TIMESERIES__TOKEN": require_service("IOT_TEST_INFLUX_TOKEN", "InfluxDB"),
+    }
+
+
+def holds_partitions(log: Path) -> bool:
+    return any("holds partitions [" in line and "holds partitions []" not in line
+               for line in log.read_text().splitlines())
+
+
+def test_two_storage_workers_split_the_partitions_and_a_killed_one_loses_nothing(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    import asyncio
+
+    from tests.conftest import reset_postgres
+    from tests.e2e.platform_process import start_worker
+
+    brokers = require_service("IOT_TEST_KAFKA_BROKERS", "Kafka")
+    asyncio.run(reset_postgres(postgres_url))
+    run = uuid4().hex[:8]
+    env = scaled_out_env(run, brokers)
+    workers = [start_worker(tmp_path, postgres_url, ["storage"], f"worker-{i}.log",
+                            **env, IOT_API__LOG_LEVEL="info") for i in range(2)]
+    try:
+        with running_platform(tmp_path, postgres_url, serve_args=("--workers", "state,rules,projections,relay"),
+                              **env) as running, \
+                httpx.Client(base_url=f"{running.base_url}/api", timeout=30) as api:
+            fleet = Fleet(api, running.mqtt_port, run, devices=8)
+            fleet.publish(50)
+            eventually(lambda: [holds_partitions(tmp_path / f"worker-{i}.log") for i in range(2)],
+                       lambda held: all(held), deadline=60)  # the group split the 4 partitions
+            eventually(fleet.stored, lambda counts: sum(counts.values()) > 0, deadline=60)
+            workers[0].kill()  # mid-stream: what it had not committed goes to the other
+            workers[0].wait()
+            eventually(lambda: [line for line in (tmp_path / "worker-1.log").read_text().splitlines()
+                                if "holds partitions [" in line][-1],
+                       lambda last: "holds partitions [0, 1, 2, 3]" in last, deadline=60)
+            fleet.publish(50)
+            counts = eventually(fleet.stored, lambda counts: all(c >= fleet.sent for c in counts.values()),
+                                deadline=120)
+            assert counts == {device: fleet.sent for device in fleet.ids}  # every reading, once
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()
+                worker.wait(timeout=30)
+
+
+def test_a_broker_restarted_mid_stream_loses_nothing(tmp_path: Path, postgres_url: str) -> None:
+    import asyncio
+
+    from tests.conftest import reset_postgres
+
+    brokers = require_service("IOT_TEST_KAFKA_BROKERS", "Kafka")
+    asyncio.run(reset_postgres(postgres_url))
+    run = uuid4().hex[:8]
+    with running_platform(tmp_path, postgres_url, **scaled_out_env(run, brokers)) as running, \
+            httpx.Client(base_url=f"{running.base_url}/api", timeout=30) as api:
+        fleet = Fleet(api, running.mqtt_port, run, devices=4)
+        fleet.publish(40)
+        subprocess.run(["bash", "tools/services.sh", "restart", "kafka"], check=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[2])
+        fleet.publish(40)
+        counts = eventually(fleet.stored, lambda counts: all(c >= fleet.sent for c in counts.values()),
+                            deadline=180)
+        assert counts == {device: fleet.sent for device in fleet.ids}

@@ -235,7 +235,10 @@ class KafkaSinkConsumer:
         timeout_ms = max(1, int(self._options.flush_interval * 1000))
         while True:
             fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=self._options.batch_size)
-            self.assigned = {tp.partition for tp in consumer.assignment()}
+            assigned = {tp.partition for tp in consumer.assignment()}
+            if assigned != self.assigned:
+                log.info("%s: holds partitions %s of %s", self._name, sorted(assigned), self._topic)
+                self.assigned = assigned
             if not fetched:
                 continue
             items: list[tuple[Reading, Record]] = []

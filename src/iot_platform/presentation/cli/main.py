@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from iot_platform.config import ConfigError, Settings, load_settings
+from iot_platform.config import WORKER_ROLES, ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -53,12 +53,41 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj["config"] = config_path
 
 
+def _roles(value: str) -> tuple[str, ...]:
+    if value == "all":
+        return WORKER_ROLES
+    if value == "none":
+        return ()
+    chosen = tuple(r.strip() for r in value.split(",") if r.strip())
+    unknown = [r for r in chosen if r not in WORKER_ROLES]
+    if unknown:
+        raise click.BadParameter(f"unknown role {unknown[0]!r}; roles: all, none or {', '.join(WORKER_ROLES)}")
+    return chosen
+
+
+def _tune_gc() -> None:
+    # Ingestion allocates a short-lived object graph per message; with the default thresholds
+    # the cyclic collector took over half the CPU at saturation (tools/bench_ingest.py). Rarer
+    # young-generation passes, and the start-up heap frozen out of every later pass.
+    gc.set_threshold(50_000, 50, 1000)
+    gc.freeze()
+
+
+def _needs_kafka(settings: Settings, what: str) -> None:
+    if settings.streaming.backend != "kafka":
+        click.echo(f"iot-platform: {what} needs streaming.backend: kafka (IOT_STREAMING__BACKEND=kafka)", err=True)
+        sys.exit(2)
+
+
 @cli.command()
 @click.option("--host", help="Override api.host.")
 @click.option("--port", type=int, help="Override api.port.")
+@click.option("--workers", default="all", show_default=True,
+              help="Roles this process also runs: all, none, or a comma list of "
+              + ", ".join(WORKER_ROLES) + " (others on Kafka: `iot-platform worker`).")
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Run the platform: REST API, projections and (later) protocol listeners."""
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: str) -> None:
+    """Run the platform: REST API, device listeners and (by default) every worker role."""
     import uvicorn
 
     from iot_platform.presentation.rest.app import create_app
@@ -68,14 +97,16 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         api["host"] = host
     if port:
         api["port"] = port
+    try:
+        roles = _roles(workers)
+    except click.BadParameter as exc:
+        raise click.BadParameter(exc.message, param_hint="--workers") from None
     settings = _settings(ctx, **({"api": api} if api else {}))
-    # Ingestion allocates a short-lived object graph per message; with the default thresholds
-    # the cyclic collector took over half the CPU at saturation (tools/bench_ingest.py). Rarer
-    # young-generation passes, and the start-up heap frozen out of every later pass.
-    gc.set_threshold(50_000, 50, 1000)
-    gc.freeze()
+    if set(roles) != set(WORKER_ROLES):
+        _needs_kafka(settings, "--workers other than all")
+    _tune_gc()
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, roles=roles),
         host=settings.api.host,
         port=settings.api.port,
         log_level=settings.api.log_level,
@@ -173,6 +204,81 @@ def projections_status(ctx: click.Context) -> None:
 
     for line in _with_platform(_settings(ctx), status):
         click.echo(line)
+
+
+@cli.command()
+@click.option("--role", "roles", multiple=True, required=True, type=click.Choice(WORKER_ROLES),
+              help="A role to run (repeatable); processes of one role split its partitions.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535),
+              help="Serve this worker's Prometheus metrics on api.host at this port.")
+@click.pass_context
+def worker(ctx: click.Context, roles: tuple[str, ...], metrics_port: int | None) -> None:
+    """Run worker roles on their own, without the REST API or device listeners (Kafka only)."""
+    import signal
+
+    from prometheus_client import start_http_server
+
+    from iot_platform.bootstrap import build_platform
+
+    settings = _settings(ctx)
+    _needs_kafka(settings, "worker")
+    _tune_gc()
+
+    async def main() -> None:
+        platform = build_platform(settings)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        if metrics_port is not None:
+            start_http_server(metrics_port, addr=settings.api.host, registry=platform.metrics.registry)
+        await platform.start(roles=roles, front=False)
+        logging.getLogger("iot_platform.worker").info("worker running: %s", ", ".join(roles))
+        try:
+            await stopping.wait()
+        finally:
+            await platform.stop()
+
+    asyncio.run(main())
+
+
+@cli.group()
+def dlq() -> None:
+    """The dead-letter topic (streaming.topics.dead_letter)."""
+
+
+@dlq.command("list")
+@click.option("--limit", type=int, help="At most this many, oldest first.")
+@click.pass_context
+def dlq_list(ctx: click.Context, limit: int | None) -> None:
+    """Print every dead letter: where it came from, why, and the record's key."""
+    from iot_platform.infrastructure.streaming.dead_letter_queue import list_dead_letters
+
+    settings = _settings(ctx)
+    _needs_kafka(settings, "dlq")
+    streaming = settings.streaming
+    letters = asyncio.run(list_dead_letters(streaming.brokers, streaming.topics.dead_letter, limit))
+    for letter in letters:
+        click.echo(f"{letter.partition}@{letter.offset}\t{letter.reason}\t{letter.source}\t"
+                   f"key={letter.key}\t{letter.headers.get('error', '')}")
+    click.echo(f"{len(letters)} dead letters in {streaming.topics.dead_letter}")
+
+
+@dlq.command("replay")
+@click.option("--reason", type=click.Choice(["undecodable", "failed", "refused"]),
+              help="Only letters set aside for this reason.")
+@click.pass_context
+def dlq_replay(ctx: click.Context, reason: str | None) -> None:
+    """Send the dead letters not replayed before back to their source topics."""
+    from iot_platform.infrastructure.streaming.dead_letter_queue import replay_dead_letters
+
+    settings = _settings(ctx)
+    _needs_kafka(settings, "dlq")
+    streaming = settings.streaming
+    replayed, skipped = asyncio.run(replay_dead_letters(
+        streaming.brokers, streaming.topics.dead_letter, f"{streaming.consumer_group}-dlq-replay", reason
+    ))
+    click.echo(f"replayed {replayed} dead letters" + (f" ({skipped} of another reason skipped)" if skipped else ""))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from uuid import uuid4
 
@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import make_asgi_app
 
 from iot_platform.bootstrap import Platform, build_platform
-from iot_platform.config import Settings
+from iot_platform.config import WORKER_ROLES, Settings
 from iot_platform.presentation.rest.errors import install_error_handlers
 from iot_platform.presentation.rest.routers import (
     alerts,
@@ -24,12 +24,15 @@ from iot_platform.presentation.rest.routers import (
 )
 
 
-def create_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
-    """``platform`` may be passed by tests that built their own; otherwise built here."""
+def create_app(
+    settings: Settings, platform: Platform | None = None, roles: Collection[str] = WORKER_ROLES
+) -> FastAPI:
+    """``platform`` may be passed by tests that built their own; otherwise built here.
+    ``roles``: which workers this process also runs (``serve --workers``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await built.start()
+        await built.start(roles=roles)
         try:
             yield
         finally:

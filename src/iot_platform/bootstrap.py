@@ -292,7 +292,7 @@ class Platform:
                 streaming.brokers, streaming.topics.sensor_data,
                 None if live else f"{streaming.consumer_group}-{role}",
                 sink, options, telemetry.dead_letters, self.metrics,
-                max_attempts=streaming.max_attempts,
+                max_attempts=streaming.max_attempts, letters_undecodable=role == "storage",
             )
             self.sink_consumers.append(consumer)
             self._spawn(consumer.run(), f"sink-{role}")

@@ -172,3 +172,27 @@ def test_a_broker_restarted_mid_stream_loses_nothing(tmp_path: Path, postgres_ur
         counts = eventually(fleet.stored, lambda counts: all(c >= fleet.sent for c in counts.values()),
                             deadline=180)
         assert counts == {device: fleet.sent for device in fleet.ids}
+
+
+def test_dlq_list_and_replay_a_record_kcat_put_on_the_readings_topic(tmp_path: Path, e2e_database_url: str) -> None:
+    from tests.e2e.platform_process import BIN, platform_env
+
+    brokers = require_service("IOT_TEST_KAFKA_BROKERS", "Kafka")
+    run = uuid4().hex[:8]
+    env = {k: v for k, v in scaled_out_env(run, brokers).items() if not k.startswith("IOT_TIMESERIES")}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([str(BIN / "iot-platform"), "dlq", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120, env=platform_env(e2e_database_url, **env), check=True)
+        return done.stdout
+
+    with running_platform(tmp_path, e2e_database_url, **env):
+        subprocess.run(["kcat", "-P", "-b", brokers, "-t", f"readings-{run}", "-k", "sensor-9"],
+                       input="this is not a reading", text=True, check=True, timeout=60)
+        listed = eventually(lambda: cli("list"), lambda out: "1 dead letters" in out, deadline=60)
+        [letter] = [line for line in listed.splitlines() if "\t" in line]
+        assert "\tundecodable\t" in letter and f"readings-{run}[" in letter and "key=sensor-9" in letter
+        assert cli("replay").strip() == "replayed 1 dead letters"
+        # still not a reading: the storage writer's group dead-letters it again, as a new letter
+        eventually(lambda: cli("list"), lambda out: "2 dead letters" in out, deadline=60)
+        assert cli("replay").strip() == "replayed 1 dead letters"  # the new one; the first only once

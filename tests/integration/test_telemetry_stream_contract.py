@@ -79,7 +79,8 @@ class Harness:
         self.sinks.append(sink)
         if self.backend == "kafka":
             consumer = KafkaSinkConsumer(self.brokers, self.topic, f"{self.group}-{sink.name}", sink, OPTIONS,
-                                         self.dead_letters, self.metrics, max_attempts=OPTIONS.max_attempts)
+                                         self.dead_letters, self.metrics, max_attempts=OPTIONS.max_attempts,
+                                         letters_undecodable=sink.name == "storage")
             self._tasks.append(asyncio.create_task(consumer.run()))
         else:
             self.stream.subscribe(sink, OPTIONS)

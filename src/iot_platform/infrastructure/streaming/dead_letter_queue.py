@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,20 @@ def _letter(record: object) -> DeadLetter:
                       headers, getattr(record, "value", None) or b"")
 
 
+async def _partitions(brokers: str, topic: str) -> list[TopicPartition]:
+    """The topic's partitions; none if it does not exist (nothing was ever dead-lettered)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=brokers)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+
+
 async def _read_to_end(consumer: AIOKafkaConsumer, topic: str, limit: int | None) -> list[DeadLetter]:
     """Everything between the consumer's positions and the topic's end as of now."""
-    partitions = consumer.partitions_for_topic(topic) or set()
-    ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+    ends = await consumer.end_offsets(list(consumer.assignment()))
     letters: list[DeadLetter] = []
     async def behind() -> bool:
         return any([await consumer.position(tp) < end for tp, end in ends.items()])
@@ -57,13 +68,13 @@ async def _read_to_end(consumer: AIOKafkaConsumer, topic: str, limit: int | None
 
 
 async def list_dead_letters(brokers: list[str], topic: str, limit: int | None = None) -> list[DeadLetter]:
+    assigned = await _partitions(",".join(brokers), topic)
+    if not assigned:
+        return []
     consumer = AIOKafkaConsumer(bootstrap_servers=",".join(brokers), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        if topic not in await consumer.topics():
-            return []
-        assigned = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
         return await _read_to_end(consumer, topic, limit)
@@ -76,15 +87,15 @@ async def replay_dead_letters(
 ) -> tuple[int, int]:
     """(replayed, skipped for another reason) of the letters not replayed before."""
     joined = ",".join(brokers)
+    assigned = await _partitions(joined, topic)
+    if not assigned:
+        return 0, 0
     consumer = AIOKafkaConsumer(bootstrap_servers=joined, group_id=group, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     producer = AIOKafkaProducer(bootstrap_servers=joined, enable_idempotence=True, acks="all")
     await consumer.start()
     await producer.start()
     try:
-        if topic not in await consumer.topics():
-            return 0, 0
-        assigned = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
         consumer.assign(assigned)
         committed = {tp: await consumer.committed(tp) for tp in assigned}
         for tp, offset in committed.items():

@@ -193,9 +193,14 @@ class KafkaSinkConsumer:
         dead_letters: KafkaDeadLetters,
         metrics: PlatformMetrics,
         max_attempts: int = 5,
+        letters_undecodable: bool = False,
     ) -> None:
+        """``letters_undecodable``: this consumer (the storage writer's) is the one that
+        dead-letters records that are not readings; every group sees them, one letter will do."""
         self._brokers = ",".join(brokers)
         self._topic = topic
+        self._letters_undecodable = letters_undecodable
+        self._metrics = metrics
         self.group = group
         self._name = group or f"{sink.name} (no group)"
         self.sink = sink
@@ -247,7 +252,11 @@ class KafkaSinkConsumer:
                     try:
                         items.append((decode_reading(record.value), record))
                     except ValueError as exc:
-                        await self._dead.send(record, "undecodable", str(exc), self._name)
+                        self._metrics.sink_poison.labels(self.sink.name).inc()
+                        if self._letters_undecodable:
+                            await self._dead.send(record, "undecodable", str(exc), self._name)
+                        else:
+                            log.warning("%s: skipped a record that is not a reading: %s", self._name, exc)
             if items:
                 for poison in await self._delivery.deliver(items):
                     log.warning("%s: dead-lettered a reading of %s: %s",

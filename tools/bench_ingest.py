@@ -513,8 +513,8 @@ class Platform:
     log_path: Path
 
 
-def start_platform(args: argparse.Namespace, run: str, workdir: Path, harness: dict[str, str]) -> Platform:
-    port = free_port()
+def platform_environment(args: argparse.Namespace, run: str, workdir: Path, harness: dict[str, str],
+                         extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_") or k.startswith("IOT_TEST_")}
     for name in ("DEVICE_DB_URL", "TIMESERIES_DB_URL", "MQTT_BROKER_URL", "KAFKA_BROKERS"):
         env.pop(name, None)
@@ -540,11 +540,19 @@ def start_platform(args: argparse.Namespace, run: str, workdir: Path, harness: d
         })
     else:
         env["IOT_TIMESERIES__URL"] = f"sqlite:///{workdir}/ts.db"
+    env.update(extra or {})
     for item in args.platform_env:
         key, _, value = item.partition("=")
         env[key] = value
+    return env
+
+
+def start_platform(args: argparse.Namespace, run: str, workdir: Path, harness: dict[str, str],
+                   extra: dict[str, str] | None = None, serve_args: tuple[str, ...] = ()) -> Platform:
+    port = free_port()
+    env = platform_environment(args, run, workdir, harness, extra)
     log_path = workdir / "platform.log"
-    command = [str(BIN / "iot-platform"), "serve", "--port", str(port)]
+    command = [str(BIN / "iot-platform"), "serve", "--port", str(port), *serve_args]
     if args.profile:
         command = [sys.executable, "-m", "cProfile", "-o", str(Path(args.profile).resolve()), *command]
     with log_path.open("ab") as out:
@@ -569,15 +577,22 @@ async def wait_ready(client: Any, platform: Platform, deadline: float = 90.0) ->
     raise RuntimeError(f"platform not ready in {deadline:.0f}s:\n{platform.log_path.read_text()[-3000:]}")
 
 
+WORKER_METRICS: list[str] = []
+"""Metrics URLs of ``iot-platform worker`` processes (``--stream kafka``): ``scrape`` adds their
+counters to the platform's, so that "stored" counts what every storage worker stored."""
+
+
 async def scrape(client: Any) -> dict[str, float]:
-    response = await client.get("/metrics/", timeout=10)
-    response.raise_for_status()
+    responses = [await client.get("/metrics/", timeout=10)]
+    responses += [await client.get(url, timeout=10) for url in WORKER_METRICS]
     values: dict[str, float] = {}
-    for line in response.text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                values[key] = float(value)
+    for response in responses:
+        response.raise_for_status()
+        for line in response.text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                with contextlib.suppress(ValueError):
+                    values[key] = values.get(key, 0.0) + float(value)
     return values
 
 
@@ -1111,6 +1126,122 @@ async def rules_comparison(
     return phases
 
 
+STREAM_SETUPS = (("in-process", 0), ("Kafka, 1 storage worker", 1), ("Kafka, 2 storage workers", 2))
+
+
+async def stream_comparison(args: argparse.Namespace) -> int:
+    """``--stream kafka``: the same load through the in-process stream, then through Kafka with
+    one and with two ``iot-platform worker --role storage`` processes. Each setup is a fresh
+    platform on InfluxDB with its own devices (registered and activated outside the figures),
+    a saturated QoS 1 phase and a paced one; on Kafka, ``serve --workers
+    state,rules,projections,relay`` ingests and the workers store, each setup on topics and
+    consumer groups of its own."""
+    import httpx
+
+    brokers = args.harness.get("IOT_TEST_KAFKA_BROKERS")
+    if not brokers:
+        log("--stream kafka needs IOT_TEST_KAFKA_BROKERS (tools/services.sh env)")
+        return 1
+    results: list[dict[str, Any]] = []
+    exit_code = 0
+    for label, storage_workers in STREAM_SETUPS:
+        run = uuid.uuid4().hex[:5]
+        fleet = Fleet(run, [f"b{run}-{i:05d}" for i in range(args.devices)],
+                      [f"b{run}-probe{k}" for k in range(args.probes)], args.host, args.port)
+        bpid = broker_pid(args.port) if args.host in ("127.0.0.1", "localhost") else None
+        workdir = Path(tempfile.mkdtemp(prefix=f"bench-stream-{run}-"))
+        extra: dict[str, str] = {}
+        serve_args: tuple[str, ...] = ()
+        if storage_workers:
+            extra = {
+                "IOT_STREAMING__BACKEND": "kafka", "IOT_STREAMING__BROKERS": brokers,
+                "IOT_STREAMING__TOPICS__SENSOR_DATA": f"bench-readings-{run}",
+                "IOT_STREAMING__TOPICS__DOMAIN_EVENTS": f"bench-events-{run}",
+                "IOT_STREAMING__TOPICS__DEAD_LETTER": f"bench-dead-{run}",
+                "IOT_STREAMING__CONSUMER_GROUP": f"bench-{run}",
+            }
+            serve_args = ("--workers", "state,rules,projections,relay")
+        log(f"{label}: run {run}, {args.devices:,} devices ...")
+        platform = start_platform(args, run, workdir, args.harness, extra, serve_args)
+        workers: list[subprocess.Popen[bytes]] = []
+        rss = RssSampler(platform.process.pid)
+        rss.start()
+        WORKER_METRICS.clear()
+        async with httpx.AsyncClient(base_url=platform.base_url,
+                                     limits=httpx.Limits(max_connections=args.register_concurrency + 8)) as client:
+            try:
+                await wait_ready(client, platform)
+                env = platform_environment(args, run, workdir, args.harness,
+                                           {**extra, "IOT_EVENTSTORE__MIGRATE_ON_START": "false"})
+                for i in range(storage_workers):
+                    port = free_port()
+                    with (workdir / f"worker-{i}.log").open("ab") as out:
+                        workers.append(subprocess.Popen(
+                            [str(BIN / "iot-platform"), "worker", "--role", "storage", "--metrics-port", str(port)],
+                            cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT))
+                    WORKER_METRICS.append(f"http://127.0.0.1:{port}/metrics")
+                give_up = time.monotonic() + 60
+                while True:  # every worker answers its metrics
+                    try:
+                        await scrape(client)
+                        break
+                    except httpx.HTTPError:
+                        if time.monotonic() > give_up or any(w.poll() is not None for w in workers):
+                            raise RuntimeError(f"a storage worker did not start (see {workdir})") from None
+                        await asyncio.sleep(0.2)
+                registered, reg_s, _ = await register(client, fleet, args.register_concurrency)
+                log(f"  registered {registered:,} in {reg_s:.1f}s; activation ...")
+                await platform_phase(args, fleet, client, platform, rss, bpid, "activation", 1, args.devices,
+                                     probes=False, idle_give_up=300.0)
+                saturated = await platform_phase(args, fleet, client, platform, rss, bpid, "saturated", 1,
+                                                 args.messages)
+                log(f"  saturated: {saturated['rate']:,.0f} msgs/s, p99 {fmt(saturated['p99'])} ms; "
+                    f"{saturated['outcome']}")
+                rate = saturated["rate"] * (args.paced or 0.5)
+                paced = await platform_phase(args, fleet, client, platform, rss, bpid, "paced", 1,
+                                             int(rate * args.paced_seconds), rate=rate)
+                log(f"  paced at {rate:,.0f}/s: p50 {fmt(paced['p50'])} ms, p99 {fmt(paced['p99'])} ms; "
+                    f"{paced['outcome']}")
+                cpu_workers = sum(proc_cpu(w.pid) for w in workers)
+                results.append({"label": label, "saturated": saturated, "paced": paced,
+                                "worker_cpu_s": cpu_workers})
+            except Exception as exc:
+                log(f"{label} failed: {type(exc).__name__}: {exc}")
+                exit_code = 1
+            finally:
+                rss.stop_event.set()
+                for process in [*workers, platform.process]:
+                    process.send_signal(signal.SIGTERM)
+                for process in [*workers, platform.process]:
+                    try:
+                        process.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(f"bench_ingest --stream kafka: {args.devices:,} devices x {METRICS_PER_READING} metrics, "
+          f"{args.messages:,} readings saturated at QoS 1, store influxdb, broker {args.broker}, "
+          f"{os.cpu_count()} CPUs; baseline = the in-process stream in the same run")
+    base = next((r["saturated"]["rate"] for r in results if r["label"] == "in-process"), math.nan)
+    print(table(
+        ["setup", "msgs/s", "vs in-process", "p50 ms", "p99 ms", "paced msgs/s", "paced p50 ms", "paced p99 ms",
+         "outcome"],
+        [[r["label"], fmt(r["saturated"]["rate"]), fmt(r["saturated"]["rate"] / base, 2), fmt(r["saturated"]["p50"]),
+          fmt(r["saturated"]["p99"]), fmt(r["paced"]["rate"]), fmt(r["paced"]["p50"]), fmt(r["paced"]["p99"]),
+          r["saturated"]["outcome"] if r["saturated"]["outcome"] != "complete" else r["paced"]["outcome"]]
+         for r in results]))
+    for r in results:
+        u = r["saturated"]["usage"]
+        print(f"  {r['label']}: saturated CPU (cores) platform {u['platform']:.2f}, broker {u['broker']:.2f}, "
+              f"other processes (Kafka, workers, InfluxDB) {others(u, r['saturated']['publisher_cpu']):.2f}; "
+              f"{r['saturated']['stored']:,.0f} stored in {r['saturated']['elapsed']:.1f}s")
+    return exit_code
+
+
 async def register(client: Any, fleet: Fleet, concurrency: int) -> tuple[int, float, int]:
     ids = fleet.devices + fleet.probes + fleet.alert_probes
     queue: asyncio.Queue[str] = asyncio.Queue()
@@ -1258,8 +1389,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rules-qos", type=int, choices=(0, 1), default=1, help="QoS of the rules phases")
     p.add_argument("--alert-probes", type=int, default=2,
                    help="devices timing reading-to-alert on the SSE stream (default 2)")
+    p.add_argument("--stream", choices=("inprocess", "kafka"), default="inprocess",
+                   help="kafka: compare the in-process stream with Kafka and 1 and 2 storage workers "
+                   "(InfluxDB; --devices defaults to 1000 then)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (platform log, databases)")
     args = p.parse_args(argv)
+    if args.stream == "kafka":
+        args.store = "influxdb"
+        if "--devices" not in (argv if argv is not None else sys.argv):
+            args.devices = 1000
     args.qos_list = [int(q) for q in args.qos.split(",") if q.strip()]
     if any(q not in (0, 1) for q in args.qos_list):
         p.error("--qos takes 0 and/or 1")
@@ -1511,6 +1649,8 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main() -> int:
     args = parse_args()
+    if args.stream == "kafka":
+        return asyncio.run(stream_comparison(args))
     return asyncio.run(main_async(args))
 
 

@@ -30,6 +30,7 @@ from iot_platform.application.commands.commands import AcknowledgeCommand
 from iot_platform.application.commands.delivery import CommandDelivery
 from iot_platform.application.commands.expiry import ExpirySweeper
 from iot_platform.application.commands.handlers import CommandHandler, CommandLimits
+from iot_platform.application.commands.ports import CommandPublisher
 from iot_platform.application.commands.queries import CommandStatusReader
 from iot_platform.application.devices.commands import ActivateDevice, RecordConnectivity
 from iot_platform.application.devices.handlers import DeviceCommandHandler
@@ -86,6 +87,7 @@ from iot_platform.infrastructure.readmodels.device_registry import (
 from iot_platform.infrastructure.readmodels.device_state import SqlDeviceState
 from iot_platform.infrastructure.readmodels.fleet_analytics import SqlFleetAnalytics
 from iot_platform.infrastructure.streaming.inprocess import InProcessTelemetryStream, SinkOptions
+from iot_platform.infrastructure.streaming.kafka_commands import EveryChannel, KafkaCommandChannel
 from iot_platform.infrastructure.streaming.kafka_events import KafkaDomainEventPublisher
 from iot_platform.infrastructure.streaming.kafka_telemetry import (
     KafkaDeadLetters,
@@ -166,6 +168,8 @@ class Commands:
     queries: SqlCommandQueries
     sweeper: ExpirySweeper
     publisher: MqttPublisher | None
+    kafka: KafkaCommandChannel | None = None
+    """With streaming.backend kafka: every pushed command also goes to the commands topic."""
 
 
 @dataclass
@@ -332,6 +336,8 @@ class Platform:
                 await channel.stop()
         if self.event_publisher is not None:
             await self.event_publisher.close()
+        if self.commands.kafka is not None:
+            await self.commands.kafka.close()
         if self.telemetry.dead_letters is not None:
             await self.telemetry.dead_letters.close()
         await self.telemetry.store.close()
@@ -473,7 +479,13 @@ def _commands(
             reconnect_initial=mqtt.reconnect_initial_seconds,
             reconnect_max=mqtt.reconnect_max_seconds,
         )
-    channel = MqttCommandChannel(publisher, mqtt.qos_level) if publisher is not None else None
+    channel: CommandPublisher | None = None
+    if publisher is not None:
+        channel = MqttCommandChannel(publisher, mqtt.qos_level)
+    kafka_channel = None
+    if settings.streaming.backend == "kafka":
+        kafka_channel = KafkaCommandChannel(settings.streaming.brokers, settings.streaming.topics.commands)
+        channel = kafka_channel if channel is None else EveryChannel([kafka_channel, channel])
     return Commands(
         handler=handler,
         delivery=CommandDelivery(
@@ -483,6 +495,7 @@ def _commands(
         queries=queries,
         sweeper=ExpirySweeper(handler, s.expiry_sweep_interval_seconds),
         publisher=publisher,
+        kafka=kafka_channel,
     )
 
 

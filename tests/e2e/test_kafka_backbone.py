@@ -32,7 +32,8 @@ def kcat_read(brokers: str, topic: str, count: int) -> list[tuple[str, dict[str,
     records = []
     for line in out.splitlines():
         key, headers, value = line.split("\t", 2)
-        records.append((key, dict(h.split("=", 1) for h in headers.split(",")), json.loads(value)))
+        pairs = [h.split("=", 1) for h in headers.split(",") if "=" in h]  # no headers: empty
+        records.append((key, {k: v for k, v in pairs}, json.loads(value)))
     return records
 
 
@@ -196,3 +197,22 @@ def test_dlq_list_and_replay_a_record_kcat_put_on_the_readings_topic(tmp_path: P
         # still not a reading: the storage writer's group dead-letters it again, as a new letter
         eventually(lambda: cli("list"), lambda out: "2 dead letters" in out, deadline=60)
         assert cli("replay").strip() == "replayed 1 dead letters"  # the new one; the first only once
+
+
+def test_a_command_pushed_to_a_device_is_on_the_commands_topic_for_kcat(tmp_path: Path, e2e_database_url: str) -> None:
+    brokers = require_service("IOT_TEST_KAFKA_BROKERS", "Kafka")
+    run = uuid4().hex[:8]
+    env = {k: v for k, v in scaled_out_env(run, brokers).items() if not k.startswith("IOT_TIMESERIES")}
+    with running_platform(tmp_path, e2e_database_url, **env, IOT_STREAMING__TOPICS__COMMANDS=f"commands-{run}") as running, \
+            httpx.Client(base_url=f"{running.base_url}/api", timeout=30) as api:
+        assert api.post("/devices", json={"device_id": "pump-1", "device_type": "pump"}).status_code == 201
+        issued = api.post("/devices/pump-1/commands", json={"command": "set_sampling_rate",
+                                                            "parameters": {"seconds": 30}, "ttl_seconds": 600})
+        assert issued.status_code in (201, 202), issued.text
+        command_id = issued.json()["command_id"]
+        eventually(lambda: api.get(f"/devices/pump-1/commands/{command_id}").json()["status"],
+                   lambda status: status == "sent")
+        [(key, _, value)] = kcat_read(brokers, f"commands-{run}", 1)
+    assert key == "pump-1"
+    assert (value["device_id"], value["command_id"], value["command"], value["parameters"]) == (
+        "pump-1", command_id, "set_sampling_rate", {"seconds": 30})

@@ -78,7 +78,7 @@ def _producer(brokers: str) -> AIOKafkaProducer:
     )
 
 
-class _LazyProducer:
+class LazyProducer:
     """Started on first use, so a broker that is down at start-up fails sends, not start-up."""
 
     def __init__(self, brokers: str) -> None:
@@ -111,7 +111,7 @@ class KafkaTelemetryStream:
 
     def __init__(self, brokers: list[str], topic: str) -> None:
         self.topic = topic
-        self._producer = _LazyProducer(",".join(brokers))
+        self._producer = LazyProducer(",".join(brokers))
 
     async def start(self) -> None:
         pass
@@ -141,7 +141,7 @@ class KafkaDeadLetters:
 
     def __init__(self, brokers: list[str], topic: str) -> None:
         self.topic = topic
-        self._producer = _LazyProducer(",".join(brokers))
+        self._producer = LazyProducer(",".join(brokers))
         self.sent = 0
 
     async def send(self, record: Record, reason: str, error: str, group: str) -> None:

@@ -50,6 +50,12 @@ Everything runs in one invocation, on one broker (the harness Mosquitto by defau
    over and over; an SSE client on ``/api/alerts/stream`` times each reading that raised one to
    its ``raised`` notice (reading-to-alert latency; see ``AlertProber``).
 
+``--stream kafka`` runs instead a comparison of streams (see ``stream_comparison``): the same
+QoS 1 load, saturated then paced, through the in-process stream and through Kafka with one and
+with two ``iot-platform worker --role storage`` processes, each setup a fresh platform on
+InfluxDB with its own devices (1,000 unless ``--devices``); the workers' counters are scraped
+from their ``--metrics-port``.
+
 QoS 0: the publishers publish at QoS 0. The platform keeps its configured QoS 1 subscription,
 so the broker delivers at min(0, 1) = 0: no PUBACK to the broker, no redelivery; a reading is
 lost if the broker's queue limit is hit or the platform dies. The bare subscriber subscribes at 0.
@@ -74,6 +80,7 @@ Run from the repository root, with the services up (``tools/services.sh start``)
     .venv/bin/python tools/bench_ingest.py --platform-env IOT_MQTT__PROTOCOL=3.1.1
     .venv/bin/python tools/bench_ingest.py --devices 100 --qos 1 --profile /tmp/platform.prof
     .venv/bin/python tools/bench_ingest.py --qos '' --paced 0     # only the rules comparison
+    .venv/bin/python tools/bench_ingest.py --stream kafka         # in-process vs Kafka, 1 and 2 workers
 
 Broker and InfluxDB come from ``IOT_TEST_MQTT_URL`` / ``IOT_TEST_INFLUX_*`` (else from
 ``tools/services.sh env``); ``--broker`` overrides the broker. ``--keep`` keeps the temp dir

@@ -12,6 +12,7 @@ import json
 import queue
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -291,23 +292,26 @@ def test_an_mqtt_rule_publishes_its_alerts_to_a_mosquitto_sub_client(platform: R
          notification_channels=["mqtt"], mqtt_topic="alerts/freezing")
     subscriber = subprocess.Popen(
         ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(platform.mqtt_port), "-q", "1",
-         "-t", "alerts/freezing", "-C", "1", "-W", "60"],
+         "-t", "alerts/freezing", "-C", "1", "-W", "180"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
         eventually(lambda: httpx.get(f"{platform.base_url}/metrics", follow_redirects=True).text,
                    lambda text: "iot_live_subscribers" in text)  # the platform is serving
-        # The subscriber may not be subscribed yet: publish until the alert's notice reaches it.
-        for i in range(30):
+        # The subscriber may not be subscribed yet, and the embedded broker (amqtt) was seen to
+        # route nothing to a fresh subscriber for a while even after its SUBACK: publish until
+        # a notice reaches it (each pair raises and resolves one alert).
+        give_up, i = time.monotonic() + 120, 0
+        while True:
             publish(platform, "sensor-1", temp=-5 - i)
             publish(platform, "sensor-1", temp=5)
             try:
                 out, _ = subscriber.communicate(timeout=1)
                 break
             except subprocess.TimeoutExpired:
-                continue
-        else:
-            raise AssertionError("no alert reached mosquitto_sub")
+                if time.monotonic() > give_up:
+                    raise AssertionError(f"no alert reached mosquitto_sub after {i + 1} alerts") from None
+                i += 1
     finally:
         if subscriber.poll() is None:
             subscriber.kill()

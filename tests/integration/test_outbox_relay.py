@@ -15,7 +15,6 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -43,6 +42,7 @@ from iot_platform.infrastructure.readmodels.device_commands import DeviceCommand
 from iot_platform.infrastructure.readmodels.device_registry import DeviceRegistryProjection
 from iot_platform.infrastructure.streaming.kafka_events import KafkaDomainEventPublisher
 from tests.conftest import require_service
+from tests.integration.kafka_topics import read_records
 
 pytestmark = pytest.mark.asyncio
 
@@ -100,18 +100,20 @@ async def read_models(engine: AsyncEngine, runner_projections: list[Any]) -> dic
     return tables
 
 
-async def consume_all(brokers: list[str], topic: str, count: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=",".join(brokers), auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await consumer.start()
+async def relay_everything(store: SqlAlchemyEventStore, brokers: list[str], batch_size: int) -> str:
+    """Relays the whole outbox to a new topic, the relay killed once between publish and mark
+    (so the first batch is on the topic twice); returns the topic."""
+    topic = f"iot-domain-events-{uuid4().hex[:8]}"
+    publisher = KafkaDomainEventPublisher(brokers, topic, build_event_serializer())
+    relay = OutboxRelay(DiesBeforeMarking(store), publisher, batch_size=batch_size)
     try:
-        messages: list[Any] = []
-        while len(messages) < count:
-            batch = await consumer.getmany(timeout_ms=1000)
-            messages += [m for ms in batch.values() for m in ms]
-        return messages
+        with pytest.raises(ConnectionError):
+            await relay.relay_once()
+        while await relay.relay_once():
+            pass
     finally:
-        await consumer.stop()
+        await publisher.close()
+    return topic
 
 
 async def test_every_event_is_relayed_once_marked_and_a_killed_relay_only_repeats(
@@ -121,19 +123,9 @@ async def test_every_event_is_relayed_once_marked_and_a_killed_relay_only_repeat
     store = SqlAlchemyEventStore(engine, serializer)
     await write_history(store)
     total = await store.last_position()
-    topic = f"iot-domain-events-{uuid4().hex[:8]}"
-    publisher = KafkaDomainEventPublisher(brokers, topic, serializer)
-    dying = DiesBeforeMarking(store)
-    relay = OutboxRelay(dying, publisher, batch_size=7)
-    try:
-        with pytest.raises(ConnectionError):
-            await relay.relay_once()  # published 1..7, then killed before marking them
-        while await relay.relay_once():
-            pass
-    finally:
-        await publisher.close()
+    topic = await relay_everything(store, brokers, batch_size=7)
     assert await store.pending_outbox(100) == []
-    messages = await consume_all(brokers, topic, total + 7)
+    messages = await read_records(brokers, topic, total + 7)
     positions = [int(json.loads(m.value)["position"]) for m in messages]
     assert positions == list(range(1, 8)) + list(range(1, total + 1))  # in order; 1..7 twice
     first = messages[0]
@@ -150,16 +142,7 @@ async def test_projections_fed_from_the_topic_equal_a_rebuild_from_the_store(
     store = SqlAlchemyEventStore(engine, serializer)
     await write_history(store)
     total = await store.last_position()
-    topic = f"iot-domain-events-{uuid4().hex[:8]}"
-    publisher = KafkaDomainEventPublisher(brokers, topic, serializer)
-    relay = OutboxRelay(DiesBeforeMarking(store), publisher, batch_size=5)
-    try:
-        with pytest.raises(ConnectionError):
-            await relay.relay_once()
-        while await relay.relay_once():
-            pass
-    finally:
-        await publisher.close()
+    topic = await relay_everything(store, brokers, batch_size=5)
 
     fed = projections()
     runner = ProjectionRunner(engine, store, fed, batch_size=4)

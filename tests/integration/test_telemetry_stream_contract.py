@@ -16,7 +16,7 @@ from uuid import uuid4
 
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from iot_platform.application.telemetry.model import Reading
 from iot_platform.infrastructure.observability import PlatformMetrics
@@ -27,6 +27,7 @@ from iot_platform.infrastructure.streaming.kafka_telemetry import (
     KafkaTelemetryStream,
 )
 from tests.conftest import require_service
+from tests.integration.kafka_topics import read_records
 
 pytestmark = pytest.mark.asyncio
 
@@ -104,17 +105,7 @@ class Harness:
             await self.dead_letters.close()
 
     async def dead(self, count: int) -> list[Any]:
-        consumer = AIOKafkaConsumer(self.dead_topic, bootstrap_servers=",".join(self.brokers),
-                                    auto_offset_reset="earliest", group_id=None)
-        await consumer.start()
-        try:
-            found: list[Any] = []
-            while len(found) < count:
-                batch = await consumer.getmany(timeout_ms=1000)
-                found += [m for ms in batch.values() for m in ms]
-            return found
-        finally:
-            await consumer.stop()
+        return await read_records(self.brokers, self.dead_topic, count)
 
 
 @pytest_asyncio.fixture(params=["inprocess", "kafka"])

@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 from iot_platform.application.commands.commands import CommandMessage
 from iot_platform.application.commands.ports import CommandPublisher, DeliveryFailed
 from iot_platform.infrastructure.mqtt.command_channel import command_payload
-from iot_platform.infrastructure.streaming.kafka_telemetry import LazyProducer
+from iot_platform.infrastructure.streaming.kafka_producer import LazyProducer
 
 
 class KafkaCommandChannel:

@@ -13,19 +13,18 @@ alerts, commands), so one partition is not what limits a deployment.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from iot_platform.application.ports import RecordedEvent
 from iot_platform.infrastructure.eventstore.serialization import EventSerializer
+from iot_platform.infrastructure.streaming.kafka_producer import LazyProducer
 
 log = logging.getLogger(__name__)
 
@@ -89,33 +88,21 @@ def decode_event(serializer: EventSerializer, value: bytes) -> RecordedEvent:
 
 
 class KafkaDomainEventPublisher:
-    """An idempotent producer (acks from every in-sync replica): a retried send is never
-    written twice, and one producer's records keep their order in the partition."""
+    """Publishes with the shared idempotent producer (see kafka_producer), creating the topic
+    with its one partition first."""
 
     def __init__(self, brokers: list[str], topic: str, serializer: EventSerializer) -> None:
         self._brokers = ",".join(brokers)
         self.topic = topic
         self._serializer = serializer
-        self._producer: AIOKafkaProducer | None = None
-
-    async def _started(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            await ensure_topic(self._brokers, self.topic, partitions=1)
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self._brokers, enable_idempotence=True, acks="all",
-                compression_type="gzip", linger_ms=5,
-            )
-            try:
-                await producer.start()
-            except BaseException:
-                with contextlib.suppress(KafkaError):
-                    await producer.stop()
-                raise
-            self._producer = producer
-        return self._producer
+        self._producer = LazyProducer(self._brokers)
+        self._topic_ready = False
 
     async def publish(self, events: Sequence[RecordedEvent]) -> None:
-        producer = await self._started()
+        if not self._topic_ready:
+            await ensure_topic(self._brokers, self.topic, partitions=1)
+            self._topic_ready = True
+        producer = await self._producer.get()
         pending = []
         for recorded in events:
             key, value, headers = encode_event(self._serializer, recorded)
@@ -123,7 +110,4 @@ class KafkaDomainEventPublisher:
         await asyncio.gather(*pending)
 
     async def close(self) -> None:
-        if self._producer is not None:
-            with contextlib.suppress(KafkaError):
-                await self._producer.stop()
-            self._producer = None
+        await self._producer.close()

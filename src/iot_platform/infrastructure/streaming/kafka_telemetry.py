@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from iot_platform.application.telemetry.model import Reading
@@ -33,6 +33,7 @@ from iot_platform.application.telemetry.stream import TelemetrySink
 from iot_platform.infrastructure.observability import PlatformMetrics
 from iot_platform.infrastructure.streaming.delivery import BatchDelivery
 from iot_platform.infrastructure.streaming.inprocess import SinkOptions
+from iot_platform.infrastructure.streaming.kafka_producer import LazyProducer
 
 log = logging.getLogger(__name__)
 
@@ -69,41 +70,6 @@ def decode_reading(value: bytes | None) -> Reading:
         )
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a reading: {exc!r}") from exc
-
-
-def _producer(brokers: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=brokers, enable_idempotence=True, acks="all",
-        compression_type="gzip", linger_ms=5, max_batch_size=256 * 1024,
-    )
-
-
-class LazyProducer:
-    """Started on first use, so a broker that is down at start-up fails sends, not start-up."""
-
-    def __init__(self, brokers: str) -> None:
-        self._brokers = brokers
-        self._producer: AIOKafkaProducer | None = None
-        self._starting = asyncio.Lock()
-
-    async def get(self) -> AIOKafkaProducer:
-        async with self._starting:
-            if self._producer is None:
-                producer = _producer(self._brokers)
-                try:
-                    await producer.start()
-                except BaseException:
-                    with contextlib.suppress(KafkaError):
-                        await producer.stop()
-                    raise
-                self._producer = producer
-        return self._producer
-
-    async def close(self) -> None:
-        if self._producer is not None:
-            with contextlib.suppress(KafkaError):
-                await self._producer.stop()
-            self._producer = None
 
 
 class KafkaTelemetryStream:

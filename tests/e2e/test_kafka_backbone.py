@@ -216,3 +216,35 @@ def test_a_command_pushed_to_a_device_is_on_the_commands_topic_for_kcat(tmp_path
     assert key == "pump-1"
     assert (value["device_id"], value["command_id"], value["command"], value["parameters"]) == (
         "pump-1", command_id, "set_sampling_rate", {"seconds": 30})
+
+
+def test_on_kafka_a_device_stream_client_sees_its_readings(tmp_path: Path, e2e_database_url: str) -> None:
+    import queue as queues
+
+    from tests.e2e.test_alerts import sse
+    from tests.e2e.test_telemetry import mosquitto_pub
+
+    brokers = require_service("IOT_TEST_KAFKA_BROKERS", "Kafka")
+    run = uuid4().hex[:8]
+    env = {k: v for k, v in scaled_out_env(run, brokers).items() if not k.startswith("IOT_TIMESERIES")}
+    with running_platform(tmp_path, e2e_database_url, **env) as running, \
+            httpx.Client(base_url=f"{running.base_url}/api", timeout=30) as api:
+        assert api.post("/devices", json={"device_id": "sensor-1", "device_type": "th"}).status_code == 201
+        stream = sse(running, "/api/devices/sensor-1/stream")
+        try:
+            # The live feed follows the topic from the newest record on, once its consumer has
+            # the partitions: publish until a reading comes through.
+            for i in range(60):
+                mosquitto_pub(running.mqtt_port, "devices/sensor-1/telemetry",
+                              message=json.dumps({"temperature": 20 + i}))
+                try:
+                    kind, reading = stream.events.get(timeout=1)
+                except queues.Empty:
+                    continue
+                if kind == "reading":
+                    break
+            else:
+                raise AssertionError("no reading reached the device stream")
+        finally:
+            stream.close()
+    assert reading["device_id"] == "sensor-1" and reading["metrics"]["temperature"] >= 20

@@ -19,6 +19,8 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
 from iot_platform.application.telemetry.model import Reading
+from iot_platform.application.telemetry.ports import PermanentWriteError
+from iot_platform.application.telemetry.sinks import StorageWriter
 from iot_platform.infrastructure.observability import PlatformMetrics
 from iot_platform.infrastructure.streaming.inprocess import InProcessTelemetryStream, SinkOptions
 from iot_platform.infrastructure.streaming.kafka_telemetry import (
@@ -177,4 +179,42 @@ async def test_on_kafka_a_record_that_is_not_a_reading_is_dead_lettered_as_undec
         assert headers["reason"] == "undecodable" and letter.value == b"\xa1not json"
         assert headers["source_partition"].isdigit()
     finally:
+        await harness.stop()
+
+
+class RefusingStore:
+    """A time-series store that refuses, for good, any reading of one device."""
+
+    def __init__(self) -> None:
+        self.written: set[tuple[str, int]] = set()
+
+    async def write(self, batch: Sequence[Reading]) -> None:
+        if any(r.device_id == "bad-0" for r in batch):
+            raise PermanentWriteError("field type conflict: temperature is float, got string")
+        self.written.update(keys(batch))
+
+
+async def test_on_kafka_a_reading_the_store_refuses_is_dead_lettered_with_its_source() -> None:
+    harness = Harness("kafka", PlatformMetrics())
+    store = RefusingStore()
+    writer = StorageWriter(store, harness.dead_letters.refused)  # type: ignore[arg-type]
+    consumer = KafkaSinkConsumer(harness.brokers, harness.topic, f"{harness.group}-storage", writer, OPTIONS,
+                                 harness.dead_letters, harness.metrics, letters_undecodable=True)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await harness.start()
+        good, bad = readings(20), readings(1, device="bad", start=500)
+        await harness.stream.publish(good[:10] + bad + good[10:])
+        while store.written != keys(good):
+            assert not task.done()
+            await asyncio.sleep(0.05)
+        [letter] = await harness.dead(1)
+        headers = {k: v.decode() for k, v in letter.headers}
+        assert headers["reason"] == "refused" and "field type conflict" in headers["error"]
+        assert headers["source_topic"] == harness.topic and letter.key == b"bad-0"
+        assert headers["group"] == f"{harness.group}-storage"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
         await harness.stop()

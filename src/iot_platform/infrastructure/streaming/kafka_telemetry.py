@@ -96,7 +96,7 @@ class KafkaTelemetryStream:
 
 # The records behind the batch a sink is handling, so that a sink's own dead letter (the
 # storage writer's refused readings) can name its source partition and offset.
-_sources: contextvars.ContextVar[dict[int, Any]] = contextvars.ContextVar("sources")
+_sources: contextvars.ContextVar[tuple[str, dict[int, Any]]] = contextvars.ContextVar("sources")
 
 
 
@@ -126,10 +126,10 @@ class KafkaDeadLetters:
 
     def refused(self, reading: Reading, reason: str) -> None:
         """A sink's own verdict that a reading can never be handled (in the sink's task)."""
-        record = _sources.get({}).get(id(reading))
+        group, records = _sources.get(("", {}))
+        record = records.get(id(reading))
         if record is None:
             return
-        group = f"sink:{record.topic}"
         asyncio.get_running_loop().create_task(self.send(record, "refused", reason, group))
 
     async def close(self) -> None:
@@ -137,11 +137,6 @@ class KafkaDeadLetters:
 
 
 Record: TypeAlias = ConsumerRecord  # [bytes, bytes]; aiokafka is untyped here
-
-
-def _with_sources(items: Sequence[tuple[Reading, Record]]) -> Callable[[], None]:
-    token = _sources.set({id(reading): record for reading, record in items})
-    return lambda: _sources.reset(token)
 
 
 class KafkaSinkConsumer:
@@ -174,10 +169,14 @@ class KafkaSinkConsumer:
         self._dead = dead_letters
         self._delivery: BatchDelivery[Record] = BatchDelivery(
             sink, metrics, max_attempts=max_attempts, retry_initial=options.retry_initial,
-            retry_max=options.retry_max, around=_with_sources,
+            retry_max=options.retry_max, around=self._with_sources,
         )
         self.assigned: set[int] = set()
         """Partitions this member holds now (for tests and the logs)."""
+
+    def _with_sources(self, items: Sequence[tuple[Reading, Record]]) -> Callable[[], None]:
+        token = _sources.set((self._name, {id(reading): record for reading, record in items}))
+        return lambda: _sources.reset(token)
 
     async def run(self) -> None:
         delay = self._options.retry_initial

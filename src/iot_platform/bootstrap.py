@@ -96,6 +96,7 @@ from iot_platform.infrastructure.streaming.kafka_telemetry import (
 )
 from iot_platform.infrastructure.timeseries.influx import InfluxTimeSeriesStore
 from iot_platform.infrastructure.timeseries.sqlite import SqliteTimeSeriesStore
+from iot_platform.presentation.coap.server import CoapIngestion
 from iot_platform.presentation.mqtt.contract import CommandAck, StatusReport
 from iot_platform.presentation.mqtt.ingestion import MqttIngestion
 
@@ -203,6 +204,7 @@ class Telemetry:
     mqtt: MqttIngestion | None
     broker: EmbeddedBroker | None
     dead_letters: KafkaDeadLetters | None = None
+    coap: CoapIngestion | None = None
     sinks: list[tuple[str, TelemetrySink, SinkOptions]] = field(default_factory=list)
     """(role, sink, options): in process, every sink is subscribed at once; on Kafka, each
     becomes a consumer group member in the processes that run its role."""
@@ -280,6 +282,8 @@ class Platform:
         self._spawn(self.commands.sweeper.run(), "command-expiry")
         if telemetry.mqtt is not None:
             self._spawn(telemetry.mqtt.run(), "mqtt-ingestion")
+        if telemetry.coap is not None:
+            await telemetry.coap.start()
         log.info("platform started (event store: %s, time series: %s)",
                  self.engine.url.get_backend_name(), self.settings.timeseries.backend)
 
@@ -318,6 +322,8 @@ class Platform:
         mqtt = next((t for t in self._tasks if t.get_name() == "mqtt-ingestion"), None)
         if mqtt is not None:
             await _cancel(mqtt)
+        if self.telemetry.coap is not None:
+            await self.telemetry.coap.stop()
         # No more acknowledgements come in; then nothing more goes out, before the broker goes.
         sweeper = next((t for t in self._tasks if t.get_name() == "command-expiry"), None)
         if sweeper is not None:
@@ -643,6 +649,10 @@ def _telemetry(
         broker=broker,
         dead_letters=dead_letters,
     )
+    coap = settings.coap
+    if coap.enabled:
+        telemetry.coap = CoapIngestion(coap.host, coap.port, ingest, limits.max_payload_bytes,
+                                       coap.allow_unauthenticated)
     telemetry.add_sink("storage", StorageWriter(store, refused), storage)
     # The latest state is not what acknowledges a device, so it batches longer (fewer upserts).
     telemetry.add_sink("state", state, replace(storage, durable=False, flush_interval=0.5))

@@ -23,6 +23,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @dataclass
 class RunningPlatform:
     base_url: str
@@ -30,6 +36,7 @@ class RunningPlatform:
     workdir: Path
     mqtt_port: int
     """The MQTT broker the platform subscribes to (its embedded one unless told otherwise)."""
+    coap_port: int = 0
 
 
 def platform_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -47,6 +54,7 @@ def running_platform(
     port = free_port()
     if "IOT_MQTT__BROKER_URL" not in env:
         env["IOT_MQTT__BROKER_URL"] = f"mqtt://127.0.0.1:{free_port()}"
+    env.setdefault("IOT_COAP__PORT", str(free_udp_port()))
     mqtt_port = int(env["IOT_MQTT__BROKER_URL"].rsplit(":", 1)[1])
     log = (workdir / "platform.log").open("a")
     process = subprocess.Popen(
@@ -60,7 +68,7 @@ def running_platform(
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_ready(base_url, process, deadline, workdir)
-        yield RunningPlatform(base_url, process, workdir, mqtt_port)
+        yield RunningPlatform(base_url, process, workdir, mqtt_port, int(env["IOT_COAP__PORT"]))
     finally:
         process.terminate()
         try:

@@ -1,0 +1,129 @@
+"""CoAP telemetry end to end, driven by aiocoap-client (a real CoAP client) and raw UDP datagrams.
+
+Given a running platform and a registered device, readings POSTed as CBOR or JSON to
+/devices/{id}/telemetry or /sensors are stored; malformed CBOR, a wrong content format, an
+unknown device and an oversized payload get the 4.xx the contract names; and a datagram sent
+twice with the same message id is stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import struct
+import subprocess
+from pathlib import Path
+
+import cbor2
+import httpx
+import pytest
+
+from tests.e2e.platform_process import BIN, RunningPlatform
+from tests.e2e.test_telemetry import eventually, register
+
+pytestmark = pytest.mark.e2e
+
+
+def coap(platform: RunningPlatform, path: str, *args: str) -> tuple[str, str]:
+    """(response code, payload) of a POST to coap://.../path by aiocoap-client, which prints
+    the payload of a success and the code line, then the payload, of anything else."""
+    done = subprocess.run(
+        [str(BIN / "aiocoap-client"), "-m", "POST", *args, f"coap://127.0.0.1:{platform.coap_port}{path}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    out = (done.stdout + done.stderr).strip()
+    if re.match(r"^[45]\.\d\d ", out):
+        first, _, rest = out.partition("\n")
+        return first, rest
+    assert done.returncode == 0, out
+    return "2.xx", out
+
+
+def readings(api: httpx.Client, device: str) -> list[dict[str, object]]:
+    response = api.get(f"/devices/{device}/data", params={"from": "2020-01-01T00:00:00Z", "limit": 100})
+    assert response.status_code == 200, response.text
+    return list(response.json()["readings"])
+
+
+def test_cbor_and_json_readings_are_stored(platform: RunningPlatform, api: httpx.Client, tmp_path: Path) -> None:
+    register(api, "sensor-1")
+    register(api, "sensor-2")
+    cbor_file = tmp_path / "reading.cbor"
+    cbor_file.write_bytes(cbor2.dumps({"timestamp": "2026-01-01T00:00:00Z", "temperature": 21.5}))
+    # raw CBOR bytes from a file, and CBOR recoded by the client from diagnostic notation
+    assert coap(platform, "/devices/sensor-1/telemetry", "--content-format", "application/cbor",
+                "--payload", f"@{cbor_file}")[1] == "stored"
+    assert coap(platform, "/devices/sensor-1/telemetry", "--content-format", "application/cbor",
+                "--payload", '{"timestamp": "2026-01-01T00:00:01Z", "metrics": {"temperature": 22.5}}')[1] == "stored"
+    assert coap(platform, "/sensors", "--content-format", "application/json", "--payload",
+                json.dumps({"device_id": "sensor-2", "timestamp": "2026-01-01T00:00:00Z", "humidity": 40}))[1] == "stored"
+    got = eventually(lambda: readings(api, "sensor-1"), lambda r: len(r) == 2)
+    assert [r["metrics"] for r in got] == [{"temperature": 21.5}, {"temperature": 22.5}]
+    assert [r["metrics"] for r in eventually(lambda: readings(api, "sensor-2"), lambda r: len(r) == 1)] == [
+        {"humidity": 40}]
+
+
+def test_bad_requests_get_the_code_that_says_why(platform: RunningPlatform, api: httpx.Client, tmp_path: Path) -> None:
+    register(api, "sensor-1")
+    broken = tmp_path / "broken.cbor"
+    broken.write_bytes(b"\xbf\x61")  # an indefinite map cut short
+    first, why = coap(platform, "/devices/sensor-1/telemetry", "--content-format", "application/cbor",
+                      "--payload", f"@{broken}")
+    assert first.startswith("4.00") and "undecodable CBOR" in why
+    first, why = coap(platform, "/devices/sensor-1/telemetry", "--content-format", "0", "--payload", "21.5")
+    assert first.startswith("4.15") and "content-format 0" in why
+    first, why = coap(platform, "/devices/nobody/telemetry", "--content-format", "application/json",
+                      "--payload", '{"temperature": 1}')
+    assert first.startswith("4.04") and "unknown_device" in why
+    first, why = coap(platform, "/sensors", "--content-format", "application/json", "--payload", '{"temperature": 1}')
+    assert first.startswith("4.00") and "device_id" in why
+    first, why = coap(platform, "/devices/sensor-1/telemetry", "--content-format", "application/json",
+                      "--payload", '{"temperature": "hot", "timestamp": "not a time"}')
+    assert first.startswith("4.00") and "timestamp" in why
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"temperature": 1, "note": "x" * 70_000}))
+    first, _ = coap(platform, "/devices/sensor-1/telemetry", "--content-format", "application/json",
+                    "--payload", f"@{big}")
+    assert first.startswith("4.13")
+    assert readings(api, "sensor-1") == []
+
+
+def datagram(message_id: int, confirmable: bool, path: list[str], payload: bytes) -> bytes:
+    """A CoAP POST built by hand (RFC 7252 section 3), independent of aiocoap."""
+    version, mtype, token = 1, 0 if confirmable else 1, b"\x42"
+    header = struct.pack("!BBH", (version << 6) | (mtype << 4) | len(token), 0x02, message_id)
+    options, last = b"", 0
+    for number, value in [(11, p.encode()) for p in path] + [(12, bytes([50]))]:  # Uri-Path, Content-Format
+        delta, last = number - last, number
+        assert delta < 13 and len(value) < 13
+        options += bytes([(delta << 4) | len(value)]) + value
+    return header + token + options + b"\xff" + payload
+
+
+def exchange(udp: socket.socket, port: int, message: bytes) -> int:
+    """Sends ``message`` and returns the response code byte of the answer, acknowledging a
+    separate (confirmable) response; an empty ACK alone means "the answer follows"."""
+    udp.sendto(message, ("127.0.0.1", port))
+    while True:
+        answer = udp.recv(2048)
+        mtype, code = (answer[0] >> 4) & 0b11, answer[1]
+        if mtype == 0:  # a separate confirmable response: acknowledge it
+            udp.sendto(struct.pack("!BBH", 0x60, 0, struct.unpack("!H", answer[2:4])[0]), ("127.0.0.1", port))
+        if code != 0:
+            return code
+
+
+@pytest.mark.parametrize("confirmable", [True, False], ids=["CON", "NON"])
+def test_the_same_message_twice_is_stored_once(platform: RunningPlatform, api: httpx.Client, confirmable: bool) -> None:
+    register(api, "sensor-1")
+    # no timestamp and no message id: only the CoAP message id tells the repeat apart
+    path = ["devices", "sensor-1", "telemetry"]
+    message = datagram(0x1234, confirmable, path, b'{"temperature": 5}')
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(10)
+        assert exchange(udp, platform.coap_port, message) == 0x41  # 2.01 Created
+        udp.sendto(message, ("127.0.0.1", platform.coap_port))  # the repeat: answered from cache, or not
+        assert exchange(udp, platform.coap_port, datagram(0x1235, confirmable, path, b'{"temperature": 6}')) == 0x41
+    got = eventually(lambda: readings(api, "sensor-1"), lambda r: len(r) >= 2)
+    assert [r["metrics"] for r in got] == [{"temperature": 5}, {"temperature": 6}]

@@ -96,7 +96,7 @@ from iot_platform.infrastructure.streaming.kafka_telemetry import (
 )
 from iot_platform.infrastructure.timeseries.influx import InfluxTimeSeriesStore
 from iot_platform.infrastructure.timeseries.sqlite import SqliteTimeSeriesStore
-from iot_platform.presentation.coap.server import CoapIngestion
+from iot_platform.presentation.coap.server import CoapCommands, CoapIngestion
 from iot_platform.presentation.mqtt.contract import CommandAck, StatusReport
 from iot_platform.presentation.mqtt.ingestion import MqttIngestion
 
@@ -275,6 +275,8 @@ class Platform:
             self._spawn(self._maintain(), "timeseries-maintenance")
         if not front:
             return
+        if telemetry.coap is not None:  # first: a taken port stops start-up before anything else
+            await telemetry.coap.start()
         if telemetry.broker is not None:
             await telemetry.broker.start()
         if self.commands.publisher is not None:
@@ -282,8 +284,6 @@ class Platform:
         self._spawn(self.commands.sweeper.run(), "command-expiry")
         if telemetry.mqtt is not None:
             self._spawn(telemetry.mqtt.run(), "mqtt-ingestion")
-        if telemetry.coap is not None:
-            await telemetry.coap.start()
         log.info("platform started (event store: %s, time series: %s)",
                  self.engine.url.get_backend_name(), self.settings.timeseries.backend)
 
@@ -651,8 +651,10 @@ def _telemetry(
     )
     coap = settings.coap
     if coap.enabled:
-        telemetry.coap = CoapIngestion(coap.host, coap.port, ingest, limits.max_payload_bytes,
-                                       coap.allow_unauthenticated)
+        telemetry.coap = CoapIngestion(
+            coap.host, coap.port, ingest, limits.max_payload_bytes, coap.allow_unauthenticated,
+            CoapCommands(commands.delivery, commands.handler, settings.commands.max_wait_seconds),
+        )
     telemetry.add_sink("storage", StorageWriter(store, refused), storage)
     # The latest state is not what acknowledges a device, so it batches longer (fewer upserts).
     telemetry.add_sink("state", state, replace(storage, durable=False, flush_interval=0.5))

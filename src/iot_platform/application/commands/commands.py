@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from iot_platform.domain.aggregate import EventContext
@@ -39,6 +39,20 @@ class CommandMessage:
     parameters: dict[str, Any]
     issued_at: datetime
     expires_at: datetime
+
+    def payload(self) -> dict[str, object]:
+        """The device contract's JSON object (MQTT, CoAP, Kafka): ISO 8601 UTC times."""
+        return {
+            "command_id": self.command_id,
+            "command": self.command,
+            "parameters": self.parameters,
+            "issued_at": _iso_utc(self.issued_at),
+            "expires_at": _iso_utc(self.expires_at),
+        }
+
+
+def _iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 
 from iot_platform.application.commands.changes import CommandChanges
 from iot_platform.application.commands.commands import CommandMessage, IssueCommand, IssuedCommand
@@ -58,16 +59,22 @@ class CommandDelivery:
             sent += await self._push(view.command_id)
         return sent
 
-    async def poll(self, device_id: str, wait: float) -> list[CommandMessage]:
-        """An HTTP device's long poll: its pending commands, marked sent, as soon as there are
-        any, or an empty list after ``wait`` seconds."""
+    async def poll(
+        self, device_id: str, wait: float, channel: str = "http", exclude: Collection[str] = ()
+    ) -> list[CommandMessage]:
+        """A polling device's long poll (HTTP, or a CoAP observation): its pending commands,
+        marked sent on ``channel``, as soon as there are any, or an empty list after ``wait``
+        seconds. ``exclude``: commands this client was already given (an observation is pushed
+        each command once; a poll without it is given every unconfirmed command again)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
             mark = self._changes.mark()
             messages: list[CommandMessage] = []
             for view in await self._queries.pending(device_id, self._clock.now()):
-                message = await self._handler.send(view.command_id, "http")
+                if view.command_id in exclude:
+                    continue
+                message = await self._handler.send(view.command_id, channel)
                 if message is not None:
                     messages.append(message)
             remaining = deadline - loop.time()

@@ -6,25 +6,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from iot_platform.application.commands.commands import CommandMessage
 from iot_platform.application.commands.ports import DeliveryFailed
 from iot_platform.infrastructure.mqtt.publisher import MqttPublisher, PublishFailed
-
-
-def iso_utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def command_payload(message: CommandMessage) -> dict[str, object]:
-    return {
-        "command_id": message.command_id,
-        "command": message.command,
-        "parameters": message.parameters,
-        "issued_at": iso_utc(message.issued_at),
-        "expires_at": iso_utc(message.expires_at),
-    }
 
 
 class MqttCommandChannel:
@@ -35,7 +20,7 @@ class MqttCommandChannel:
         self._qos = qos
 
     async def publish(self, message: CommandMessage) -> None:
-        payload = json.dumps(command_payload(message)).encode()
+        payload = json.dumps(message.payload()).encode()
         try:
             await self._publisher.publish(f"devices/{message.device_id}/commands", payload, self._qos)
         except PublishFailed as exc:

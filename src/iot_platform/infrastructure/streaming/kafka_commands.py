@@ -16,7 +16,6 @@ from aiokafka.errors import KafkaError
 
 from iot_platform.application.commands.commands import CommandMessage
 from iot_platform.application.commands.ports import CommandPublisher, DeliveryFailed
-from iot_platform.infrastructure.mqtt.command_channel import command_payload
 from iot_platform.infrastructure.streaming.kafka_producer import LazyProducer
 
 
@@ -28,7 +27,7 @@ class KafkaCommandChannel:
         self._producer = LazyProducer(",".join(brokers))
 
     async def publish(self, message: CommandMessage) -> None:
-        record = {"device_id": message.device_id, **command_payload(message)}
+        record = {"device_id": message.device_id, **message.payload()}
         try:
             producer = await self._producer.get()
             await producer.send_and_wait(self.topic, json.dumps(record).encode(),

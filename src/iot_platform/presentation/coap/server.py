@@ -19,6 +19,7 @@ never reach ingestion twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -29,9 +30,21 @@ import cbor2
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.contentformat import ContentFormat
 
+from iot_platform.application.commands.commands import AcknowledgeCommand, CommandMessage
+from iot_platform.application.commands.delivery import CommandDelivery
+from iot_platform.application.commands.handlers import CommandHandler
+from iot_platform.application.errors import NotFound
 from iot_platform.application.telemetry.ingestion import IngestTelemetry
 from iot_platform.application.telemetry.model import Candidate, Outcome, Rejection, Status
-from iot_platform.presentation.mqtt.contract import candidate_from_body, undecodable
+from iot_platform.domain.commands import CommandStatus
+from iot_platform.domain.errors import DomainError
+from iot_platform.presentation.mqtt.contract import (
+    CommandAck,
+    MalformedAck,
+    command_ack,
+    candidate_from_body,
+    undecodable,
+)
 from iot_platform.presentation.wire import WireError
 
 log = logging.getLogger(__name__)
@@ -125,37 +138,120 @@ class SensorsResource(resource.Resource):  # type: ignore[misc]  # aiocoap is un
         return await self._telemetry.post(request, None)
 
 
-class DevicesResource(resource.Resource, resource.PathCapable):  # type: ignore[misc]
-    """``/devices/{id}/...``: ``POST /devices/{id}/telemetry``."""
+class DevicesResource(resource.ObservableResource, resource.PathCapable):  # type: ignore[misc]
+    """``/devices/{id}/...``: ``POST telemetry``, ``GET commands`` (observable), ``POST
+    commands/ack``.
 
-    def __init__(self, telemetry: _Telemetry) -> None:
+    ``GET commands`` answers the device's pending commands, marked sent on the ``coap``
+    channel. With Observe, each later command is pushed as a notification as soon as it is
+    issued (a long poll per observation, ended with it).
+    """
+
+    def __init__(self, telemetry: _Telemetry, commands: CoapCommands | None) -> None:
         super().__init__()
         self._telemetry = telemetry
+        self._commands = commands
 
-    async def render(self, request: aiocoap.Message) -> aiocoap.Message:
+    async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         path = request.opt.uri_path
         if len(path) == 2 and path[1] == "telemetry" and path[0]:
-            if request.code != Code.POST:
-                return _answer(Code.METHOD_NOT_ALLOWED, "POST readings to /devices/{id}/telemetry")
             return await self._telemetry.post(request, path[0])
-        return _answer(Code.NOT_FOUND, "no such resource: /devices/{id}/telemetry takes readings")
+        if len(path) == 3 and path[1:] == ("commands", "ack") and self._commands is not None:
+            return await self._commands.acknowledge(request, path[0])
+        return _answer(Code.NOT_FOUND, "no such resource: POST /devices/{id}/telemetry or /devices/{id}/commands/ack")
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        device_id = self._commands_of(request)
+        if device_id is None or self._commands is None:
+            return _answer(Code.NOT_FOUND, "no such resource: GET /devices/{id}/commands")
+        return await self._commands.pending(request, device_id)
+
+    async def add_observation(self, request: aiocoap.Message, observation: Any) -> None:
+        device_id = self._commands_of(request)
+        if device_id is None or self._commands is None:
+            return  # not observable: the answer is sent without Observe
+        follow = asyncio.get_running_loop().create_task(self._commands.follow(request, device_id, observation))
+        observation.accept(follow.cancel)
+
+    @staticmethod
+    def _commands_of(request: aiocoap.Message) -> str | None:
+        path = request.opt.uri_path
+        return path[0] if len(path) == 2 and path[1] == "commands" and path[0] else None
+
+
+class CoapCommands:
+    """Device commands over CoAP, for devices that poll or observe instead of keeping an MQTT
+    session: the same delivery (``CommandDelivery.poll``) and acknowledgement as HTTP."""
+
+    def __init__(self, delivery: CommandDelivery, handler: CommandHandler, wait: float = 30.0) -> None:
+        self._delivery = delivery
+        self._handler = handler
+        self._wait = wait
+
+    async def pending(self, request: aiocoap.Message, device_id: str) -> aiocoap.Message:
+        return self._listing(request, await self._delivery.poll(device_id, 0, channel="coap"))
+
+    async def follow(self, request: aiocoap.Message, device_id: str, observation: Any) -> None:
+        """Pushes each command to one observer once, as soon as it is pending, until the
+        observer goes away. (Its first notification may repeat what the registration's answer
+        carried: devices tolerate a repeated command id, as on MQTT.)"""
+        given: set[str] = set()
+        while True:
+            try:
+                messages = await self._delivery.poll(device_id, self._wait, channel="coap", exclude=given)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the next round tries again; the commands stay pending
+                log.exception("CoAP command delivery to %s failed", device_id)
+                await asyncio.sleep(1.0)
+                continue
+            if messages:
+                given.update(m.command_id for m in messages)
+                observation.trigger(self._listing(request, messages))
+
+    async def acknowledge(self, request: aiocoap.Message, device_id: str) -> aiocoap.Message:
+        try:
+            body = _decode(request)
+        except _Refusal as refusal:
+            return _answer(refusal.code, refusal.text)
+        ack = command_ack(device_id, json.dumps(body).encode()) if isinstance(body, dict) else None
+        if not isinstance(ack, CommandAck):
+            problem = ack.problem if isinstance(ack, MalformedAck) else "an acknowledgement is an object"
+            return _answer(Code.BAD_REQUEST, problem)
+        try:
+            await self._handler.acknowledge(
+                AcknowledgeCommand(device_id, ack.command_id, CommandStatus(ack.status), ack.result))
+        except NotFound as exc:
+            return _answer(Code.NOT_FOUND, str(exc))
+        except DomainError as exc:
+            return _answer(Code.CONFLICT, str(exc))
+        return _answer(Code.CHANGED, "acknowledged")
+
+    @staticmethod
+    def _listing(request: aiocoap.Message, messages: list[CommandMessage]) -> aiocoap.Message:
+        body = {"commands": [m.payload() for m in messages]}
+        if request.opt.accept == ContentFormat.CBOR:
+            return aiocoap.Message(code=Code.CONTENT, payload=cbor2.dumps(body), content_format=ContentFormat.CBOR)
+        return aiocoap.Message(code=Code.CONTENT, payload=json.dumps(body).encode(), content_format=ContentFormat.JSON)
 
 
 class CoapIngestion:
     """The CoAP listener; ``start`` binds UDP ``host:port``, ``stop`` releases it."""
 
     def __init__(self, host: str, port: int, ingest: IngestTelemetry, max_payload_bytes: int,
-                 allow_unauthenticated: bool) -> None:
+                 allow_unauthenticated: bool, commands: CoapCommands | None = None) -> None:
         self._bind = (host, port)
         telemetry = _Telemetry(ingest, max_payload_bytes, allow_unauthenticated)
         self._site = resource.Site()
         self._site.add_resource(["sensors"], SensorsResource(telemetry))
-        self._site.add_resource(["devices"], DevicesResource(telemetry))
+        self._site.add_resource(["devices"], DevicesResource(telemetry, commands))
         self._context: aiocoap.Context | None = None
 
     async def start(self) -> None:
         try:
-            self._context = await aiocoap.Context.create_server_context(self._site, bind=self._bind)
+            # UDP only: aiocoap would otherwise also open CoAP over TCP, TLS and WebSockets.
+            self._context = await aiocoap.Context.create_server_context(
+                self._site, bind=self._bind, transports=["udp6"])
         except OSError as exc:
             raise RuntimeError(
                 f"the CoAP listener cannot bind UDP {self._bind[0]}:{self._bind[1]} ({exc}): set "

@@ -48,7 +48,7 @@ class MalformedAck:
 _ACK_STATUSES = ("delivered", "succeeded", "failed")
 
 
-def _command_ack(device_id: str, payload: bytes) -> CommandAck | MalformedAck:
+def command_ack(device_id: str, payload: bytes) -> CommandAck | MalformedAck:
     try:
         body = decode_body(payload)
     except WireError as exc:
@@ -123,7 +123,7 @@ def parse_message(
     if len(parts) == 3 and parts[0] == "devices" and parts[2] == "status":
         return _status(parts[1], payload)
     if len(parts) == 4 and parts[0] == "devices" and parts[2:] == ["commands", "ack"]:
-        return _command_ack(parts[1], payload)
+        return command_ack(parts[1], payload)
     return None
 
 

@@ -182,3 +182,18 @@ def test_an_observing_device_is_pushed_its_commands_and_acknowledges_them(
     first_line, text = coap(platform, "/devices/valve-1/commands/ack", "--content-format", "application/json",
                             "--payload", json.dumps({"command_id": "nope", "status": "succeeded"}))
     assert first_line.startswith("4.04")
+
+
+def test_with_unauthenticated_coap_off_every_request_is_refused(tmp_path: Path, e2e_database_url: str) -> None:
+    from tests.e2e.platform_process import running_platform
+
+    with running_platform(tmp_path, e2e_database_url, IOT_COAP__ALLOW_UNAUTHENTICATED="false") as running, \
+            httpx.Client(base_url=f"{running.base_url}/api", timeout=30) as api:
+        register(api, "sensor-1")
+        first, _ = coap(running, "/devices/sensor-1/telemetry", "--content-format", "application/json",
+                        "--payload", '{"temperature": 1}')
+        assert first.startswith("4.01")
+        first, _ = coap(running, "/devices/sensor-1/commands/ack", "--content-format", "application/json",
+                        "--payload", '{"command_id": "x", "status": "succeeded"}')
+        assert first.startswith("4.01")
+        assert readings(api, "sensor-1") == []

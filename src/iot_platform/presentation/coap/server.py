@@ -85,11 +85,12 @@ class _Telemetry:
     def __init__(self, ingest: IngestTelemetry, max_payload_bytes: int, allow_unauthenticated: bool) -> None:
         self._ingest = ingest
         self._max = max_payload_bytes
-        self._open = allow_unauthenticated
+        self.open = allow_unauthenticated
+        """Unauthenticated requests are served (nothing else is possible yet)."""
 
     async def post(self, request: aiocoap.Message, device_id: str | None) -> aiocoap.Message:
         try:
-            if not self._open:
+            if not self.open:
                 raise _Refusal(Code.UNAUTHORIZED, "this CoAP endpoint needs an authenticated device")
             size = len(request.payload)
             if size > self._max:
@@ -157,6 +158,8 @@ class DevicesResource(resource.ObservableResource, resource.PathCapable):  # typ
         if len(path) == 2 and path[1] == "telemetry" and path[0]:
             return await self._telemetry.post(request, path[0])
         if len(path) == 3 and path[1:] == ("commands", "ack") and self._commands is not None:
+            if not self._telemetry.open:
+                return _answer(Code.UNAUTHORIZED, "this CoAP endpoint needs an authenticated device")
             return await self._commands.acknowledge(request, path[0])
         return _answer(Code.NOT_FOUND, "no such resource: POST /devices/{id}/telemetry or /devices/{id}/commands/ack")
 
@@ -164,11 +167,13 @@ class DevicesResource(resource.ObservableResource, resource.PathCapable):  # typ
         device_id = self._commands_of(request)
         if device_id is None or self._commands is None:
             return _answer(Code.NOT_FOUND, "no such resource: GET /devices/{id}/commands")
+        if not self._telemetry.open:
+            return _answer(Code.UNAUTHORIZED, "this CoAP endpoint needs an authenticated device")
         return await self._commands.pending(request, device_id)
 
     async def add_observation(self, request: aiocoap.Message, observation: Any) -> None:
         device_id = self._commands_of(request)
-        if device_id is None or self._commands is None:
+        if device_id is None or self._commands is None or not self._telemetry.open:
             return  # not observable: the answer is sent without Observe
         follow = asyncio.get_running_loop().create_task(self._commands.follow(request, device_id, observation))
         observation.accept(follow.cancel)

@@ -27,6 +27,9 @@ class FakeDirectory:
     def forget(self, device_id: str) -> None:
         self.forgotten.append(device_id)
 
+    def activated(self, device_id: str, info: DeviceInfo) -> None:
+        self.devices[device_id] = info.status
+
 
 class FakeActivator:
     def __init__(self, directory: FakeDirectory) -> None:
@@ -160,6 +163,25 @@ async def test_the_first_reading_activates_a_registered_device_once() -> None:
     await ingest.ingest([reading("d1")], "mqtt")
     assert activator.activated == ["d1"]
     assert [r.device_type for r in stream.published] == ["th"] * 4
+
+
+class LaggingActivator(FakeActivator):
+    """Activates in the event store only: the registry (the directory's source) lags behind."""
+
+    async def activate(self, device_id: str) -> None:
+        self.activated.append(device_id)
+
+
+async def test_a_device_is_activated_once_while_the_registry_still_shows_it_registered() -> None:
+    directory = FakeDirectory({"d1": DeviceStatus.REGISTERED})
+    activator = LaggingActivator(directory)
+    ingest = IngestTelemetry(directory, activator, FakeStream(), CountingMetrics(),
+                             IngestionLimits(max_payload_bytes=1000, max_metrics=3, dedup_window=100),
+                             clock_ns=lambda: NOW)
+    for ts in (NOW - 3, NOW - 2, NOW - 1):
+        await ingest.ingest([reading("d1", ts=ts)], "mqtt")
+    assert activator.activated == ["d1"]
+    assert directory.forgotten == []
 
 
 async def test_a_reading_for_another_device_than_the_authenticated_one_is_refused() -> None:

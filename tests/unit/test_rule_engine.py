@@ -102,6 +102,8 @@ class Directory:
 
     def forget(self, device_id: str) -> None: ...
 
+    def activated(self, device_id: str, info: DeviceInfo) -> None: ...
+
 
 class Clock:
     def __init__(self, now: float = T0) -> None:

@@ -20,7 +20,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from iot_platform.application.analytics.ports import AcceptedReadings
 from iot_platform.application.telemetry.model import (
@@ -285,5 +285,8 @@ class IngestTelemetry:
                 await self._activator.activate(device_id)
             except Exception:  # the readings are stored; activation is retried on the next one
                 log.exception("could not activate device %s", device_id)
-            finally:
                 self._directory.forget(device_id)
+            else:
+                # Not forget: the registry shows the activation only once its projection has
+                # run, and until then every batch would activate the device again.
+                self._directory.activated(device_id, replace(devices[device_id], status=DeviceStatus.ACTIVE))

@@ -84,6 +84,11 @@ class DeviceDirectory(Protocol):
         """Drops a cached answer after this process changed the device."""
         ...
 
+    def activated(self, device_id: str, info: DeviceInfo) -> None:
+        """This process just activated the device: answer it as active from now on, even
+        before the registry's read model shows it (which it does asynchronously)."""
+        ...
+
 
 class DeviceActivator(Protocol):
     async def activate(self, device_id: str) -> None:

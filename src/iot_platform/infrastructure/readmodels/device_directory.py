@@ -73,3 +73,6 @@ class CachedDeviceDirectory:
 
     def forget(self, device_id: str) -> None:
         self._cache.pop(device_id, None)
+
+    def activated(self, device_id: str, info: DeviceInfo) -> None:
+        self._store(device_id, time.monotonic() + self._ttl, info)

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+import pytest_asyncio
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -116,12 +117,17 @@ async def relay_everything(store: SqlAlchemyEventStore, brokers: list[str], batc
     return topic
 
 
+@pytest_asyncio.fixture
+async def store(engine: AsyncEngine) -> SqlAlchemyEventStore:
+    """An event store holding the history above, none of it relayed yet."""
+    given = SqlAlchemyEventStore(engine, build_event_serializer())
+    await write_history(given)
+    return given
+
+
 async def test_every_event_is_relayed_once_marked_and_a_killed_relay_only_repeats(
-    engine: AsyncEngine, brokers: list[str]
+    store: SqlAlchemyEventStore, brokers: list[str]
 ) -> None:
-    serializer = build_event_serializer()
-    store = SqlAlchemyEventStore(engine, serializer)
-    await write_history(store)
     total = await store.last_position()
     topic = await relay_everything(store, brokers, batch_size=7)
     assert await store.pending_outbox(100) == []
@@ -136,11 +142,9 @@ async def test_every_event_is_relayed_once_marked_and_a_killed_relay_only_repeat
 
 
 async def test_projections_fed_from_the_topic_equal_a_rebuild_from_the_store(
-    engine: AsyncEngine, brokers: list[str]
+    engine: AsyncEngine, store: SqlAlchemyEventStore, brokers: list[str]
 ) -> None:
     serializer = build_event_serializer()
-    store = SqlAlchemyEventStore(engine, serializer)
-    await write_history(store)
     total = await store.last_position()
     topic = await relay_everything(store, brokers, batch_size=5)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+
+from collections.abc import Callable, Iterable, Sequence
 
 import pytest
 
-from iot_platform.application.telemetry.ingestion import IngestionLimits, IngestTelemetry
+from iot_platform.application.telemetry.ingestion import BatchOrder, IngestionLimits, IngestTelemetry
 from iot_platform.application.telemetry.model import Candidate, Reading, Rejection, Status
 from iot_platform.application.telemetry.ports import DeviceInfo, PermanentWriteError
 from iot_platform.domain.devices import DeviceStatus
@@ -46,10 +48,12 @@ class FakeStream:
         self.published: list[Reading] = []
         self.fail = False
 
-    async def publish(self, readings: Sequence[Reading]) -> None:
+    async def publish(self, readings: Sequence[Reading], on_queued: Callable[[], None] | None = None) -> None:
         if self.fail:
             raise ConnectionError("store down")
         self.published.extend(readings)
+        if on_queued is not None:
+            on_queued()
 
 
 class CountingMetrics:
@@ -232,3 +236,45 @@ async def test_a_transient_store_failure_is_raised_for_the_stream_to_retry() -> 
 
     with pytest.raises(ConnectionRefusedError):
         await StorageWriter(DownStore()).handle([Reading("d1", 1, {"t": 1})])  # type: ignore[arg-type]
+
+
+class SlowFirstLookup(FakeDirectory):
+    """The first lookup waits until released (a registry query), later ones answer at once."""
+
+    def __init__(self, devices: dict[str, DeviceStatus]) -> None:
+        super().__init__(devices)
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    async def lookup(self, device_ids: Iterable[str]) -> dict[str, DeviceInfo]:
+        self.calls += 1
+        if self.calls == 1:
+            await self.release.wait()
+        return await super().lookup(device_ids)
+
+
+async def test_batches_ingested_at_once_enter_the_stream_in_the_order_they_came() -> None:
+    directory = SlowFirstLookup({"d1": DeviceStatus.ACTIVE})
+    stream = FakeStream()
+    ingest = IngestTelemetry(directory, FakeActivator(directory), stream, CountingMetrics(),
+                             IngestionLimits(max_payload_bytes=1000, max_metrics=3, dedup_window=100),
+                             clock_ns=lambda: NOW)
+    first = BatchOrder(after=None)
+    second = BatchOrder(after=first.queued)
+    older = asyncio.create_task(ingest.ingest([reading("d1", ts=NOW - 2)], "mqtt", order=first))
+    newer = asyncio.create_task(ingest.ingest([reading("d1", ts=NOW - 1)], "mqtt", order=second))
+    for _ in range(20):  # let both run as far as they can
+        await asyncio.sleep(0)
+    assert stream.published == []  # the newer batch waits for the older one, held in its lookup
+    directory.release.set()
+    await asyncio.gather(older, newer)
+    assert [r.timestamp_ns for r in stream.published] == [NOW - 2, NOW - 1]
+
+
+async def test_a_batch_with_nothing_to_publish_still_lets_the_next_one_go() -> None:
+    ingest, stream, _, _ = world(d1=DeviceStatus.ACTIVE)
+    first = BatchOrder(after=None)
+    second = BatchOrder(after=first.queued)
+    await ingest.ingest([reading("nobody")], "mqtt", order=first)  # refused: unknown device
+    await ingest.ingest([reading("d1")], "mqtt", order=second)
+    assert len(stream.published) == 1 and second.queued.is_set()

@@ -14,13 +14,14 @@ from being stored twice; it is just reported as stored.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from iot_platform.application.analytics.ports import AcceptedReadings
 from iot_platform.application.telemetry.model import (
@@ -42,6 +43,22 @@ from iot_platform.application.telemetry.stream import TelemetryStream
 from iot_platform.domain.devices import DeviceStatus
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchOrder:
+    """A batch's place among batches ingested concurrently: it is published after ``after`` is
+    set (the previous batch is in the stream), and sets ``queued`` once it is in the stream."""
+
+    after: asyncio.Event | None
+    queued: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def done(self) -> None:
+        """This batch is in the stream, or will never be (nothing accepted, or it failed): the
+        next may go once every earlier one is."""
+        if self.after is not None:
+            await self.after.wait()
+        self.queued.set()
 
 METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 TAG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
@@ -108,9 +125,29 @@ class IngestTelemetry:
         candidates: Sequence[Candidate],
         protocol: str,
         authenticated_device: str | None = None,
+        order: BatchOrder | None = None,
     ) -> list[Outcome]:
         """One outcome per candidate, in order. Raises only if the stream could not take the
-        accepted readings; then nothing of the batch may be acknowledged to its source."""
+        accepted readings; then nothing of the batch may be acknowledged to its source.
+
+        ``order``: an adapter that ingests several batches at once (MQTT pipelines them) has
+        them enter the stream in arrival order; only the waits for durability overlap. One
+        device's readings then reach every consumer in the order they came, which the rule
+        engine needs: it does not judge a reading older than one already judged.
+        """
+        try:
+            return await self._ingest(candidates, protocol, authenticated_device, order)
+        finally:
+            if order is not None:
+                await order.done()
+
+    async def _ingest(
+        self,
+        candidates: Sequence[Candidate],
+        protocol: str,
+        authenticated_device: str | None,
+        order: BatchOrder | None,
+    ) -> list[Outcome]:
         now = self._clock_ns()
         outcomes: list[Outcome | None] = [None] * len(candidates)
         checked: list[tuple[int, Candidate, int, dict[str, MetricValue], dict[str, str]]] = []
@@ -161,7 +198,9 @@ class IngestTelemetry:
         if accepted:
             # Activation first: whoever can read a stored reading finds its device active.
             await self._activate_new_devices(accepted, devices)
-            await self._stream.publish(accepted)
+            if order is not None and order.after is not None:
+                await order.after.wait()
+            await self._stream.publish(accepted, order.queued.set if order is not None else None)
             self._metrics.accepted(protocol, len(accepted))
             if self._rate is not None:
                 self._rate.add(len(accepted))

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from iot_platform.application.telemetry.model import Reading
@@ -142,12 +142,14 @@ class InProcessTelemetryStream:
             asyncio.create_task(w.run(), name=f"sink-{w.sink.name}") for w in self._workers
         ]
 
-    async def publish(self, readings: Sequence[Reading]) -> None:
+    async def publish(self, readings: Sequence[Reading], on_queued: Callable[[], None] | None = None) -> None:
         durable = []
         for worker in self._workers:
             done = await worker.submit(readings)
             if worker.options.durable:
                 durable.append(done)
+        if on_queued is not None:
+            on_queued()
         await asyncio.gather(*durable)
 
     async def stop(self, timeout: float = 30.0) -> None:

@@ -82,12 +82,14 @@ class KafkaTelemetryStream:
     async def start(self) -> None:
         pass
 
-    async def publish(self, readings: Sequence[Reading]) -> None:
+    async def publish(self, readings: Sequence[Reading], on_queued: Callable[[], None] | None = None) -> None:
         producer = await self._producer.get()
         pending = [
             await producer.send(self.topic, encode_reading(r), key=r.device_id.encode())
             for r in readings
         ]
+        if on_queued is not None:  # in the producer's batches, in this order
+            on_queued()
         await asyncio.gather(*pending)
 
     async def stop(self, timeout: float = 30.0) -> None:

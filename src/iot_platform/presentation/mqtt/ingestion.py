@@ -20,7 +20,7 @@ from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from iot_platform.application.telemetry.ingestion import IngestTelemetry
+from iot_platform.application.telemetry.ingestion import BatchOrder, IngestTelemetry
 from iot_platform.application.telemetry.model import Candidate
 from iot_platform.config import MqttSettings
 from iot_platform.infrastructure.observability import PlatformMetrics
@@ -111,12 +111,15 @@ class MqttIngestion:
         messages = client.messages
         in_flight: set[asyncio.Task[None]] = set()
         previous: asyncio.Task[None] | None = None
+        order: BatchOrder | None = None
         try:
             while True:
                 batch = [await anext(messages)]
                 while len(messages) > 0 and len(batch) < self._settings.max_batch:
                     batch.append(await anext(messages))
-                previous = asyncio.create_task(self._process(client, batch, previous))
+                # Batches overlap, but enter the stream in the order they arrived.
+                order = BatchOrder(after=order.queued if order is not None else None)
+                previous = asyncio.create_task(self._process(client, batch, previous, order))
                 in_flight.add(previous)
                 previous.add_done_callback(in_flight.discard)
                 while len(in_flight) >= self._settings.pipeline:
@@ -138,6 +141,7 @@ class MqttIngestion:
         client: aiomqtt.Client,
         batch: list[aiomqtt.Message],
         previous: asyncio.Task[None] | None,
+        order: BatchOrder | None = None,
     ) -> None:
         candidates: list[Candidate] = []
         statuses: list[StatusReport] = []
@@ -161,8 +165,12 @@ class MqttIngestion:
                 self._metrics.mqtt_messages.labels("command_ack_malformed").inc()
             else:
                 self._metrics.mqtt_messages.labels("ignored").inc()
-        if candidates:
-            await self._ingest.ingest(candidates, "mqtt")
+        try:
+            if candidates:
+                await self._ingest.ingest(candidates, "mqtt", order=order)
+        finally:
+            if order is not None and not order.queued.is_set():
+                await order.done()  # no readings, or it failed before ingesting: let the next go
         for status in statuses:
             await self._on_status(status)
         if self._on_ack is not None:

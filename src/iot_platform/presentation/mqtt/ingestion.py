@@ -112,6 +112,7 @@ class MqttIngestion:
         in_flight: set[asyncio.Task[None]] = set()
         previous: asyncio.Task[None] | None = None
         order: BatchOrder | None = None
+        orders: dict[asyncio.Task[None], BatchOrder] = {}
         try:
             while True:
                 batch = [await anext(messages)]
@@ -121,7 +122,9 @@ class MqttIngestion:
                 order = BatchOrder(after=order.queued if order is not None else None)
                 previous = asyncio.create_task(self._process(client, batch, previous, order))
                 in_flight.add(previous)
+                orders[previous] = order
                 previous.add_done_callback(in_flight.discard)
+                previous.add_done_callback(orders.pop)
                 while len(in_flight) >= self._settings.pipeline:
                     await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 if previous.done() and previous.exception() is not None:
@@ -130,6 +133,8 @@ class MqttIngestion:
             # Unacknowledged batches are redelivered by the broker; their stored readings are
             # then recognised as duplicates. (Copy: done-callbacks shrink the set meanwhile.)
             pending = list(in_flight)
+            for waiting in orders.values():
+                waiting.queued.set()  # a task cancelled before it ran would hold its successors
             for task in pending:
                 task.cancel()
             for task in pending:

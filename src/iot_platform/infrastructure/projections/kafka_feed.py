@@ -16,7 +16,6 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
 
 from iot_platform.application.ports import RecordedEvent
 from iot_platform.infrastructure.eventstore.serialization import EventSerializer, UnknownEventType
@@ -70,9 +69,9 @@ class KafkaProjectionFeed:
                         await consumer.commit()
             except asyncio.CancelledError:
                 raise
-            except KafkaError as exc:
-                log.warning("domain-events feed: Kafka at %s failed (%s); retrying in %.1fs",
-                            self._brokers, exc, delay)
+            except Exception as exc:  # Kafka or the read-model database: never fatal, retried
+                log.warning("domain-events feed failed (%s: %s); retrying in %.1fs",
+                            type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
             finally:

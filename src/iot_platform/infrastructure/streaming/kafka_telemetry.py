@@ -194,9 +194,9 @@ class KafkaSinkConsumer:
                 await self._consume(consumer)
             except asyncio.CancelledError:
                 raise
-            except KafkaError as exc:
-                log.warning("%s: Kafka at %s failed (%s); retrying in %.1fs",
-                            self._name, self._brokers, exc, delay)
+            except Exception as exc:  # Kafka away, a rebalance mid-commit...: never fatal, retried
+                log.warning("%s: consuming from Kafka at %s failed (%s: %s); retrying in %.1fs",
+                            self._name, self._brokers, type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._options.retry_max)
             finally:

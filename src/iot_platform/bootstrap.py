@@ -235,7 +235,6 @@ class Platform:
     event_publisher: KafkaDomainEventPublisher | None = None
     event_feed: KafkaProjectionFeed | None = None
     """With streaming.projections_source kafka: what feeds the projections."""
-    sink_consumers: list[KafkaSinkConsumer] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _serving: bool = False
 
@@ -302,7 +301,6 @@ class Platform:
                 sink, options, telemetry.dead_letters, self.metrics,
                 max_attempts=streaming.max_attempts, letters_undecodable=role == "storage",
             )
-            self.sink_consumers.append(consumer)
             self._spawn(consumer.run(), f"sink-{role}")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:

@@ -10,6 +10,7 @@ as a new letter.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -33,11 +34,10 @@ class DeadLetter:
         return f"{h.get('source_topic', '?')}[{h.get('source_partition', '?')}]@{h.get('source_offset', '?')}"
 
 
-def _letter(record: object) -> DeadLetter:
-    headers = {k: v.decode(errors="replace") for k, v in getattr(record, "headers", ())}
-    key = getattr(record, "key", None) or b""
-    return DeadLetter(getattr(record, "partition"), getattr(record, "offset"), key.decode(errors="replace"),
-                      headers, getattr(record, "value", None) or b"")
+def _letter(record: Any) -> DeadLetter:  # an aiokafka ConsumerRecord (untyped here)
+    headers = {k: v.decode(errors="replace") for k, v in record.headers}
+    return DeadLetter(record.partition, record.offset, (record.key or b"").decode(errors="replace"),
+                      headers, record.value or b"")
 
 
 async def _partitions(brokers: str, topic: str) -> list[TopicPartition]:

@@ -38,6 +38,9 @@ class _SinkDown(Exception):
 
 
 class BatchDelivery(Generic[Source]):
+    """``sources`` run beside ``readings`` (the Kafka records they came from), so that the
+    readings themselves go to the sink without being copied out of pairs on every batch."""
+
     def __init__(
         self,
         sink: TelemetrySink,
@@ -46,7 +49,7 @@ class BatchDelivery(Generic[Source]):
         max_attempts: int,
         retry_initial: float,
         retry_max: float,
-        around: Callable[[Sequence[tuple[Reading, Source]]], object] | None = None,
+        around: Callable[[Sequence[Reading], Sequence[Source]], Callable[[], None]] | None = None,
     ) -> None:
         self.sink = sink
         self._metrics = metrics
@@ -59,55 +62,57 @@ class BatchDelivery(Generic[Source]):
         self._fails = 0
         self._patience = 0
 
-    async def deliver(self, items: Sequence[tuple[Reading, Source]]) -> list[Poison[Source]]:
+    async def deliver(self, readings: Sequence[Reading], sources: Sequence[Source] = ()) -> list[Poison[Source | None]]:
         """Returns once every reading is handled, except the poison ones, which it returns."""
         name = self.sink.name
         delay = self._retry_initial
+        whole = (0, len(readings))
         for attempt in range(self._max_attempts):
-            if await self._try(items):
+            if await self._try(readings, sources, *whole):
                 return []
             self._metrics.sink_retries.labels(name).inc()
             log.warning("%s: handling %d readings failed (%s); retrying in %.1fs",
-                        name, len(items), self._last_error, delay)
+                        name, len(readings), self._last_error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._retry_max)
         while True:
             self._proven, self._fails = False, 0
-            self._patience = 2 * len(items).bit_length() + 2
+            self._patience = 2 * len(readings).bit_length() + 2
             try:
-                return await self._split(items)
+                return await self._split(readings, sources, *whole)
             except _SinkDown:
                 log.warning("%s: no reading of a batch of %d can be handled (%s); retrying in %.1fs",
-                            name, len(items), self._last_error, delay)
+                            name, len(readings), self._last_error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
 
-    async def _split(self, items: Sequence[tuple[Reading, Source]]) -> list[Poison[Source]]:
-        if await self._try(items):
+    async def _split(
+        self, readings: Sequence[Reading], sources: Sequence[Source], lo: int, hi: int
+    ) -> list[Poison[Source | None]]:
+        if await self._try(readings, sources, lo, hi):
             self._proven = True
             return []
         if not self._proven:
             self._fails += 1
             if self._fails > self._patience:
                 raise _SinkDown()
-        if len(items) == 1:
-            reading, source = items[0]
-            return [Poison(reading, source, self._last_error)]
-        middle = len(items) // 2
-        return await self._split(items[:middle]) + await self._split(items[middle:])
+        if hi - lo == 1:
+            return [Poison(readings[lo], sources[lo] if sources else None, self._last_error)]
+        middle = (lo + hi) // 2
+        return await self._split(readings, sources, lo, middle) + await self._split(readings, sources, middle, hi)
 
-    async def _try(self, items: Sequence[tuple[Reading, Source]]) -> bool:
+    async def _try(self, readings: Sequence[Reading], sources: Sequence[Source], lo: int, hi: int) -> bool:
         name = self.sink.name
-        readings = [reading for reading, _ in items]
-        undo = self._around(items) if self._around is not None else None
+        part = readings if (lo, hi) == (0, len(readings)) else readings[lo:hi]
+        undo = self._around(part, sources[lo:hi]) if self._around is not None else None
         try:
-            await self.sink.handle(readings)
+            await self.sink.handle(part)
         except Exception as exc:  # any failure of the sink: the caller decides what follows
             self._metrics.sink_errors.labels(name).inc()
             self._last_error = f"{type(exc).__name__}: {exc}"
             return False
         finally:
-            if callable(undo):
+            if undo is not None:
                 undo()
-        self._metrics.sink_readings.labels(name).inc(len(readings))
+        self._metrics.sink_readings.labels(name).inc(len(part))
         return True

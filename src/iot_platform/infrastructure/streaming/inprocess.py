@@ -110,7 +110,7 @@ class _SinkWorker:
         return items
 
     async def _write(self, items: list[_Item]) -> None:
-        batch = [(r, None) for item in items for r in item.readings]
+        batch = [r for item in items for r in item.readings]
         started = time.perf_counter()
         for poison in await self._delivery.deliver(batch):
             # No dead-letter topic in process: the reading is logged and counted, never retried.

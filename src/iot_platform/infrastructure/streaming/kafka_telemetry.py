@@ -111,6 +111,7 @@ class KafkaDeadLetters:
         self.topic = topic
         self._producer = LazyProducer(",".join(brokers))
         self.sent = 0
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def send(self, record: Record, reason: str, error: str, group: str) -> None:
         producer = await self._producer.get()
@@ -132,9 +133,13 @@ class KafkaDeadLetters:
         record = records.get(id(reading))
         if record is None:
             return
-        asyncio.get_running_loop().create_task(self.send(record, "refused", reason, group))
+        task = asyncio.get_running_loop().create_task(self.send(record, "refused", reason, group))
+        self._sending.add(task)  # held, or the loop may collect it before it ran
+        task.add_done_callback(self._sending.discard)
 
     async def close(self) -> None:
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=5)
         await self._producer.close()
 
 
@@ -176,8 +181,8 @@ class KafkaSinkConsumer:
         self.assigned: set[int] = set()
         """Partitions this member holds now (for tests and the logs)."""
 
-    def _with_sources(self, items: Sequence[tuple[Reading, Record]]) -> Callable[[], None]:
-        token = _sources.set((self._name, {id(reading): record for reading, record in items}))
+    def _with_sources(self, readings: Sequence[Reading], records: Sequence[Record]) -> Callable[[], None]:
+        token = _sources.set((self._name, {id(reading): record for reading, record in zip(readings, records)}))
         return lambda: _sources.reset(token)
 
     async def run(self) -> None:
@@ -213,19 +218,21 @@ class KafkaSinkConsumer:
                 self.assigned = assigned
             if not fetched:
                 continue
-            items: list[tuple[Reading, Record]] = []
+            readings: list[Reading] = []
+            sources: list[Record] = []
             for records in fetched.values():
                 for record in records:
                     try:
-                        items.append((decode_reading(record.value), record))
+                        readings.append(decode_reading(record.value))
+                        sources.append(record)
                     except ValueError as exc:
                         self._metrics.sink_poison.labels(self.sink.name).inc()
                         if self._letters_undecodable:
                             await self._dead.send(record, "undecodable", str(exc), self._name)
                         else:
                             log.warning("%s: skipped a record that is not a reading: %s", self._name, exc)
-            if items:
-                for poison in await self._delivery.deliver(items):
+            if readings:
+                for poison in await self._delivery.deliver(readings, sources):
                     log.warning("%s: dead-lettered a reading of %s: %s",
                                 self._name, poison.reading.device_id, poison.error)
                     await self._dead.send(poison.source, "failed", poison.error, self._name)

@@ -39,10 +39,9 @@ from iot_platform.application.telemetry.model import Candidate, Outcome, Rejecti
 from iot_platform.domain.commands import CommandStatus
 from iot_platform.domain.errors import DomainError
 from iot_platform.presentation.mqtt.contract import (
-    CommandAck,
     MalformedAck,
-    command_ack,
     candidate_from_body,
+    command_ack_from_body,
     undecodable,
 )
 from iot_platform.presentation.wire import WireError
@@ -219,10 +218,9 @@ class CoapCommands:
             body = _decode(request)
         except _Refusal as refusal:
             return _answer(refusal.code, refusal.text)
-        ack = command_ack(device_id, json.dumps(body).encode()) if isinstance(body, dict) else None
-        if not isinstance(ack, CommandAck):
-            problem = ack.problem if isinstance(ack, MalformedAck) else "an acknowledgement is an object"
-            return _answer(Code.BAD_REQUEST, problem)
+        ack = command_ack_from_body(device_id, body)
+        if isinstance(ack, MalformedAck):
+            return _answer(Code.BAD_REQUEST, ack.problem)
         try:
             await self._handler.acknowledge(
                 AcknowledgeCommand(device_id, ack.command_id, CommandStatus(ack.status), ack.result))

@@ -53,6 +53,11 @@ def command_ack(device_id: str, payload: bytes) -> CommandAck | MalformedAck:
         body = decode_body(payload)
     except WireError as exc:
         return MalformedAck(device_id, str(exc))
+    return command_ack_from_body(device_id, body)
+
+
+def command_ack_from_body(device_id: str, body: Any) -> CommandAck | MalformedAck:
+    """An acknowledgement already decoded (CoAP decodes by its content format)."""
     if not isinstance(body, dict):
         return MalformedAck(device_id, "an acknowledgement is a JSON object")
     command_id, status = body.get("command_id"), body.get("status")

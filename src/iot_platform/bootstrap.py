@@ -35,6 +35,7 @@ from iot_platform.application.commands.queries import CommandStatusReader
 from iot_platform.application.devices.commands import ActivateDevice, RecordConnectivity
 from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.errors import NotFound
+from iot_platform.application.lorawan.registration import LoRaWANRegistrar
 from iot_platform.application.outbox import OutboxRelay
 from iot_platform.application.realtime import LiveFeed
 from iot_platform.application.repository import EventSourcedRepository
@@ -96,6 +97,12 @@ from iot_platform.infrastructure.streaming.kafka_telemetry import (
 )
 from iot_platform.infrastructure.timeseries.influx import InfluxTimeSeriesStore
 from iot_platform.infrastructure.timeseries.sqlite import SqliteTimeSeriesStore
+from iot_platform.infrastructure.protocols.lorawan.chirpstack import ChirpStackUplinks
+from iot_platform.infrastructure.protocols.lorawan.codecs import codec_names
+from iot_platform.infrastructure.protocols.lorawan.listener import LoRaWANListener
+from iot_platform.infrastructure.protocols.lorawan.network_server import NetworkServer
+from iot_platform.infrastructure.protocols.lorawan.store import SqlGateways, SqlLoRaWANDevices
+from iot_platform.infrastructure.secrets import SecretBox
 from iot_platform.presentation.coap.server import CoapCommands, CoapIngestion
 from iot_platform.presentation.mqtt.contract import CommandAck, StatusReport
 from iot_platform.presentation.mqtt.ingestion import MqttIngestion
@@ -216,6 +223,19 @@ class Telemetry:
 
 
 @dataclass
+class LoRaWAN:
+    registrar: LoRaWANRegistrar
+    sessions: SqlLoRaWANDevices
+    gateways: SqlGateways
+    listener: LoRaWANListener | None
+    """The gateways' UDP endpoint and network server, when ``lorawan.enabled``."""
+
+    def forget_gateway(self, gateway_eui: str) -> None:
+        if self.listener is not None:
+            self.listener.forget(gateway_eui)
+
+
+@dataclass
 class Platform:
     settings: Settings
     engine: AsyncEngine
@@ -230,6 +250,7 @@ class Platform:
     feed: LiveFeed
     analytics: FleetAnalytics
     commands: Commands
+    lorawan: LoRaWAN
     relay: OutboxRelay | None = None
     """With streaming.backend kafka: the outbox to the domain-events topic."""
     event_publisher: KafkaDomainEventPublisher | None = None
@@ -276,6 +297,8 @@ class Platform:
             return
         if telemetry.coap is not None:  # first: a taken port stops start-up before anything else
             await telemetry.coap.start()
+        if self.lorawan.listener is not None:
+            await self.lorawan.listener.start()
         if telemetry.broker is not None:
             await telemetry.broker.start()
         if self.commands.publisher is not None:
@@ -322,6 +345,8 @@ class Platform:
             await _cancel(mqtt)
         if self.telemetry.coap is not None:
             await self.telemetry.coap.stop()
+        if self.lorawan.listener is not None:
+            await self.lorawan.listener.stop()
         # No more acknowledgements come in; then nothing more goes out, before the broker goes.
         sweeper = next((t for t in self._tasks if t.get_name() == "command-expiry"), None)
         if sweeper is not None:
@@ -408,7 +433,20 @@ def build_platform(settings: Settings) -> Platform:
     feed = LiveFeed(settings.analytics.stream_buffer)
     alerting = _alerting(settings, engine, store, runner, directory, feed, commands.publisher)
     rate = InProcessIngestionRate()
-    telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands)
+    security = settings.security
+    box = SecretBox.from_config(security.encryption_key.get_secret_value(), security.encryption_key_file)
+    sessions, gateways = SqlLoRaWANDevices(engine, box), SqlGateways(engine)
+    lw = settings.lorawan
+    chirpstack = ChirpStackUplinks(sessions, lw.chirpstack_topic) if lw.chirpstack_uplinks else None
+    telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands, chirpstack)
+    listener = None
+    if lw.enabled:
+        server = NetworkServer(sessions, devices, telemetry.ingest, lw,
+                               lambda outcome: metrics.lorawan_frames.labels(outcome).inc(),
+                               commands.delivery, commands.handler)
+        listener = LoRaWANListener(lw.host, lw.port, server, gateways, metrics, lw.gateway_cache_seconds)
+    lorawan = LoRaWAN(LoRaWANRegistrar(devices, sessions, gateways, codec_names()),
+                      sessions, gateways, listener)
     if settings.analytics.real_time_processing:
         telemetry.add_sink("rules", alerting.engine, _FAST)
     telemetry.add_sink("live", feed, _FAST)
@@ -446,6 +484,7 @@ def build_platform(settings: Settings) -> Platform:
             ),
         ),
         commands=commands,
+        lorawan=lorawan,
         relay=relay,
         event_publisher=event_publisher,
         event_feed=event_feed,
@@ -584,6 +623,7 @@ def _telemetry(
     metrics: PlatformMetrics,
     rate: InProcessIngestionRate,
     commands: Commands,
+    foreign: ChirpStackUplinks | None,
 ) -> Telemetry:
     ts, limits, streaming = settings.timeseries, settings.telemetry, settings.streaming
     store = timeseries_store(settings)
@@ -635,6 +675,7 @@ def _telemetry(
             _ConnectivityRecorder(devices, commands.delivery.device_online),
             metrics,
             on_ack=_AckRecorder(commands.handler, metrics),
+            foreign=foreign,
         )
     telemetry = Telemetry(
         store=store,

@@ -124,6 +124,25 @@ class LorawanSettings(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(1700, ge=1, le=65535)
+    net_id: str = "000000"
+    """The network's NetID (6 hex digits); OTAA DevAddrs are allocated under it."""
+    deduplication_ms: int = Field(200, ge=0, le=5000)
+    """How long copies of one frame from several gateways are gathered before it is handled."""
+    rx1_delay_seconds: int = Field(1, ge=1, le=15)
+    join_accept_delay_seconds: int = Field(5, ge=1, le=15)
+    downlink_power_dbm: int = Field(14, ge=0, le=30)
+    gateway_cache_seconds: float = Field(10.0, ge=0)
+    """How long an unknown gateway stays unknown before the registry is asked again."""
+    chirpstack_uplinks: bool = False
+    """Also take uplinks decoded by an existing ChirpStack v4 (its MQTT integration)."""
+    chirpstack_topic: str = "application/+/device/+/event/up"
+
+    @field_validator("net_id")
+    @classmethod
+    def _net_id(cls, value: str) -> str:
+        if len(value) != 6 or any(c not in "0123456789abcdefABCDEF" for c in value):
+            raise ValueError("must be 6 hex digits")
+        return value.lower()
 
 
 class TelemetrySettings(Section):
@@ -224,6 +243,17 @@ class SecuritySettings(Section):
     device_cert_validity_days: int = Field(365, ge=1)
     mutual_tls_required: bool = False
     encryption_key: SecretStr = SecretStr("")
+    """32 bytes as 64 hex digits, sealing secrets at rest (LoRaWAN keys). Empty: the key in
+    ``encryption_key_file``, created on first start. Every process of one platform needs the same."""
+    encryption_key_file: str = "./data/secrets/encryption.key"
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _encryption_key(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret and (len(secret) != 64 or any(c not in "0123456789abcdefABCDEF" for c in secret)):
+            raise ValueError("must be 64 hex digits (32 bytes)")
+        return value
 
 
 class FirmwareSettings(Section):

@@ -65,6 +65,13 @@ class PlatformMetrics:
         self.http_latency = Histogram(
             "iot_http_request_seconds", "HTTP request latency", ["method", "route"], registry=r
         )
+        self.lorawan_frames = Counter(
+            "iot_lorawan_frames", "LoRaWAN frames handled by the network server, by outcome",
+            ["outcome"], registry=r,
+        )
+        self.lorawan_packets = Counter(
+            "iot_lorawan_gateway_packets", "GWMP packets from gateways, by kind", ["kind"], registry=r
+        )
         self.observed = Observed()
         r.register(self.observed)
 

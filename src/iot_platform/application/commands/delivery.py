@@ -82,6 +82,15 @@ class CommandDelivery:
                 return messages
             await self._changes.wait(min(remaining, self._poll_interval), mark)
 
+    async def take(self, device_id: str, channel: str) -> CommandMessage | None:
+        """The device's oldest pending command, marked sent on ``channel``: for devices that
+        can be given one command per chance to receive (a LoRaWAN class A receive window)."""
+        for view in await self._queries.pending(device_id, self._clock.now()):
+            message = await self._handler.send(view.command_id, channel)
+            if message is not None:
+                return message
+        return None
+
     async def _push(self, command_id: str) -> bool:
         if self._publisher is None:
             return False

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from iot_platform.domain.aggregate import EventContext
 from iot_platform.domain.devices import DeviceMetadata, Location, Protocol
+from iot_platform.domain.lorawan import LoRaWANProfile
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class RegisterDevice:
     tags: dict[str, str] = field(default_factory=dict)
     location: Location | None = None
     metadata: DeviceMetadata = field(default_factory=DeviceMetadata)
+    lorawan: LoRaWANProfile | None = None
     context: EventContext = EventContext()
 
 
@@ -68,6 +70,15 @@ class RecordConnectivity:
     device_id: str
     online: bool
     context: EventContext = EventContext(actor="ingestion")
+
+
+@dataclass(frozen=True)
+class RecordJoin:
+    """A LoRaWAN device joined over the air and was given ``dev_addr``."""
+
+    device_id: str
+    dev_addr: str
+    context: EventContext = EventContext(actor="network-server")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from iot_platform.application.devices.commands import (
     CommandResult,
     DecommissionDevice,
     RecordConnectivity,
+    RecordJoin,
     RegisterDevice,
     ResumeDevice,
     SuspendDevice,
@@ -48,6 +49,7 @@ class DeviceCommandHandler:
             tags=command.tags,
             location=command.location,
             metadata=command.metadata,
+            lorawan=command.lorawan,
             context=command.context,
         )
         return await self._save(device, None)
@@ -87,6 +89,11 @@ class DeviceCommandHandler:
     async def record_connectivity(self, command: RecordConnectivity) -> CommandResult:
         return await self._retrying(
             command.device_id, lambda d: d.record_connectivity(command.online, command.context)
+        )
+
+    async def join(self, command: RecordJoin) -> CommandResult:
+        return await self._retrying(
+            command.device_id, lambda d: d.join(command.dev_addr, command.context)
         )
 
     async def _retrying(self, device_id: str, decide: Callable[[Device], None]) -> CommandResult:

@@ -8,6 +8,7 @@ suspended from. Decommissioned is final: the history stays, nothing else happens
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
 from functools import singledispatchmethod
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ from iot_platform.domain.devices.events import (
     DeviceConnected,
     DeviceDisconnected,
     DeviceDecommissioned,
+    DeviceJoined,
     DeviceLocationChanged,
     DeviceMetadataChanged,
     DeviceProvisioned,
@@ -36,6 +38,7 @@ from iot_platform.domain.devices.values import (
 )
 from iot_platform.domain.errors import AlreadyExists, InvalidTransition, InvalidValue
 from iot_platform.domain.events import DomainEvent
+from iot_platform.domain.lorawan import Activation, LoRaWANProfile, validate_dev_addr
 
 _MAX_NAME = 200
 _MAX_TYPE = 100
@@ -63,6 +66,7 @@ class Device(Aggregate):
         self.suspended_from: DeviceStatus | None = None
         self.credential_fingerprint: str | None = None
         self.connected: bool | None = None
+        self.lorawan: LoRaWANProfile | None = None
 
     @property
     def exists(self) -> bool:
@@ -78,11 +82,14 @@ class Device(Aggregate):
         tags: dict[str, str] | None = None,
         location: Location | None = None,
         metadata: DeviceMetadata | None = None,
+        lorawan: LoRaWANProfile | None = None,
         context: EventContext = EventContext(),
     ) -> None:
         if self.exists:
             raise AlreadyExists(f"device {self.id!r} is already registered", field="device_id")
         validate_device_id(self.id)
+        if lorawan is not None and protocol is not Protocol.LORAWAN:
+            raise InvalidValue("a lorawan block goes with protocol lorawan", field="lorawan")
         self._trigger(
             DeviceRegistered(
                 **self._meta(context),
@@ -92,8 +99,18 @@ class Device(Aggregate):
                 tags=validate_tags(tags or {}),
                 location=location,
                 metadata=metadata or DeviceMetadata(),
+                lorawan=lorawan,
             )
         )
+
+    def join(self, dev_addr: str, context: EventContext = EventContext()) -> None:
+        """An OTAA device joined and was given ``dev_addr``. Every join is recorded, even with an
+        address it had before: each one starts a new session."""
+        self.ensure_accepts_telemetry()
+        if self.lorawan is None or self.lorawan.activation is not Activation.OTAA:
+            raise InvalidTransition(f"device {self.id!r} does not join over the air")
+        self._trigger(DeviceJoined(**self._meta(context), dev_eui=self.lorawan.dev_eui,
+                                   dev_addr=validate_dev_addr(dev_addr)))
 
     def provision(
         self,
@@ -210,6 +227,11 @@ class Device(Aggregate):
         self.tags = dict(event.tags)
         self.location = event.location
         self.metadata = event.metadata
+        self.lorawan = event.lorawan
+
+    @_apply.register
+    def _(self, event: DeviceJoined) -> None:
+        self.lorawan = replace(self.lorawan, dev_addr=event.dev_addr) if self.lorawan else None
 
     @_apply.register
     def _(self, event: DeviceProvisioned) -> None:
@@ -271,6 +293,7 @@ class Device(Aggregate):
             "suspended_from": self.suspended_from.value if self.suspended_from else None,
             "credential_fingerprint": self.credential_fingerprint,
             "connected": self.connected,
+            "lorawan": asdict(self.lorawan) if self.lorawan else None,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -286,3 +309,8 @@ class Device(Aggregate):
         )
         self.credential_fingerprint = state["credential_fingerprint"]
         self.connected = state.get("connected")
+        lorawan = state.get("lorawan")
+        self.lorawan = (
+            LoRaWANProfile(**{**lorawan, "activation": Activation(lorawan["activation"])})
+            if lorawan else None
+        )

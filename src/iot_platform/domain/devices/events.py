@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from iot_platform.domain.devices.values import DeviceMetadata, DeviceStatus, Location, Protocol
 from iot_platform.domain.events import DomainEvent
+from iot_platform.domain.lorawan import LoRaWANProfile
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -16,6 +17,8 @@ class DeviceRegistered(DomainEvent):
     tags: dict[str, str] = field(default_factory=dict)
     location: Location | None = None
     metadata: DeviceMetadata = field(default_factory=DeviceMetadata)
+    lorawan: LoRaWANProfile | None = None
+    """For a LoRaWAN device: its EUIs, activation and codec (never its keys)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,6 +32,15 @@ class DeviceProvisioned(DomainEvent):
 @dataclass(frozen=True, kw_only=True)
 class DeviceActivated(DomainEvent):
     """The device was first heard from (or heard from again after provisioning)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceJoined(DomainEvent):
+    """A LoRaWAN device joined over the air and was given ``dev_addr``; its new session keys
+    are in the network server's key store, never here."""
+
+    dev_eui: str
+    dev_addr: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +93,7 @@ DEVICE_EVENTS: tuple[type[DomainEvent], ...] = (
     DeviceRegistered,
     DeviceProvisioned,
     DeviceActivated,
+    DeviceJoined,
     DeviceSuspended,
     DeviceResumed,
     DeviceDecommissioned,

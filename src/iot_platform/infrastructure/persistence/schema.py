@@ -231,3 +231,39 @@ rm_device_commands = Table(
 )
 Index("ix_rm_device_commands_device", rm_device_commands.c.device_id, rm_device_commands.c.status)
 Index("ix_rm_device_commands_expiry", rm_device_commands.c.status, rm_device_commands.c.expires_at)
+
+# The LoRaWAN network server's sessions. Not a read model: frame counters change with every
+# frame and the keys are secrets, so they live here, sealed (AES-GCM, the platform's
+# encryption key), and never in events. ``sealed_keys`` is bound to its device id.
+lorawan_devices = Table(
+    "lorawan_devices",
+    metadata,
+    Column("device_id", String(128), primary_key=True),
+    Column("dev_eui", String(16), nullable=False, unique=True),
+    Column("join_eui", String(16), nullable=True),
+    Column("activation", String(8), nullable=False),
+    Column("codec", String(64), nullable=False),
+    Column("dev_addr", String(8), nullable=True),
+    Column("sealed_keys", Text, nullable=False),
+    Column("f_cnt_up", BigInteger, nullable=True),
+    Column("f_cnt_down", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+Index("ix_lorawan_devices_dev_addr", lorawan_devices.c.dev_addr)
+
+lorawan_dev_nonces = Table(
+    "lorawan_dev_nonces",
+    metadata,
+    Column("device_id", String(128), primary_key=True),
+    Column("dev_nonce", Integer, primary_key=True),
+    Column("used_at", UtcDateTime, nullable=False),
+)
+
+lorawan_gateways = Table(
+    "lorawan_gateways",
+    metadata,
+    Column("gateway_eui", String(16), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("registered_at", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=True),
+)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import aiomqtt
 from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
@@ -34,6 +35,16 @@ from iot_platform.presentation.mqtt.contract import (
 
 log = logging.getLogger(__name__)
 
+class ForeignUplinks(Protocol):
+    """Uplinks another system publishes on the same broker (a LoRaWAN network server's)."""
+
+    topic: str
+
+    def matches(self, topic: str) -> bool: ...
+
+    async def candidate(self, topic: str, payload: bytes) -> Candidate: ...
+
+
 ConnectivityHandler = Callable[[StatusReport], Awaitable[None]]
 AckHandler = Callable[[CommandAck], Awaitable[None]]
 """Records a command acknowledgement; raising fails the batch (so it is redelivered)."""
@@ -47,8 +58,10 @@ class MqttIngestion:
         on_status: ConnectivityHandler,
         metrics: PlatformMetrics,
         on_ack: AckHandler | None = None,
+        foreign: ForeignUplinks | None = None,
     ) -> None:
         self._settings = settings
+        self._foreign = foreign
         self._ingest = ingest
         self._on_status = on_status
         self._metrics = metrics
@@ -89,7 +102,8 @@ class MqttIngestion:
         while True:
             try:
                 async with self._client() as client:
-                    await client.subscribe([(self._topic(t), s.qos_level) for t in DEVICE_TOPICS])
+                    topics = [*DEVICE_TOPICS, *([self._foreign.topic] if self._foreign else [])]
+                    await client.subscribe([(self._topic(t), s.qos_level) for t in topics])
                     log.info("subscribed to device topics on %s", s.broker_url)
                     self.subscribed.set()
                     delay = s.reconnect_initial_seconds
@@ -154,6 +168,10 @@ class MqttIngestion:
         for message in batch:
             payload = message.payload
             body = payload if isinstance(payload, bytes) else str(payload).encode()
+            if self._foreign is not None and self._foreign.matches(message.topic.value):
+                candidates.append(await self._foreign.candidate(message.topic.value, body))
+                self._metrics.mqtt_messages.labels("foreign_uplink").inc()
+                continue
             parsed = parse_message(message.topic.value, body)
             if isinstance(parsed, Candidate):
                 candidates.append(parsed)

@@ -18,6 +18,7 @@ from iot_platform.presentation.rest.routers import (
     analytics,
     commands,
     devices,
+    lorawan,
     ops,
     realtime,
     telemetry,
@@ -57,6 +58,7 @@ def create_app(
     app.include_router(realtime.router)
     app.include_router(analytics.router)
     app.include_router(commands.router)
+    app.include_router(lorawan.router)
 
     metrics = built.metrics
     app.mount("/metrics", make_asgi_app(metrics.registry))

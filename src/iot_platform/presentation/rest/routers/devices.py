@@ -17,9 +17,10 @@ from iot_platform.application.devices.commands import (
 )
 from iot_platform.application.devices.queries import DeviceSearch, Near, device_history
 from iot_platform.application.errors import NotFound
-from iot_platform.domain.devices import DeviceMetadata, DeviceStatus, Location
+from iot_platform.domain.devices import DeviceMetadata, DeviceStatus, Location, Protocol
 from iot_platform.presentation.rest.dependencies import IfMatchDep, PlatformDep, event_context
 from iot_platform.presentation.rest.errors import FieldError
+from iot_platform.presentation.rest.routers.lorawan import lorawan_profile, root_keys
 from iot_platform.presentation.rest.schemas.devices import (
     DeviceCreate,
     DeviceHistory,
@@ -62,18 +63,21 @@ async def _answer(platform: PlatformDep, result: CommandResult, response: Respon
 async def register_device(
     body: DeviceCreate, request: Request, response: Response, platform: PlatformDep, who: Writer
 ) -> DevicePublic | JSONResponse:
-    result = await platform.devices.register(
-        RegisterDevice(
-            device_id=body.device_id,
-            device_type=body.device_type,
-            name=body.name,
-            protocol=body.protocol,
-            tags=body.tags,
-            location=_location(body.location),
-            metadata=DeviceMetadata.from_dict(body.metadata),
-            context=event_context(request, who),
-        )
+    command = RegisterDevice(
+        device_id=body.device_id,
+        device_type=body.device_type,
+        name=body.name,
+        protocol=body.protocol,
+        tags=body.tags,
+        location=_location(body.location),
+        metadata=DeviceMetadata.from_dict(body.metadata),
+        lorawan=lorawan_profile(body.lorawan),
+        context=event_context(request, who),
     )
+    if body.lorawan is not None and body.protocol is Protocol.LORAWAN:
+        result = await platform.lorawan.registrar.register(command, root_keys(body.lorawan))
+    else:
+        result = await platform.devices.register(command)
     response.headers["Location"] = f"/api/devices/{result.device_id}"
     view = await platform.registry.get(result.device_id)
     if view is None:  # the read model lags beyond the configured wait; the write stands

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from iot_platform.application.devices.queries import DeviceView
 from iot_platform.domain.devices import DeviceStatus, Protocol
+from iot_platform.domain.lorawan import Activation
 
 
 class LocationIn(BaseModel):
@@ -18,6 +19,26 @@ class LocationIn(BaseModel):
     longitude: float = Field(ge=-180, le=180, allow_inf_nan=False)
     altitude: float | None = Field(None, ge=-11_000, le=100_000, allow_inf_nan=False)
     address: str | None = Field(None, max_length=500)
+
+
+_EUI = r"^[0-9a-fA-F]{16}$"
+_KEY = r"^[0-9a-fA-F]{32}$"
+
+
+class LoRaWANIn(BaseModel):
+    """ABP: ``dev_addr``, ``nwk_s_key``, ``app_s_key``. OTAA: ``join_eui``, ``app_key``.
+    Keys are 32 hex digits; they are sealed at rest and never shown again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dev_eui: str = Field(pattern=_EUI)
+    activation: Activation
+    codec: str = Field("cayenne_lpp", min_length=1, max_length=64)
+    join_eui: str | None = Field(None, pattern=_EUI)
+    app_key: str | None = Field(None, pattern=_KEY, repr=False)
+    dev_addr: str | None = Field(None, pattern=r"^[0-9a-fA-F]{8}$")
+    nwk_s_key: str | None = Field(None, pattern=_KEY, repr=False)
+    app_s_key: str | None = Field(None, pattern=_KEY, repr=False)
 
 
 class DeviceCreate(BaseModel):
@@ -40,6 +61,7 @@ class DeviceCreate(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     location: LocationIn | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    lorawan: LoRaWANIn | None = None
 
 
 class DeviceUpdate(BaseModel):

@@ -1,0 +1,1 @@
+"""LoRaWAN devices and gateways: registration with keys, sessions, payload decoders."""

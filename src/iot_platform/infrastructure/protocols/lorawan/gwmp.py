@@ -1,0 +1,223 @@
+"""The Semtech UDP packet forwarder protocol (GWMP, version 2), spoken by LoRa gateways.
+
+Gateway -> server: PUSH_DATA (received packets, statistics; answered PUSH_ACK), PULL_DATA (a
+keep-alive that opens the downlink path through NATs; answered PULL_ACK), TX_ACK (the outcome
+of a downlink). Server -> gateway: PULL_RESP (a packet to transmit), sent to the address the
+gateway's last PULL_DATA came from. Unknown gateways get no answer at all, and are counted.
+The format is a 4- or 12-byte header and a JSON body, so it is parsed here by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+VERSION = 2
+
+
+class Ident(IntEnum):
+    PUSH_DATA = 0
+    PUSH_ACK = 1
+    PULL_DATA = 2
+    PULL_RESP = 3
+    PULL_ACK = 4
+    TX_ACK = 5
+
+
+class MalformedPacket(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    version: int
+    token: bytes
+    ident: Ident
+    gateway_eui: str | None
+    body: dict[str, Any] | None
+
+
+def parse_packet(data: bytes) -> Packet:
+    if len(data) < 4:
+        raise MalformedPacket("shorter than a GWMP header")
+    version, ident_byte = data[0], data[3]
+    if version not in (1, 2):
+        raise MalformedPacket(f"protocol version {version}")
+    try:
+        ident = Ident(ident_byte)
+    except ValueError:
+        raise MalformedPacket(f"unknown packet type {ident_byte}") from None
+    eui = None
+    rest = data[4:]
+    if ident in (Ident.PUSH_DATA, Ident.PULL_DATA, Ident.TX_ACK):
+        if len(data) < 12:
+            raise MalformedPacket(f"{ident.name} without a gateway EUI")
+        eui, rest = data[4:12].hex(), data[12:]
+    body = None
+    if rest.strip(b"\0"):
+        try:
+            body = json.loads(rest.rstrip(b"\0"))
+        except ValueError as exc:
+            raise MalformedPacket(f"{ident.name} body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise MalformedPacket(f"{ident.name} body is not an object")
+    return Packet(version, data[1:3], ident, eui, body)
+
+
+def answer(packet: Packet, ident: Ident) -> bytes:
+    return bytes([packet.version]) + packet.token + bytes([ident])
+
+
+@dataclass(frozen=True, slots=True)
+class RxInfo:
+    """How one gateway heard a frame."""
+
+    gateway_eui: str
+    tmst: int
+    """The gateway's microsecond counter at reception: downlinks are timed against it."""
+    frequency_hz: int
+    data_rate: str
+    coding_rate: str
+    rssi: float
+    snr: float
+    rf_chain: int = 0
+    channel: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {"gateway": self.gateway_eui, "rssi": self.rssi, "snr": self.snr,
+                "channel": self.channel}
+
+
+def received(packet: Packet) -> tuple[list[tuple[RxInfo, bytes]], int]:
+    """The packets of a PUSH_DATA that passed the radio CRC, and how many were left out
+    (bad CRC, or an rxpk missing what a frame needs)."""
+    assert packet.gateway_eui is not None
+    found: list[tuple[RxInfo, bytes]] = []
+    dropped = 0
+    for rxpk in (packet.body or {}).get("rxpk") or []:
+        try:
+            if rxpk.get("stat", 1) != 1 or rxpk.get("modu", "LORA") != "LORA":
+                dropped += 1
+                continue
+            phy = base64.b64decode(rxpk["data"], validate=True)
+            info = RxInfo(
+                gateway_eui=packet.gateway_eui,
+                tmst=int(rxpk["tmst"]),
+                frequency_hz=round(float(rxpk["freq"]) * 1_000_000),
+                data_rate=str(rxpk["datr"]),
+                coding_rate=str(rxpk.get("codr", "4/5")),
+                rssi=float(rxpk.get("rssis", rxpk["rssi"])),
+                snr=float(rxpk.get("lsnr", 0.0)),
+                rf_chain=int(rxpk.get("rfch", 0)),
+                channel=int(rxpk.get("chan", 0)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
+            dropped += 1
+            continue
+        found.append((info, phy))
+    return found, dropped
+
+
+def txpk(phy: bytes, *, tmst: int, frequency_hz: int, data_rate: str, coding_rate: str,
+         power: int, rf_chain: int = 0) -> dict[str, Any]:
+    """A downlink for the gateway to send at ``tmst`` (its own counter), IQ inverted as
+    downlinks to devices are."""
+    return {
+        "imme": False, "tmst": tmst & 0xFFFFFFFF, "freq": frequency_hz / 1_000_000,
+        "rfch": rf_chain, "powe": power, "modu": "LORA", "datr": data_rate, "codr": coding_rate,
+        "ipol": True, "size": len(phy), "data": base64.b64encode(phy).decode(), "ncrc": True,
+    }
+
+
+PushHandler = Callable[[RxInfo, bytes], None]
+TxAckHandler = Callable[[bytes, str], Awaitable[None]]
+GatewayCheck = Callable[[str], Awaitable[bool]]
+Count = Callable[[str], None]
+
+
+class GatewayServer(asyncio.DatagramProtocol):
+    """The UDP endpoint gateways talk to. Received frames go to ``on_frame`` (the network
+    server gathers copies of one frame); everything else is answered here."""
+
+    def __init__(self, known: GatewayCheck, on_frame: PushHandler, on_tx_ack: TxAckHandler,
+                 count: Count) -> None:
+        self._known = known
+        self._on_frame = on_frame
+        self._on_tx_ack = on_tx_ack
+        self._count = count
+        self._transport: asyncio.DatagramTransport | None = None
+        self._pull_addresses: dict[str, tuple[str, int]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self._transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            packet = parse_packet(data)
+        except MalformedPacket as exc:
+            log.debug("GWMP packet from %s refused: %s", addr, exc)
+            self._count("malformed")
+            return
+        if packet.ident not in (Ident.PUSH_DATA, Ident.PULL_DATA, Ident.TX_ACK):
+            self._count("unexpected")
+            return
+        task = asyncio.get_running_loop().create_task(self._handle(packet, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, packet: Packet, addr: tuple[str, int]) -> None:
+        assert packet.gateway_eui is not None and self._transport is not None
+        try:
+            if not await self._known(packet.gateway_eui):
+                self._count("unknown_gateway")
+                return
+            if packet.ident is Ident.PUSH_DATA:
+                self._transport.sendto(answer(packet, Ident.PUSH_ACK), addr)
+                self._count("push_data")
+                frames, dropped = received(packet)
+                for _ in range(dropped):
+                    self._count("rxpk_dropped")
+                for info, phy in frames:
+                    self._on_frame(info, phy)
+            elif packet.ident is Ident.PULL_DATA:
+                self._pull_addresses[packet.gateway_eui] = addr
+                self._transport.sendto(answer(packet, Ident.PULL_ACK), addr)
+                self._count("pull_data")
+            else:
+                error = ((packet.body or {}).get("txpk_ack") or {}).get("error", "NONE")
+                self._count("tx_ack")
+                await self._on_tx_ack(packet.token, str(error))
+        except Exception:  # one gateway's packet must never stop the server
+            log.exception("GWMP packet from %s failed", packet.gateway_eui)
+
+    def send(self, gateway_eui: str, tx: dict[str, Any]) -> bytes | None:
+        """Sends a PULL_RESP; returns its token (a TX_ACK names it), or None if the gateway
+        has not pulled yet, so no path to it is known."""
+        addr = self._pull_addresses.get(gateway_eui)
+        if addr is None or self._transport is None:
+            return None
+        token = os.urandom(2)
+        body = json.dumps({"txpk": tx}, separators=(",", ":")).encode()
+        self._transport.sendto(struct.pack("B2sB", VERSION, token, Ident.PULL_RESP) + body, addr)
+        return token
+
+    def can_reach(self, gateway_eui: str) -> bool:
+        return gateway_eui in self._pull_addresses
+
+    async def drain(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,314 @@
+"""The LoRaWAN network server: frames heard by gateways in, readings and downlinks out.
+
+Copies of one frame heard by several gateways are gathered for ``deduplication_ms`` and handled
+once, with every gateway's reception kept. A data frame is accepted only if its MIC verifies
+under a session on its DevAddr with a frame counter above the last accepted one (replays and
+counters that went back are refused); its FRMPayload is then decrypted, decoded by the device's
+codec and ingested with the radio metadata. Join requests of OTAA devices are verified under
+the AppKey, a used DevNonce is refused, and the join accept goes out through the best gateway
+in RX1. After an uplink, the device's oldest pending command goes out in its RX1 window (class
+A); confirmed downlinks are delivered when the device's next uplink carries the ACK bit.
+
+Region parameters are EU868's (RX1 on the uplink's channel and data rate); other regions'
+channel plans are not built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from iot_platform.application.commands.commands import AcknowledgeCommand, CommandMessage
+from iot_platform.application.commands.delivery import CommandDelivery
+from iot_platform.application.commands.handlers import CommandHandler
+from iot_platform.application.devices.commands import RecordJoin
+from iot_platform.application.devices.handlers import DeviceCommandHandler
+from iot_platform.application.errors import ApplicationError
+from iot_platform.application.lorawan.ports import DevNonceUsed, LoRaWANDevices, LoRaWANSession
+from iot_platform.application.telemetry.ingestion import IngestTelemetry
+from iot_platform.application.telemetry.model import Candidate, MetricValue, Rejection
+from iot_platform.config import LorawanSettings
+from iot_platform.domain.aggregate import EventContext
+from iot_platform.domain.commands import CommandStatus
+from iot_platform.domain.errors import DomainError
+from iot_platform.domain.lorawan import Activation, CounterVerdict, counter_candidates
+from iot_platform.infrastructure.protocols.lorawan import phy
+from iot_platform.infrastructure.protocols.lorawan.codecs import UndecodablePayload, codec
+from iot_platform.infrastructure.protocols.lorawan.gwmp import GatewayServer, RxInfo, txpk
+
+log = logging.getLogger(__name__)
+
+_ACTOR = EventContext(actor="network-server")
+
+
+@dataclass(frozen=True, slots=True)
+class _Downlink:
+    f_port: int
+    payload: bytes
+    confirmed: bool
+
+
+def _downlink_of(message: CommandMessage) -> _Downlink:
+    """A command's LoRaWAN form: ``parameters.payload_hex`` (required), ``fport`` (1-223,
+    default 1) and ``confirmed`` (default true)."""
+    params = message.parameters
+    payload = bytes.fromhex(str(params["payload_hex"]))
+    f_port = int(params.get("fport", 1))
+    if not 1 <= f_port <= 223:
+        raise ValueError("fport must be 1-223")
+    if len(payload) > 51:  # the smallest maximum (EU868 DR0); larger ones may not fit
+        raise ValueError("payload_hex is over 51 bytes")
+    return _Downlink(f_port, payload, bool(params.get("confirmed", True)))
+
+
+class NetworkServer:
+    def __init__(
+        self,
+        sessions: LoRaWANDevices,
+        devices: DeviceCommandHandler,
+        ingest: IngestTelemetry,
+        settings: LorawanSettings,
+        count: Callable[[str], None],
+        commands: CommandDelivery | None = None,
+        command_handler: CommandHandler | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._devices = devices
+        self._ingest = ingest
+        self._settings = settings
+        self._count = count
+        self._commands = commands
+        self._command_handler = command_handler
+        self._net_id = bytes.fromhex(settings.net_id)[::-1]
+        self._gathering: dict[bytes, list[RxInfo]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._awaiting_ack: dict[str, str] = {}
+        """device id -> the confirmed command sent to it, delivered by its next ACK."""
+        self._unconfirmed: dict[bytes, tuple[str, str]] = {}
+        """PULL_RESP token -> (device id, command id): delivered once the gateway sent it."""
+        self.gateway: GatewayServer | None = None
+
+    # -- frames in ------------------------------------------------------------------------
+    def heard(self, info: RxInfo, frame: bytes) -> None:
+        """One gateway's copy of a frame; the first copy starts the gathering."""
+        copies = self._gathering.get(frame)
+        if copies is not None:
+            copies.append(info)
+            self._count("gathered_copy")
+            return
+        self._gathering[frame] = [info]
+        task = asyncio.get_running_loop().create_task(self._gathered(frame))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _gathered(self, frame: bytes) -> None:
+        await asyncio.sleep(self._settings.deduplication_ms / 1000)
+        receptions = self._gathering.pop(frame)
+        try:
+            await self.handle(frame, receptions)
+        except Exception:  # one frame must never stop the server
+            log.exception("LoRaWAN frame failed")
+            self._count("failed")
+
+    async def handle(self, frame: bytes, receptions: list[RxInfo]) -> None:
+        try:
+            parsed = phy.parse(frame)
+        except phy.MalformedFrame as exc:
+            log.info("LoRaWAN frame refused: %s", exc)
+            self._count("malformed")
+            return
+        if isinstance(parsed, phy.JoinRequest):
+            await self._join(parsed, receptions)
+        elif parsed.uplink:
+            await self._uplink(parsed, receptions)
+        else:
+            self._count("not_uplink")
+
+    # -- data uplinks ---------------------------------------------------------------------
+    async def _uplink(self, frame: phy.DataFrame, receptions: list[RxInfo]) -> None:
+        sessions = await self._sessions.by_dev_addr(frame.dev_addr)
+        if not sessions:
+            self._count("unknown_dev_addr")
+            return
+        match = self._match(frame, sessions)
+        if match is None:
+            log.info("LoRaWAN frame from %s: the MIC verifies under no session", frame.dev_addr)
+            self._count("bad_mic")
+            return
+        session, f_cnt, verdict = match
+        if verdict is not CounterVerdict.NEW:
+            log.info("LoRaWAN frame %d from %s refused: %s", f_cnt, session.device_id, verdict.value)
+            self._count(verdict.value)
+            return
+        if not await self._sessions.accept_uplink(session.device_id, f_cnt):
+            self._count(CounterVerdict.REPLAY.value)  # another process took this frame first
+            return
+        self._count("accepted")
+        if frame.ack:
+            await self._acknowledged(session.device_id)
+        if frame.f_port not in (None, 0):
+            await self._ingest.ingest([self._candidate(session, frame, f_cnt, receptions)], "lorawan")
+        await self._downlink(session, frame, receptions)
+
+    @staticmethod
+    def _match(
+        frame: phy.DataFrame, sessions: Sequence[LoRaWANSession]
+    ) -> tuple[LoRaWANSession, int, CounterVerdict] | None:
+        for session in sessions:
+            if session.nwk_s_key is None:
+                continue
+            for f_cnt, verdict in counter_candidates(session.f_cnt_up, frame.f_cnt16):
+                mic = phy.data_mic(session.nwk_s_key, frame.signed, True, frame.dev_addr, f_cnt)
+                if mic == frame.mic:
+                    return session, f_cnt, verdict
+        return None
+
+    def _candidate(
+        self, session: LoRaWANSession, frame: phy.DataFrame, f_cnt: int, receptions: list[RxInfo]
+    ) -> Candidate:
+        assert session.app_s_key is not None and frame.f_port is not None
+        payload = phy.crypt_payload(session.app_s_key, frame.frm_payload, True, frame.dev_addr, f_cnt)
+        best = max(receptions, key=lambda r: (r.snr, r.rssi))
+        radio: dict[str, MetricValue] = {
+            "rssi": best.rssi, "snr": best.snr, "frequency_hz": best.frequency_hz,
+            "f_cnt": f_cnt, "gateways": len(receptions),
+            "rx_info": json.dumps([r.as_dict() for r in receptions], separators=(",", ":")),
+        }
+        tags = {"gateway": best.gateway_eui, "data_rate": best.data_rate}
+        try:
+            metrics: dict[str, MetricValue] = codec(session.codec)(frame.f_port, payload)
+        except (UndecodablePayload, LookupError) as exc:
+            return Candidate(session.device_id, None, {}, tags, payload_bytes=len(payload),
+                             rejection=Rejection.UNDECODABLE, detail=str(exc))
+        return Candidate(session.device_id, None, {**metrics, **radio}, tags,
+                         payload_bytes=len(payload))
+
+    # -- joins ----------------------------------------------------------------------------
+    async def _join(self, request: phy.JoinRequest, receptions: list[RxInfo]) -> None:
+        session = await self._sessions.by_dev_eui(request.dev_eui)
+        if (session is None or session.activation is not Activation.OTAA
+                or session.join_eui != request.join_eui or session.root.app_key is None):
+            log.info("join request from unknown DevEUI %s", request.dev_eui)
+            self._count("join_unknown_device")
+            return
+        app_key = session.root.app_key
+        if phy.join_request_mic(app_key, request) != request.mic:
+            self._count("join_bad_mic")
+            return
+        dev_addr = await self._free_dev_addr()
+        app_nonce = os.urandom(3)
+        keys = phy.derive_session_keys(app_key, app_nonce, self._net_id, request.dev_nonce)
+        try:
+            await self._sessions.join(session.device_id, request.dev_nonce, dev_addr,
+                                      keys.nwk_s_key, keys.app_s_key)
+        except DevNonceUsed:
+            log.info("join request of %s replays DevNonce %d", session.device_id, request.dev_nonce)
+            self._count("join_nonce_replay")
+            return
+        try:
+            await self._devices.join(RecordJoin(session.device_id, dev_addr))
+        except (DomainError, ApplicationError) as exc:  # suspended or decommissioned
+            log.info("join of %s refused: %s", session.device_id, exc)
+            self._count("join_refused")
+            return
+        accept = phy.join_accept(app_key, app_nonce, self._net_id, dev_addr,
+                                 rx_delay=self._settings.rx1_delay_seconds)
+        if self._transmit(accept, receptions, self._settings.join_accept_delay_seconds) is None:
+            self._count("join_no_gateway")
+            return
+        self._count("join_accepted")
+
+    async def _free_dev_addr(self) -> str:
+        nwk_id = self._net_id[0] & 0x7F  # NetID type 0: its 7 low bits prefix every DevAddr
+        while True:
+            address = (nwk_id << 25) | int.from_bytes(os.urandom(4)) & 0x1FFFFFF
+            dev_addr = f"{address:08x}"
+            if not await self._sessions.dev_addr_in_use(dev_addr):
+                return dev_addr
+
+    # -- downlinks ------------------------------------------------------------------------
+    async def _downlink(
+        self, session: LoRaWANSession, frame: phy.DataFrame, receptions: list[RxInfo]
+    ) -> None:
+        message = None
+        if self._commands is not None:
+            message = await self._commands.take(session.device_id, "lorawan")
+        downlink = None
+        if message is not None:
+            try:
+                downlink = _downlink_of(message)
+            except (KeyError, ValueError, TypeError) as exc:
+                await self._finish(session.device_id, message.command_id, CommandStatus.FAILED,
+                                   {"error": f"not a LoRaWAN command: {exc}"})
+                message = None
+        if message is None and not frame.confirmed:
+            return
+        assert session.nwk_s_key is not None and session.app_s_key is not None
+        assert session.dev_addr is not None
+        f_cnt = await self._sessions.next_downlink_counter(session.device_id)
+        confirmed = downlink is not None and downlink.confirmed
+        down = phy.data_down(
+            session.nwk_s_key, session.app_s_key, session.dev_addr, f_cnt,
+            confirmed=confirmed, ack=frame.confirmed,
+            f_port=downlink.f_port if downlink else None,
+            payload=downlink.payload if downlink else b"",
+        )
+        token = self._transmit(down, receptions, self._settings.rx1_delay_seconds)
+        if token is None:
+            self._count("downlink_no_gateway")  # a command stays pending for the next uplink
+            return
+        self._count("downlink_sent")
+        if message is not None:
+            if confirmed:
+                self._awaiting_ack[session.device_id] = message.command_id
+            else:
+                self._unconfirmed[token] = (session.device_id, message.command_id)
+
+    def _transmit(self, frame: bytes, receptions: list[RxInfo], delay_seconds: int) -> bytes | None:
+        """Sends through the best gateway that has a downlink path; its PULL_RESP token."""
+        if self.gateway is None:
+            return None
+        reachable = [r for r in receptions if self.gateway.can_reach(r.gateway_eui)]
+        if not reachable:
+            return None
+        best = max(reachable, key=lambda r: (r.snr, r.rssi))
+        tx = txpk(frame, tmst=best.tmst + delay_seconds * 1_000_000,
+                  frequency_hz=best.frequency_hz, data_rate=best.data_rate,
+                  coding_rate=best.coding_rate, power=self._settings.downlink_power_dbm,
+                  rf_chain=best.rf_chain)
+        return self.gateway.send(best.gateway_eui, tx)
+
+    async def transmitted(self, token: bytes, error: str) -> None:
+        """A gateway's TX_ACK: an unconfirmed command is delivered once it went on the air."""
+        sent = self._unconfirmed.pop(token, None)
+        if error not in ("NONE", ""):
+            log.warning("gateway could not send a downlink: %s", error)
+            self._count("downlink_tx_failed")
+            return
+        if sent is not None:
+            await self._finish(*sent, CommandStatus.DELIVERED)
+
+    async def _acknowledged(self, device_id: str) -> None:
+        command_id = self._awaiting_ack.pop(device_id, None)
+        if command_id is not None:
+            await self._finish(device_id, command_id, CommandStatus.DELIVERED)
+
+    async def _finish(self, device_id: str, command_id: str, status: CommandStatus,
+                      result: Any = None) -> None:
+        if self._command_handler is None:
+            return
+        try:
+            await self._command_handler.acknowledge(
+                AcknowledgeCommand(device_id, command_id, status, result, context=_ACTOR))
+        except (DomainError, ApplicationError) as exc:  # expired meanwhile, say
+            log.info("command %s not marked %s: %s", command_id, status.value, exc)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

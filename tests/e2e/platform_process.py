@@ -37,6 +37,7 @@ class RunningPlatform:
     mqtt_port: int
     """The MQTT broker the platform subscribes to (its embedded one unless told otherwise)."""
     coap_port: int = 0
+    lorawan_port: int = 0
 
 
 def platform_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -55,6 +56,7 @@ def running_platform(
     if "IOT_MQTT__BROKER_URL" not in env:
         env["IOT_MQTT__BROKER_URL"] = f"mqtt://127.0.0.1:{free_port()}"
     env.setdefault("IOT_COAP__PORT", str(free_udp_port()))
+    env.setdefault("IOT_LORAWAN__PORT", str(free_udp_port()))
     mqtt_port = int(env["IOT_MQTT__BROKER_URL"].rsplit(":", 1)[1])
     log = (workdir / "platform.log").open("a")
     process = subprocess.Popen(
@@ -68,7 +70,8 @@ def running_platform(
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_ready(base_url, process, deadline, workdir)
-        yield RunningPlatform(base_url, process, workdir, mqtt_port, int(env["IOT_COAP__PORT"]))
+        yield RunningPlatform(base_url, process, workdir, mqtt_port, int(env["IOT_COAP__PORT"]),
+                              int(env["IOT_LORAWAN__PORT"]))
     finally:
         process.terminate()
         try:

@@ -1,0 +1,252 @@
+"""LoRaWAN end to end: a running platform, gateways simulated over real UDP sockets (GWMP v2),
+frames built by the tests' own end device (tests/lorawan_sim.py), results read over REST.
+
+Given registered gateways and devices, uplinks are stored once however many gateways heard
+them; replays, bad MICs, wrong keys and counters that went back are refused and counted; an
+OTAA device joins and then reports; a command goes out in the receive window after an uplink
+and is delivered by the device's ACK; and ChirpStack's MQTT uplinks (mosquitto_pub) land too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.platform_process import RunningPlatform, running_platform
+from tests.e2e.test_device_api import assert_unprocessable
+from tests.e2e.test_telemetry import eventually, mosquitto_pub, readings
+from tests.lorawan_sim import EndDevice, Gateway
+
+pytestmark = pytest.mark.e2e
+
+NWK = "44024241ed4ce9a68c6a8bc055233fd3"
+APP = "ec925802ae430ca77fd3dd73cb2cc588"
+APP_KEY = "2b7e151628aed2a6abf7158809cf4f3c"
+GW_A, GW_B = "aa555a0000000000", "aa555a0000000001"
+TWO_TEMPERATURES = bytes.fromhex("03670110056700FF")  # Cayenne LPP: 27.2 on 3, 25.5 on 5
+
+
+def abp(api: httpx.Client, device_id: str, dev_addr: int, codec: str = "cayenne_lpp",
+        app_s_key: str = APP) -> EndDevice:
+    response = api.post("/devices", json={
+        "device_id": device_id, "device_type": "lora-th", "protocol": "lorawan",
+        "lorawan": {"dev_eui": f"{dev_addr:016x}", "activation": "abp", "dev_addr": f"{dev_addr:08x}",
+                    "nwk_s_key": NWK, "app_s_key": app_s_key, "codec": codec}})
+    assert response.status_code == 201, response.text
+    return EndDevice(dev_eui=dev_addr, dev_addr=dev_addr, nwk_s_key=bytes.fromhex(NWK),
+                     app_s_key=bytes.fromhex(APP))
+
+
+def add_gateway(api: httpx.Client, eui: str) -> None:
+    response = api.post("/lorawan/gateways", json={"gateway_eui": eui, "name": f"gw-{eui[-2:]}"})
+    assert response.status_code == 201, response.text
+
+
+def frame_count(platform: RunningPlatform, outcome: str) -> float:
+    text = httpx.get(f"{platform.base_url}/metrics/").text
+    found = re.search(rf'iot_lorawan_frames_total{{outcome="{outcome}"}} (\S+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+def metric_line(platform: RunningPlatform, pattern: str) -> float:
+    found = re.search(pattern + r" (\S+)", httpx.get(f"{platform.base_url}/metrics/").text)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.fixture
+def gateways(platform: RunningPlatform, api: httpx.Client) -> Iterator[tuple[Gateway, Gateway]]:
+    add_gateway(api, GW_A)
+    add_gateway(api, GW_B)
+    a, b = Gateway(GW_A, platform.lorawan_port), Gateway(GW_B, platform.lorawan_port)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_an_uplink_heard_by_two_gateways_is_stored_once_with_both_receptions(
+    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+) -> None:
+    device = abp(api, "lw-1", 0x26011BDA)
+    a, b = gateways
+    frame = device.uplink(1, TWO_TEMPERATURES)
+    assert a.push(frame, rssi=-50, snr=9.0)
+    assert b.push(frame, rssi=-95, snr=-3.5)
+    [reading] = eventually(lambda: readings(api, "lw-1"), lambda r: len(r) == 1)
+    metrics = reading["metrics"]
+    assert (metrics["temperature_3"], metrics["temperature_5"]) == (27.2, 25.5)
+    assert (metrics["rssi"], metrics["snr"], metrics["gateways"], metrics["f_cnt"]) == (-50, 9.0, 2, 0)
+    assert metrics["frequency_hz"] == 868_100_000
+    assert sorted(r["gateway"] for r in json.loads(metrics["rx_info"])) == [GW_A, GW_B]
+    assert reading["tags"] == {"gateway": GW_A, "data_rate": "SF7BW125"}
+    assert frame_count(platform, "gathered_copy") == 1
+    assert api.get("/devices/lw-1").json()["status"] == "active"
+    session = api.get("/lorawan/devices/lw-1").json()
+    assert (session["dev_addr"], session["f_cnt_up"], session["activation"]) == ("26011bda", 0, "abp")
+    assert not {"nwk_s_key", "app_s_key", "app_key"} & session.keys()
+
+
+def test_replays_bad_mics_wrong_keys_and_counters_that_went_back_are_refused(
+    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+) -> None:
+    device = abp(api, "lw-1", 0x26011BDA)
+    a, _ = gateways
+    first = device.uplink(1, TWO_TEMPERATURES, fcnt=5)
+    assert a.push(first)
+    eventually(lambda: frame_count(platform, "accepted"), lambda n: n == 1)
+    assert a.push(first)  # the same frame again, after the gathering window
+    eventually(lambda: frame_count(platform, "replay"), lambda n: n == 1)
+    assert a.push(device.uplink(1, TWO_TEMPERATURES, fcnt=3))
+    eventually(lambda: frame_count(platform, "counter_behind"), lambda n: n == 1)
+    assert a.push(device.uplink(1, TWO_TEMPERATURES, fcnt=6, mic_key=bytes(16)))
+    eventually(lambda: frame_count(platform, "bad_mic"), lambda n: n == 1)
+    # Registered with another AppSKey: the MIC holds, the payload decrypts to noise.
+    wrong = abp(api, "lw-2", 0x26011BDB, app_s_key="00" * 16)
+    assert a.push(wrong.uplink(1, TWO_TEMPERATURES))
+    eventually(lambda: metric_line(platform, r'iot_readings_rejected_total\{protocol="lorawan",reason="undecodable"\}'),
+               lambda n: n == 1)
+    assert a.push(device.uplink(1, TWO_TEMPERATURES, fcnt=6))
+    eventually(lambda: readings(api, "lw-1"), lambda r: [x["metrics"]["f_cnt"] for x in r] == [5, 6])
+    assert a.push(b"\x40\x01")  # not a frame at all
+    eventually(lambda: frame_count(platform, "malformed"), lambda n: n == 1)
+    assert readings(api, "lw-2") == []
+
+
+def test_an_unknown_gateway_gets_no_answer_and_is_counted(platform: RunningPlatform, api: httpx.Client) -> None:
+    device = abp(api, "lw-1", 0x26011BDA)
+    stranger = Gateway("0102030405060708", platform.lorawan_port)
+    try:
+        assert not stranger.push(device.uplink(1, TWO_TEMPERATURES), timeout=1.0)
+        assert not stranger.pull(timeout=1.0)
+        assert metric_line(platform, r'iot_lorawan_gateway_packets_total\{kind="unknown_gateway"\}') == 2
+        add_gateway(api, "0102030405060708")  # registered here: known at once
+        assert stranger.pull()
+    finally:
+        stranger.close()
+    assert readings(api, "lw-1") == []
+
+
+def test_an_otaa_device_joins_then_reports_and_a_replayed_join_is_refused(
+    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+) -> None:
+    response = api.post("/devices", json={
+        "device_id": "lw-otaa", "device_type": "lora-th", "protocol": "lorawan",
+        "lorawan": {"dev_eui": "0004a30b001c0530", "join_eui": "70b3d57ed0000001", "activation": "otaa",
+                    "app_key": APP_KEY, "codec": "cayenne_lpp"}})
+    assert response.status_code == 201, response.text
+    device = EndDevice(dev_eui=0x0004A30B001C0530, join_eui=0x70B3D57ED0000001, app_key=bytes.fromhex(APP_KEY))
+    a, _ = gateways
+    assert a.pull()
+    assert a.push(device.join_request(dev_nonce=0x0102))
+    txpk = a.downlink()
+    assert txpk is not None, "no join accept"
+    assert txpk["tmst"] == a.tmst + 5_000_000 and txpk["freq"] == 868.1 and txpk["ipol"] is True
+    device.accept(txpk["phy"])
+    assert a.push(device.uplink(1, TWO_TEMPERATURES))
+    [reading] = eventually(lambda: readings(api, "lw-otaa"), lambda r: len(r) == 1)
+    assert reading["metrics"]["temperature_3"] == 27.2
+    history = api.get("/devices/lw-otaa/history").json()["events"]
+    joined = [e for e in history if e["event_type"] == "DeviceJoined"]
+    assert [e["data"]["dev_addr"] for e in joined] == [f"{device.dev_addr:08x}"]
+    assert APP_KEY not in json.dumps(history) and "key" not in json.dumps(joined[0]["data"])
+    assert a.push(device.join_request(dev_nonce=0x0102))  # the same DevNonce again
+    eventually(lambda: frame_count(platform, "join_nonce_replay"), lambda n: n == 1)
+    assert a.downlink(timeout=1.5) is None
+    assert api.get("/lorawan/devices/lw-otaa").json()["joined"] is True
+
+
+def test_a_command_goes_out_after_the_next_uplink_and_the_ack_bit_delivers_it(
+    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+) -> None:
+    device = abp(api, "lw-1", 0x26011BDA)
+    a, _ = gateways
+    assert a.pull()
+    issued = api.post("/devices/lw-1/commands", json={
+        "command": "set_interval", "parameters": {"payload_hex": "0a3c", "fport": 10}})
+    assert issued.status_code in (201, 202), issued.text
+    command_id = issued.json()["command_id"]
+    assert a.push(device.uplink(1, TWO_TEMPERATURES))
+    txpk = a.downlink()
+    assert txpk is not None, "no downlink"
+    assert txpk["tmst"] == a.tmst + 1_000_000
+    down = device.read_downlink(txpk["phy"])
+    assert (down["confirmed"], down["fport"], down["payload"], down["fcnt"]) == (True, 10, b"\x0a\x3c", 0)
+    status = lambda: api.get(f"/devices/lw-1/commands/{command_id}").json()["status"]  # noqa: E731
+    assert status() == "sent"
+    assert a.push(device.uplink(1, TWO_TEMPERATURES, ack=True))
+    eventually(status, lambda s: s == "delivered")
+    # A confirmed uplink is acknowledged even with nothing to send.
+    assert a.push(device.uplink(1, TWO_TEMPERATURES, confirmed=True))
+    txpk = a.downlink()
+    assert txpk is not None
+    down = device.read_downlink(txpk["phy"])
+    assert (down["ack"], down["fport"], down["fcnt"]) == (True, None, 1)
+
+
+def test_the_raw_codec_stores_hex_and_keys_are_sealed_at_rest(
+    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway], e2e_database_url: str
+) -> None:
+    device = abp(api, "lw-raw", 0x26011BDC, codec="raw")
+    a, _ = gateways
+    assert a.push(device.uplink(42, b"\xde\xad\xbe\xef"))
+    [reading] = eventually(lambda: readings(api, "lw-raw"), lambda r: len(r) == 1)
+    assert (reading["metrics"]["payload_hex"], reading["metrics"]["f_port"]) == ("deadbeef", 42)
+    log = (platform.workdir / "platform.log").read_text()
+    assert NWK not in log and APP not in log
+    if e2e_database_url.startswith("sqlite"):
+        stored = b"".join(p.read_bytes() for p in Path(e2e_database_url.removeprefix("sqlite:///")).parent.glob("iot.db*"))
+        assert bytes.fromhex(NWK) not in stored and NWK.encode() not in stored and APP.encode() not in stored
+
+
+def test_bad_lorawan_registrations_name_the_field(platform: RunningPlatform, api: httpx.Client) -> None:
+    def register(**lorawan: Any) -> httpx.Response:
+        return api.post("/devices", json={"device_id": "lw-x", "device_type": "t", "protocol": "lorawan",
+                                          "lorawan": {"dev_eui": "0000000000000001", **lorawan}})
+
+    assert_unprocessable(register(activation="abp", dev_addr="01020304", app_s_key=APP), "lorawan.nwk_s_key")
+    assert_unprocessable(register(activation="abp", app_s_key=APP, nwk_s_key=NWK), "lorawan.dev_addr")
+    assert_unprocessable(register(activation="otaa", join_eui="0000000000000002"), "lorawan.app_key")
+    assert_unprocessable(register(activation="otaa", app_key=APP_KEY, join_eui="0000000000000002",
+                                  codec="nope"), "lorawan.codec")
+    assert_unprocessable(register(activation="abp", dev_addr="0102", app_s_key=APP, nwk_s_key=NWK),
+                         "lorawan.dev_addr")
+    assert api.get("/devices/lw-x").status_code == 404
+    abp(api, "lw-1", 1)
+    taken = api.post("/devices", json={"device_id": "lw-2", "device_type": "t", "protocol": "lorawan",
+                                       "lorawan": {"dev_eui": f"{1:016x}", "activation": "otaa",
+                                                   "join_eui": "0000000000000002", "app_key": APP_KEY}})
+    assert taken.status_code == 409, taken.text
+    assert api.get("/devices/lw-2").status_code == 404
+    assert api.post("/lorawan/gateways", json={"gateway_eui": "xyz"}).status_code == 422
+
+
+def test_chirpstack_uplinks_published_with_mosquitto_pub_are_stored(tmp_path: Path, e2e_database_url: str) -> None:
+    with running_platform(tmp_path, e2e_database_url, IOT_LORAWAN__CHIRPSTACK_UPLINKS="true") as platform, \
+            httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as api:
+        abp(api, "lw-cs", 0x0101010101010101 & 0xFFFFFFFF)
+        eui = f"{0x0101010101010101 & 0xFFFFFFFF:016x}"
+        decoded = {"deduplicationId": "3ac7e3c4-4401-4b8d-9386-a5c902f9202d", "time": "2026-11-30T10:00:00.123456789Z",
+                   "deviceInfo": {"applicationId": "app-1", "devEui": eui, "deviceName": "th"},
+                   "devAddr": "01010101", "fCnt": 10, "fPort": 1, "dr": 5, "object": {"temperature": 21.5, "battery": {"v": 3.1}},
+                   "rxInfo": [{"gatewayId": "0016c001f153a14c", "rssi": -57, "snr": 10.2}],
+                   "txInfo": {"frequency": 868100000}}
+        encoded = {**decoded, "deduplicationId": "b1", "time": "2026-11-30T10:00:01Z", "fCnt": 11,
+                   "data": base64.b64encode(TWO_TEMPERATURES).decode()}
+        del encoded["object"]
+        topic = f"application/app-1/device/{eui}/event/up"
+        mosquitto_pub(platform.mqtt_port, topic, message=json.dumps(decoded))
+        mosquitto_pub(platform.mqtt_port, topic, message=json.dumps(encoded))
+        mosquitto_pub(platform.mqtt_port, topic, message="{not json")
+        got = eventually(lambda: readings(api, "lw-cs"), lambda r: len(r) == 2)
+        assert got[0]["timestamp"].startswith("2026-11-30T10:00:00.123456")
+        assert (got[0]["metrics"]["temperature"], got[0]["metrics"]["battery_v"], got[0]["metrics"]["rssi"]) == (21.5, 3.1, -57)
+        assert got[0]["tags"]["gateway"] == "0016c001f153a14c"
+        assert (got[1]["metrics"]["temperature_3"], got[1]["metrics"]["f_cnt"]) == (27.2, 11)
+        eventually(lambda: metric_line(platform, r'iot_readings_rejected_total\{protocol="mqtt",reason="undecodable"\}'),
+                   lambda n: n == 1)

@@ -35,6 +35,7 @@ from iot_platform.application.commands.queries import CommandStatusReader
 from iot_platform.application.devices.commands import ActivateDevice, RecordConnectivity
 from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.errors import NotFound
+from iot_platform.application.devices.provisioning import OscoreProvisioning
 from iot_platform.application.lorawan.registration import LoRaWANRegistrar
 from iot_platform.application.outbox import OutboxRelay
 from iot_platform.application.realtime import LiveFeed
@@ -102,6 +103,7 @@ from iot_platform.infrastructure.protocols.lorawan.codecs import codec_names
 from iot_platform.infrastructure.protocols.lorawan.listener import LoRaWANListener
 from iot_platform.infrastructure.protocols.lorawan.network_server import NetworkServer
 from iot_platform.infrastructure.protocols.lorawan.store import SqlGateways, SqlLoRaWANDevices
+from iot_platform.infrastructure.protocols.oscore import OscoreContexts
 from iot_platform.infrastructure.secrets import SecretBox
 from iot_platform.presentation.coap.server import CoapCommands, CoapIngestion
 from iot_platform.presentation.mqtt.contract import CommandAck, StatusReport
@@ -251,6 +253,7 @@ class Platform:
     analytics: FleetAnalytics
     commands: Commands
     lorawan: LoRaWAN
+    oscore: OscoreProvisioning
     relay: OutboxRelay | None = None
     """With streaming.backend kafka: the outbox to the domain-events topic."""
     event_publisher: KafkaDomainEventPublisher | None = None
@@ -438,7 +441,8 @@ def build_platform(settings: Settings) -> Platform:
     sessions, gateways = SqlLoRaWANDevices(engine, box), SqlGateways(engine)
     lw = settings.lorawan
     chirpstack = ChirpStackUplinks(sessions, lw.chirpstack_topic) if lw.chirpstack_uplinks else None
-    telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands, chirpstack)
+    oscore = OscoreContexts(engine, box)
+    telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands, chirpstack, oscore)
     listener = None
     if lw.enabled:
         server = NetworkServer(sessions, devices, telemetry.ingest, lw,
@@ -485,6 +489,7 @@ def build_platform(settings: Settings) -> Platform:
         ),
         commands=commands,
         lorawan=lorawan,
+        oscore=OscoreProvisioning(devices, oscore),
         relay=relay,
         event_publisher=event_publisher,
         event_feed=event_feed,
@@ -624,6 +629,7 @@ def _telemetry(
     rate: InProcessIngestionRate,
     commands: Commands,
     foreign: ChirpStackUplinks | None,
+    oscore: OscoreContexts,
 ) -> Telemetry:
     ts, limits, streaming = settings.timeseries, settings.telemetry, settings.streaming
     store = timeseries_store(settings)
@@ -693,6 +699,7 @@ def _telemetry(
         telemetry.coap = CoapIngestion(
             coap.host, coap.port, ingest, limits.max_payload_bytes, coap.allow_unauthenticated,
             CoapCommands(commands.delivery, commands.handler, settings.commands.max_wait_seconds),
+            oscore,
         )
     telemetry.add_sink("storage", StorageWriter(store, refused), storage)
     # The latest state is not what acknowledges a device, so it batches longer (fewer upserts).

@@ -22,7 +22,7 @@ import cbor2
 import httpx
 import pytest
 
-from tests.e2e.platform_process import BIN, RunningPlatform
+from tests.e2e.platform_process import BIN, RunningPlatform, running_platform
 from tests.e2e.test_telemetry import eventually, register
 
 pytestmark = pytest.mark.e2e
@@ -197,3 +197,64 @@ def test_with_unauthenticated_coap_off_every_request_is_refused(tmp_path: Path, 
                         "--payload", '{"command_id": "x", "status": "succeeded"}')
         assert first.startswith("4.01")
         assert readings(api, "sensor-1") == []
+
+
+def oscore_credentials(tmp_path: Path, platform: RunningPlatform, provisioned: dict[str, object], name: str) -> Path:
+    """An aiocoap-client credentials file holding the device's side of its OSCORE context."""
+    side = provisioned["oscore"]
+    assert isinstance(side, dict)
+    context = tmp_path / name
+    context.mkdir()
+    (context / "settings.json").write_text(json.dumps({
+        "sender-id_hex": side["sender_id_hex"], "recipient-id_hex": side["recipient_id_hex"],
+        "secret_hex": side["secret_hex"], "salt_hex": side["salt_hex"]}))
+    credentials = tmp_path / f"{name}.json"
+    credentials.write_text(json.dumps({f"coap://127.0.0.1:{platform.coap_port}/*": {"oscore": {"contextfile": f"{context}/"}}}))
+    return credentials
+
+
+def test_oscore_devices_are_authenticated_and_confined_to_their_own_data(tmp_path: Path, e2e_database_url: str) -> None:
+    with running_platform(tmp_path, e2e_database_url, IOT_COAP__ALLOW_UNAUTHENTICATED="false") as platform, \
+            httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as api:
+        register(api, "coap-1", protocol="coap")
+        register(api, "coap-2", protocol="coap")
+        register(api, "mqtt-1")
+        answer = api.put("/devices/coap-1/provision", json={"credential": "oscore"})
+        assert answer.status_code == 200, answer.text
+        provisioned = answer.json()
+        assert provisioned["status"] == "provisioned" and provisioned["credential_type"] == "oscore"
+        assert api.get("/devices/coap-1").json()["status"] == "provisioned"
+        assert api.put("/devices/mqtt-1/provision", json={"credential": "oscore"}).status_code == 422
+        credentials = oscore_credentials(tmp_path, platform, provisioned, "coap-1")
+        body = ("--content-format", "application/json", "--payload", '{"timestamp": "2026-01-01T00:00:00Z", "temperature": 20.5}')
+        assert coap(platform, "/devices/coap-1/telemetry", "--credentials", str(credentials), *body)[1] == "stored"
+        assert [r["metrics"] for r in eventually(lambda: readings(api, "coap-1"), lambda r: len(r) == 1)] == [
+            {"temperature": 20.5}]
+        first, why = coap(platform, "/devices/coap-2/telemetry", "--credentials", str(credentials), *body)
+        assert first.startswith("4.03") and "coap-1" in why
+        first, _ = coap(platform, "/devices/coap-1/telemetry", *body)  # no OSCORE at all
+        assert first.startswith("4.01")
+        # A device whose secret is not the one provisioned is not let in: the platform answers
+        # 4.00 "Decryption failed" unprotected, which the client reports as an unprotected answer.
+        forged = dict(provisioned, oscore=dict(provisioned["oscore"], secret_hex="00" * 16))
+        refused = subprocess.run(
+            [str(BIN / "aiocoap-client"), "-m", "POST", "--credentials",
+             str(oscore_credentials(tmp_path, platform, forged, "forged")), *body,
+             f"coap://127.0.0.1:{platform.coap_port}/devices/coap-1/telemetry"],
+            capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "stored" not in refused.stdout
+        assert "No Object-Security option present" in refused.stderr
+        history = json.dumps(api.get("/devices/coap-1/history").json())
+        assert provisioned["oscore"]["secret_hex"] not in history
+        assert provisioned["oscore"]["secret_hex"] not in (platform.workdir / "platform.log").read_text()
+        assert readings(api, "coap-2") == []
+    # After a restart the context comes back from its sealed copy (the replay window is
+    # re-established with an Echo challenge, which the client answers by itself).
+    with running_platform(tmp_path, e2e_database_url, IOT_COAP__ALLOW_UNAUTHENTICATED="false") as platform, \
+            httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as api:
+        again = tmp_path / "again"  # the port is new; the device's context starts afresh
+        again.mkdir()
+        credentials = oscore_credentials(again, platform, provisioned, "coap-1")
+        later = ("--content-format", "application/json", "--payload", '{"timestamp": "2026-01-01T00:00:01Z", "temperature": 21.5}')
+        assert coap(platform, "/devices/coap-1/telemetry", "--credentials", str(credentials), *later)[1] == "stored"
+        eventually(lambda: readings(api, "coap-1"), lambda r: len(r) == 2)

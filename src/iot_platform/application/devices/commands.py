@@ -73,6 +73,14 @@ class RecordConnectivity:
 
 
 @dataclass(frozen=True)
+class ProvisionDevice:
+    device_id: str
+    credential_type: str
+    credential_fingerprint: str | None = None
+    context: EventContext = EventContext()
+
+
+@dataclass(frozen=True)
 class RecordJoin:
     """A LoRaWAN device joined over the air and was given ``dev_addr``."""
 

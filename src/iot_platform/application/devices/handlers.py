@@ -13,6 +13,7 @@ from iot_platform.application.devices.commands import (
     ActivateDevice,
     CommandResult,
     DecommissionDevice,
+    ProvisionDevice,
     RecordConnectivity,
     RecordJoin,
     RegisterDevice,
@@ -90,6 +91,12 @@ class DeviceCommandHandler:
         return await self._retrying(
             command.device_id, lambda d: d.record_connectivity(command.online, command.context)
         )
+
+    async def provision(self, command: ProvisionDevice) -> CommandResult:
+        device = await self._existing(command.device_id)
+        device.provision(credential_type=command.credential_type,
+                         credential_fingerprint=command.credential_fingerprint, context=command.context)
+        return await self._save(device, None)
 
     async def join(self, command: RecordJoin) -> CommandResult:
         return await self._retrying(

@@ -267,3 +267,16 @@ lorawan_gateways = Table(
     Column("registered_at", UtcDateTime, nullable=False),
     Column("last_seen", UtcDateTime, nullable=True),
 )
+
+# OSCORE security contexts of CoAP devices: the master secret and salt sealed like LoRaWAN keys;
+# ``recipient_id`` (the device's sender id, hex) is how a request finds its context;
+# ``sequence_floor`` is where the next process start may begin sending (reserved in chunks).
+coap_oscore_contexts = Table(
+    "coap_oscore_contexts",
+    metadata,
+    Column("device_id", String(128), primary_key=True),
+    Column("recipient_id", String(16), nullable=False, unique=True),
+    Column("sealed_secret", Text, nullable=False),
+    Column("sequence_floor", BigInteger, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)

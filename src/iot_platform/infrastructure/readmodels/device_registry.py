@@ -34,6 +34,7 @@ from iot_platform.domain.devices import (
     DeviceDecommissioned,
     DeviceLocationChanged,
     DeviceMetadataChanged,
+    DeviceJoined,
     DeviceProvisioned,
     DeviceRegistered,
     DeviceRenamed,
@@ -117,6 +118,10 @@ class DeviceRegistryProjection:
     @_on.register
     async def _(self, event: DeviceDisconnected, conn: AsyncConnection, r: RecordedEvent) -> None:
         await self._update(conn, r, connected=False)
+
+    @_on.register
+    async def _(self, event: DeviceJoined, conn: AsyncConnection, r: RecordedEvent) -> None:
+        await self._update(conn, r)  # the session is the network server's; only the version moves
 
     @_on.register
     async def _(self, event: DeviceProvisioned, conn: AsyncConnection, r: RecordedEvent) -> None:

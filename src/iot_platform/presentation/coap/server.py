@@ -20,6 +20,7 @@ never reach ingestion twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -29,6 +30,7 @@ import aiocoap.resource as resource
 import cbor2
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.contentformat import ContentFormat
+from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from iot_platform.application.commands.commands import AcknowledgeCommand, CommandMessage
 from iot_platform.application.commands.delivery import CommandDelivery
@@ -38,6 +40,7 @@ from iot_platform.application.telemetry.ingestion import IngestTelemetry
 from iot_platform.application.telemetry.model import Candidate, Outcome, Rejection, Status
 from iot_platform.domain.commands import CommandStatus
 from iot_platform.domain.errors import DomainError
+from iot_platform.infrastructure.protocols.oscore import OscoreContexts
 from iot_platform.presentation.mqtt.contract import (
     MalformedAck,
     candidate_from_body,
@@ -49,7 +52,25 @@ from iot_platform.presentation.wire import WireError
 log = logging.getLogger(__name__)
 
 _TEXT = ContentFormat.TEXT
-_REJECTION_CODES = {Rejection.UNKNOWN_DEVICE: Code.NOT_FOUND, Rejection.PAYLOAD_TOO_LARGE: Code.REQUEST_ENTITY_TOO_LARGE}
+_REJECTION_CODES = {Rejection.UNKNOWN_DEVICE: Code.NOT_FOUND, Rejection.PAYLOAD_TOO_LARGE: Code.REQUEST_ENTITY_TOO_LARGE,
+                    Rejection.IDENTITY_MISMATCH: Code.FORBIDDEN}
+_UNAUTHENTICATED = "this CoAP endpoint needs a device authenticated with OSCORE"
+
+
+def identity(request: aiocoap.Message) -> str | None:
+    """The device an OSCORE-protected request came from (its security context's claim)."""
+    claims = getattr(request.remote, "authenticated_claims", None) or []
+    return str(claims[0]) if claims else None
+
+
+def _refusal_for(request: aiocoap.Message, device_id: str, open_access: bool) -> aiocoap.Message | None:
+    """4.01 without authentication where it is required; 4.03 for another device's path."""
+    who = identity(request)
+    if who is None:
+        return None if open_access else _answer(Code.UNAUTHORIZED, _UNAUTHENTICATED)
+    if who != device_id:
+        return _answer(Code.FORBIDDEN, f"authenticated as {who!r}, not {device_id!r}")
+    return None
 
 
 def _answer(code: Code, text: str) -> aiocoap.Message:
@@ -85,12 +106,14 @@ class _Telemetry:
         self._ingest = ingest
         self._max = max_payload_bytes
         self.open = allow_unauthenticated
-        """Unauthenticated requests are served (nothing else is possible yet)."""
+        """Requests without OSCORE are served too (authenticated ones are always confined to
+        their own device)."""
 
     async def post(self, request: aiocoap.Message, device_id: str | None) -> aiocoap.Message:
         try:
-            if not self.open:
-                raise _Refusal(Code.UNAUTHORIZED, "this CoAP endpoint needs an authenticated device")
+            who = identity(request)
+            if who is None and not self.open:
+                raise _Refusal(Code.UNAUTHORIZED, _UNAUTHENTICATED)
             size = len(request.payload)
             if size > self._max:
                 raise _Refusal(Code.REQUEST_ENTITY_TOO_LARGE, f"payload of {size} bytes is over {self._max}")
@@ -101,7 +124,7 @@ class _Telemetry:
                     raise _Refusal(Code.BAD_REQUEST, "POST /sensors needs a device_id in the payload")
             candidate = self._candidate(body, device_id, size)
             try:
-                [outcome] = await self._ingest.ingest([candidate], "coap")
+                [outcome] = await self._ingest.ingest([candidate], "coap", authenticated_device=who)
             except Exception as exc:  # the stream could not take it: nothing stored, retry
                 log.warning("CoAP reading of %s not handed on: %s", device_id, exc)
                 raise _Refusal(Code.SERVICE_UNAVAILABLE, "the reading could not be stored; retry") from None
@@ -157,22 +180,20 @@ class DevicesResource(resource.ObservableResource, resource.PathCapable):  # typ
         if len(path) == 2 and path[1] == "telemetry" and path[0]:
             return await self._telemetry.post(request, path[0])
         if len(path) == 3 and path[1:] == ("commands", "ack") and self._commands is not None:
-            if not self._telemetry.open:
-                return _answer(Code.UNAUTHORIZED, "this CoAP endpoint needs an authenticated device")
-            return await self._commands.acknowledge(request, path[0])
+            refused = _refusal_for(request, path[0], self._telemetry.open)
+            return refused or await self._commands.acknowledge(request, path[0])
         return _answer(Code.NOT_FOUND, "no such resource: POST /devices/{id}/telemetry or /devices/{id}/commands/ack")
 
     async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
         device_id = self._commands_of(request)
         if device_id is None or self._commands is None:
             return _answer(Code.NOT_FOUND, "no such resource: GET /devices/{id}/commands")
-        if not self._telemetry.open:
-            return _answer(Code.UNAUTHORIZED, "this CoAP endpoint needs an authenticated device")
-        return await self._commands.pending(request, device_id)
+        refused = _refusal_for(request, device_id, self._telemetry.open)
+        return refused or await self._commands.pending(request, device_id)
 
     async def add_observation(self, request: aiocoap.Message, observation: Any) -> None:
         device_id = self._commands_of(request)
-        if device_id is None or self._commands is None or not self._telemetry.open:
+        if device_id is None or self._commands is None or _refusal_for(request, device_id, self._telemetry.open):
             return  # not observable: the answer is sent without Observe
         follow = asyncio.get_running_loop().create_task(self._commands.follow(request, device_id, observation))
         observation.accept(follow.cancel)
@@ -242,12 +263,17 @@ class CoapIngestion:
     """The CoAP listener; ``start`` binds UDP ``host:port``, ``stop`` releases it."""
 
     def __init__(self, host: str, port: int, ingest: IngestTelemetry, max_payload_bytes: int,
-                 allow_unauthenticated: bool, commands: CoapCommands | None = None) -> None:
+                 allow_unauthenticated: bool, commands: CoapCommands | None = None,
+                 oscore: OscoreContexts | None = None, refresh_seconds: float = 5.0) -> None:
         self._bind = (host, port)
         telemetry = _Telemetry(ingest, max_payload_bytes, allow_unauthenticated)
-        self._site = resource.Site()
-        self._site.add_resource(["sensors"], SensorsResource(telemetry))
-        self._site.add_resource(["devices"], DevicesResource(telemetry, commands))
+        site = resource.Site()
+        site.add_resource(["sensors"], SensorsResource(telemetry))
+        site.add_resource(["devices"], DevicesResource(telemetry, commands))
+        self._oscore = oscore
+        self._site = site if oscore is None else OscoreSiteWrapper(site, oscore.credentials)
+        self._refresh_seconds = refresh_seconds
+        self._refresh: asyncio.Task[None] | None = None
         self._context: aiocoap.Context | None = None
 
     async def start(self) -> None:
@@ -260,9 +286,27 @@ class CoapIngestion:
                 f"the CoAP listener cannot bind UDP {self._bind[0]}:{self._bind[1]} ({exc}): set "
                 "coap.port to a free port, or coap.enabled: false"
             ) from exc
-        log.info("CoAP listening on udp %s:%d", *self._bind)
+        if self._oscore is not None:
+            count = await self._oscore.load()
+            log.info("CoAP listening on udp %s:%d (OSCORE contexts: %d)", *self._bind, count)
+            self._refresh = asyncio.get_running_loop().create_task(self._follow_contexts(self._oscore))
+        else:
+            log.info("CoAP listening on udp %s:%d", *self._bind)
+
+    async def _follow_contexts(self, oscore: OscoreContexts) -> None:
+        """Contexts provisioned by other platform processes are picked up within a while."""
+        while True:
+            await asyncio.sleep(self._refresh_seconds)
+            try:
+                await oscore.load()
+            except Exception:  # the next round tries again
+                log.exception("reloading OSCORE contexts failed")
 
     async def stop(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
         if self._context is not None:
             await self._context.shutdown()
             self._context = None

@@ -15,6 +15,7 @@ from iot_platform.application.devices.commands import (
     SuspendDevice,
     UpdateDevice,
 )
+from iot_platform.application.devices.provisioning import fingerprint
 from iot_platform.application.devices.queries import DeviceSearch, Near, device_history
 from iot_platform.application.errors import NotFound
 from iot_platform.domain.devices import DeviceMetadata, DeviceStatus, Location, Protocol
@@ -29,6 +30,9 @@ from iot_platform.presentation.rest.schemas.devices import (
     DeviceUpdate,
     HistoryEvent,
     LocationIn,
+    OscoreCredential,
+    Provisioned,
+    ProvisionIn,
     StateChange,
 )
 from iot_platform.presentation.rest.security import Principal, require
@@ -245,6 +249,28 @@ async def decommission_device(
         )
     )
     return await _answer(platform, result, response)
+
+
+@router.put("/{device_id}/provision", response_model=Provisioned)
+async def provision_device(
+    device_id: str, body: ProvisionIn, request: Request, platform: PlatformDep, who: Writer
+) -> Provisioned:
+    """Creates the device's credentials and shows them once; provisioning again replaces them."""
+    view = await platform.registry.get(device_id)
+    if view is None:
+        raise NotFound(f"device {device_id!r} is not registered")
+    if view.protocol != Protocol.COAP.value:
+        raise FieldError("credential", f"oscore is for CoAP devices; {device_id!r} speaks {view.protocol}")
+    material, _ = await platform.oscore.provision(device_id, event_context(request, who))
+    coap = platform.settings.coap
+    return Provisioned(
+        device_id=device_id,
+        status=DeviceStatus.PROVISIONED,
+        credential_type="oscore",
+        credential_fingerprint=fingerprint(material.master_secret),
+        coap_uri=f"coap://{coap.host}:{coap.port}",
+        oscore=OscoreCredential(**material.device_side()),
+    )
 
 
 @router.get("/{device_id}/history", response_model=DeviceHistory)

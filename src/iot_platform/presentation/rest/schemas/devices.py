@@ -127,3 +127,31 @@ class HistoryEvent(BaseModel):
 class DeviceHistory(BaseModel):
     device_id: str
     events: list[HistoryEvent]
+
+
+class ProvisionIn(BaseModel):
+    """``oscore``: a per-device OSCORE security context for CoAP (the only credential yet)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    credential: str = Field("oscore", pattern="^oscore$")
+
+
+class OscoreCredential(BaseModel):
+    """The device's side of its OSCORE context, shown once; the platform keeps it sealed."""
+
+    sender_id_hex: str
+    recipient_id_hex: str
+    secret_hex: str
+    salt_hex: str
+    algorithm: str = "AES-CCM-16-64-128"
+    kdf: str = "HKDF-SHA-256"
+
+
+class Provisioned(BaseModel):
+    device_id: str
+    status: DeviceStatus
+    credential_type: str
+    credential_fingerprint: str
+    coap_uri: str
+    oscore: OscoreCredential

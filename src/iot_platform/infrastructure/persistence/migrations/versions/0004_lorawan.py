@@ -1,4 +1,5 @@
-"""LoRaWAN device sessions (sealed keys, frame counters), used DevNonces, gateways.
+"""LoRaWAN device sessions (sealed keys, frame counters), used DevNonces, gateways; OSCORE
+contexts of CoAP devices.
 
 Revision ID: 0004
 Revises: 0003
@@ -48,7 +49,18 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "coap_oscore_contexts",
+        sa.Column("device_id", sa.String(128), primary_key=True),
+        sa.Column("recipient_id", sa.String(16), nullable=False, unique=True),
+        sa.Column("sealed_secret", sa.Text, nullable=False),
+        sa.Column("sequence_floor", sa.BigInteger, nullable=False),
+        sa.Column("created_at", UtcDateTime, nullable=False),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("coap_oscore_contexts")
     op.drop_table("lorawan_gateways")
     op.drop_table("lorawan_dev_nonces")
     op.drop_index("ix_lorawan_devices_dev_addr", "lorawan_devices")

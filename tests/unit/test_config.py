@@ -59,6 +59,8 @@ def test_the_iot_prefixed_name_beats_the_conventional_one(monkeypatch: pytest.Mo
         ("api:\n  prot: 80\n", "api.prot"),
         ("timeseries:\n  backend: influxdb\n", "timeseries.url"),
         ("nonsense:\n  a: 1\n", "nonsense"),
+        ("security:\n  encryption_key: short\n", "security.encryption_key"),
+        ("lorawan:\n  net_id: xyz\n", "lorawan.net_id"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:

@@ -9,7 +9,9 @@ assumed when a request names no format). Answers:
 - 4.04 Not Found: unknown device, or a path that is not one of the above;
 - 4.13 Request Entity Too Large: over ``telemetry.max_payload_bytes``;
 - 4.15 Unsupported Content-Format: anything but CBOR or JSON;
-- 4.01 Unauthorized: unauthenticated requests when ``coap.allow_unauthenticated`` is off;
+- 4.01 Unauthorized: requests without OSCORE when ``coap.allow_unauthenticated`` is off (the
+  OSCORE site wrapper answers 4.01 itself for an unknown security context);
+- 4.03 Forbidden: an OSCORE-authenticated device asking for another device's resources;
 - 5.03 Service Unavailable: the stream could not take the reading (the device retries).
 
 Duplicates of one message (a retransmitted confirmable, or a repeated non-confirmable, with the

@@ -248,5 +248,5 @@ def test_chirpstack_uplinks_published_with_mosquitto_pub_are_stored(tmp_path: Pa
         assert (got[0]["metrics"]["temperature"], got[0]["metrics"]["battery_v"], got[0]["metrics"]["rssi"]) == (21.5, 3.1, -57)
         assert got[0]["tags"]["gateway"] == "0016c001f153a14c"
         assert (got[1]["metrics"]["temperature_3"], got[1]["metrics"]["f_cnt"]) == (27.2, 11)
-        eventually(lambda: metric_line(platform, r'iot_readings_rejected_total\{protocol="mqtt",reason="undecodable"\}'),
+        eventually(lambda: metric_line(platform, r'iot_readings_rejected_total\{protocol="lorawan",reason="undecodable"\}'),
                    lambda n: n == 1)

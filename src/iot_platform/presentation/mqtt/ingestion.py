@@ -39,6 +39,8 @@ class ForeignUplinks(Protocol):
     """Uplinks another system publishes on the same broker (a LoRaWAN network server's)."""
 
     topic: str
+    protocol: str
+    """The protocol their readings are counted under (they came over it before MQTT)."""
 
     def matches(self, topic: str) -> bool: ...
 
@@ -163,13 +165,14 @@ class MqttIngestion:
         order: BatchOrder | None = None,
     ) -> None:
         candidates: list[Candidate] = []
+        foreign: list[Candidate] = []
         statuses: list[StatusReport] = []
         acks: list[CommandAck] = []
         for message in batch:
             payload = message.payload
             body = payload if isinstance(payload, bytes) else str(payload).encode()
             if self._foreign is not None and self._foreign.matches(message.topic.value):
-                candidates.append(await self._foreign.candidate(message.topic.value, body))
+                foreign.append(await self._foreign.candidate(message.topic.value, body))
                 self._metrics.mqtt_messages.labels("foreign_uplink").inc()
                 continue
             parsed = parse_message(message.topic.value, body)
@@ -189,6 +192,8 @@ class MqttIngestion:
             else:
                 self._metrics.mqtt_messages.labels("ignored").inc()
         try:
+            if foreign and self._foreign is not None:  # other devices than the batch's own
+                await self._ingest.ingest(foreign, self._foreign.protocol)
             if candidates:
                 await self._ingest.ingest(candidates, "mqtt", order=order)
         finally:

@@ -52,6 +52,8 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, MetricValue]
 
 
 class ChirpStackUplinks:
+    protocol = "lorawan"
+
     def __init__(self, sessions: LoRaWANDevices, topic: str) -> None:
         self._sessions = sessions
         self.topic = topic

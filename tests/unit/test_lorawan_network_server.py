@@ -1,0 +1,193 @@
+"""The network server's rules, over fakes: given sessions, when frames are heard, then what is
+ingested, refused, joined and sent. Frames come from the tests' own end device."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from iot_platform.application.devices.commands import RegisterDevice
+from iot_platform.application.devices.handlers import DeviceCommandHandler
+from iot_platform.application.lorawan.ports import DevNonceUsed, LoRaWANSession, RootKeys
+from iot_platform.application.repository import EventSourcedRepository
+from iot_platform.application.telemetry.model import Candidate, Outcome, Status
+from iot_platform.config import LorawanSettings
+from iot_platform.domain.devices import Device, DeviceJoined, Protocol
+from iot_platform.domain.lorawan import Activation, LoRaWANProfile
+from iot_platform.infrastructure.protocols.lorawan.gwmp import RxInfo
+from iot_platform.infrastructure.protocols.lorawan.network_server import NetworkServer
+from tests.lorawan_sim import EndDevice
+from tests.unit.fakes import InMemoryEventStore
+
+NWK = bytes.fromhex("44024241ed4ce9a68c6a8bc055233fd3")
+APP = bytes.fromhex("ec925802ae430ca77fd3dd73cb2cc588")
+APP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+CAYENNE = bytes.fromhex("03670110056700FF")
+
+pytestmark = pytest.mark.asyncio
+
+
+class Sessions:
+    def __init__(self, *sessions: LoRaWANSession) -> None:
+        self.by_id = {s.device_id: s for s in sessions}
+        self.nonces: set[tuple[str, int]] = set()
+
+    async def add(self, session: LoRaWANSession) -> None:
+        self.by_id[session.device_id] = session
+
+    async def remove(self, device_id: str) -> None:
+        self.by_id.pop(device_id, None)
+
+    async def by_dev_addr(self, dev_addr: str) -> Sequence[LoRaWANSession]:
+        return [s for s in self.by_id.values() if s.dev_addr == dev_addr]
+
+    async def by_dev_eui(self, dev_eui: str) -> LoRaWANSession | None:
+        return next((s for s in self.by_id.values() if s.dev_eui == dev_eui), None)
+
+    async def by_device(self, device_id: str) -> LoRaWANSession | None:
+        return self.by_id.get(device_id)
+
+    async def accept_uplink(self, device_id: str, f_cnt: int) -> bool:
+        session = self.by_id[device_id]
+        if session.f_cnt_up is not None and session.f_cnt_up >= f_cnt:
+            return False
+        self.by_id[device_id] = replace(session, f_cnt_up=f_cnt)
+        return True
+
+    async def next_downlink_counter(self, device_id: str) -> int:
+        session = self.by_id[device_id]
+        self.by_id[device_id] = replace(session, f_cnt_down=session.f_cnt_down + 1)
+        return session.f_cnt_down
+
+    async def join(self, device_id: str, dev_nonce: int, dev_addr: str, nwk_s_key: bytes, app_s_key: bytes) -> None:
+        if (device_id, dev_nonce) in self.nonces:
+            raise DevNonceUsed(str(dev_nonce))
+        self.nonces.add((device_id, dev_nonce))
+        session = self.by_id[device_id]
+        self.by_id[device_id] = replace(session, dev_addr=dev_addr, f_cnt_up=None, f_cnt_down=0,
+                                        root=replace(session.root, nwk_s_key=nwk_s_key, app_s_key=app_s_key))
+
+    async def dev_addr_in_use(self, dev_addr: str) -> bool:
+        return any(s.dev_addr == dev_addr for s in self.by_id.values())
+
+
+class Ingest:
+    def __init__(self) -> None:
+        self.candidates: list[Candidate] = []
+
+    async def ingest(self, candidates: Sequence[Candidate], protocol: str, **_: Any) -> list[Outcome]:
+        assert protocol == "lorawan"
+        self.candidates.extend(candidates)
+        return [Outcome(c.device_id, c.message_id, Status.STORED) for c in candidates]
+
+
+class Radio:
+    """A gateway as the network server sees it: reachable, remembering what it was to send."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def can_reach(self, gateway_eui: str) -> bool:
+        return True
+
+    def send(self, gateway_eui: str, tx: dict[str, Any]) -> bytes:
+        self.sent.append((gateway_eui, tx))
+        return len(self.sent).to_bytes(2, "big")
+
+
+def abp_session(f_cnt_up: int | None = None) -> LoRaWANSession:
+    return LoRaWANSession("lw-1", "0000000026011bda", Activation.ABP, "cayenne_lpp", None, "26011bda",
+                          RootKeys(nwk_s_key=NWK, app_s_key=APP), f_cnt_up, 0)
+
+
+def rx(gateway: str = "aa555a0000000000", rssi: float = -60, snr: float = 7.0) -> RxInfo:
+    return RxInfo(gateway, 1_000_000, 868_100_000, "SF7BW125", "4/5", rssi, snr)
+
+
+def abp_device(fcnt: int = 0) -> EndDevice:
+    return EndDevice(dev_eui=0x26011BDA, dev_addr=0x26011BDA, nwk_s_key=NWK, app_s_key=APP, fcnt_up=fcnt)
+
+
+def server(sessions: Sessions, devices: DeviceCommandHandler | None = None, dedup_ms: int = 0
+           ) -> tuple[NetworkServer, Ingest, list[str], Radio]:
+    ingest, outcomes, radio = Ingest(), [], Radio()
+    store = InMemoryEventStore()
+    ns = NetworkServer(sessions, devices or DeviceCommandHandler(EventSourcedRepository(store, Device, 0)),
+                       ingest, LorawanSettings(deduplication_ms=dedup_ms), outcomes.append)  # type: ignore[arg-type]
+    ns.gateway = radio  # type: ignore[assignment]
+    return ns, ingest, outcomes, radio
+
+
+async def test_an_uplink_is_decrypted_decoded_and_ingested_with_its_radio_metadata() -> None:
+    sessions = Sessions(abp_session())
+    ns, ingest, outcomes, _ = server(sessions)
+    await ns.handle(abp_device().uplink(1, CAYENNE), [rx()])
+    [candidate] = ingest.candidates
+    assert candidate.device_id == "lw-1" and candidate.rejection is None
+    assert {k: candidate.metrics[k] for k in ("temperature_3", "temperature_5", "f_cnt", "gateways")} == {
+        "temperature_3": 27.2, "temperature_5": 25.5, "f_cnt": 0, "gateways": 1}
+    assert outcomes == ["accepted"] and sessions.by_id["lw-1"].f_cnt_up == 0
+
+
+async def test_copies_heard_by_several_gateways_make_one_reading_with_every_reception() -> None:
+    ns, ingest, outcomes, _ = server(Sessions(abp_session()), dedup_ms=50)
+    frame = abp_device().uplink(1, CAYENNE)
+    ns.heard(rx("aa555a0000000001", -100, -2.0), frame)
+    ns.heard(rx("aa555a0000000000", -40, 9.5), frame)
+    await asyncio.sleep(0.2)
+    [candidate] = ingest.candidates
+    assert candidate.tags["gateway"] == "aa555a0000000000" and candidate.metrics["gateways"] == 2
+    assert outcomes == ["gathered_copy", "accepted"]
+
+
+@pytest.mark.parametrize(("last", "fcnt", "outcome"), [(5, 5, "replay"), (5, 3, "counter_behind")])
+async def test_replays_and_counters_that_went_back_are_refused(last: int, fcnt: int, outcome: str) -> None:
+    ns, ingest, outcomes, _ = server(Sessions(abp_session(f_cnt_up=last)))
+    await ns.handle(abp_device().uplink(1, CAYENNE, fcnt=fcnt), [rx()])
+    assert ingest.candidates == [] and outcomes == [outcome]
+
+
+async def test_a_frame_signed_with_another_key_is_a_bad_mic() -> None:
+    ns, ingest, outcomes, _ = server(Sessions(abp_session()))
+    await ns.handle(abp_device().uplink(1, CAYENNE, mic_key=bytes(16)), [rx()])
+    assert ingest.candidates == [] and outcomes == ["bad_mic"]
+
+
+async def test_the_counter_is_rebuilt_across_the_16_bit_rollover() -> None:
+    sessions = Sessions(abp_session(f_cnt_up=0xFFFF))
+    ns, ingest, _, _ = server(sessions)
+    await ns.handle(abp_device().uplink(1, CAYENNE, fcnt=0x10000), [rx()])
+    assert ingest.candidates[0].metrics["f_cnt"] == 0x10000 and sessions.by_id["lw-1"].f_cnt_up == 0x10000
+
+
+async def test_a_payload_the_codec_cannot_read_is_handed_on_as_undecodable() -> None:
+    ns, ingest, _, _ = server(Sessions(abp_session()))
+    await ns.handle(abp_device().uplink(1, b"\x03\x67"), [rx()])
+    assert ingest.candidates[0].rejection is not None and ingest.candidates[0].metrics == {}
+
+
+async def test_an_otaa_join_records_device_joined_and_sends_an_accept_the_device_can_use() -> None:
+    store = InMemoryEventStore()
+    devices = DeviceCommandHandler(EventSourcedRepository(store, Device, 0))
+    await devices.register(RegisterDevice(
+        "lw-otaa", "th", protocol=Protocol.LORAWAN,
+        lorawan=LoRaWANProfile("0004a30b001c0530", Activation.OTAA, "cayenne_lpp", join_eui="70b3d57ed0000001")))
+    sessions = Sessions(LoRaWANSession("lw-otaa", "0004a30b001c0530", Activation.OTAA, "cayenne_lpp",
+                                       "70b3d57ed0000001", None, RootKeys(app_key=APP_KEY), None, 0))
+    ns, ingest, outcomes, radio = server(sessions, devices)
+    device = EndDevice(dev_eui=0x0004A30B001C0530, join_eui=0x70B3D57ED0000001, app_key=APP_KEY)
+    await ns.handle(device.join_request(dev_nonce=7), [rx()])
+    [(_, tx)] = radio.sent
+    assert tx["tmst"] == 1_000_000 + 5_000_000
+    device.accept(base64.b64decode(tx["data"]))
+    joined = [r.event for r in store.events if isinstance(r.event, DeviceJoined)]
+    assert [e.dev_addr for e in joined] == [f"{device.dev_addr:08x}"]
+    await ns.handle(device.uplink(1, CAYENNE), [rx()])
+    assert ingest.candidates[0].metrics["temperature_3"] == 27.2
+    await ns.handle(device.join_request(dev_nonce=7), [rx()])
+    assert outcomes == ["join_accepted", "accepted", "join_nonce_replay"] and len(radio.sent) == 1

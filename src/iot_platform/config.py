@@ -131,6 +131,8 @@ class LorawanSettings(Section):
     rx1_delay_seconds: int = Field(1, ge=1, le=15)
     join_accept_delay_seconds: int = Field(5, ge=1, le=15)
     downlink_power_dbm: int = Field(14, ge=0, le=30)
+    max_pending_frames: int = Field(10_000, ge=1)
+    """Frames being gathered or handled at once; beyond this a flood is dropped and counted."""
     gateway_cache_seconds: float = Field(10.0, ge=0)
     """How long an unknown gateway stays unknown before the registry is asked again."""
     chirpstack_uplinks: bool = False

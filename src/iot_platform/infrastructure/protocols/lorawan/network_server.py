@@ -19,8 +19,9 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from iot_platform.application.commands.commands import AcknowledgeCommand, CommandMessage
@@ -44,6 +45,7 @@ from iot_platform.infrastructure.protocols.lorawan.gwmp import GatewayServer, Rx
 log = logging.getLogger(__name__)
 
 _ACTOR = EventContext(actor="network-server")
+_SESSION_CACHE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,10 @@ class NetworkServer:
         self._unconfirmed: dict[bytes, tuple[str, str]] = {}
         """PULL_RESP token -> (device id, command id): delivered once the gateway sent it."""
         self.gateway: GatewayServer | None = None
+        self._lanes: dict[bytes, tuple[asyncio.Lock, int]] = {}
+        """One lane per DevAddr (DevEUI for joins): a device's frames are handled one at a time,
+        in the order they were heard, or a later counter would be taken first."""
+        self._sessions_cache: dict[str, tuple[float, list[LoRaWANSession]]] = {}
 
     # -- frames in ------------------------------------------------------------------------
     def heard(self, info: RxInfo, frame: bytes) -> None:
@@ -101,6 +107,9 @@ class NetworkServer:
             copies.append(info)
             self._count("gathered_copy")
             return
+        if len(self._tasks) >= self._settings.max_pending_frames:
+            self._count("overload")  # bounded memory: a flood is dropped, not queued
+            return
         self._gathering[frame] = [info]
         task = asyncio.get_running_loop().create_task(self._gathered(frame))
         self._tasks.add(task)
@@ -109,11 +118,21 @@ class NetworkServer:
     async def _gathered(self, frame: bytes) -> None:
         await asyncio.sleep(self._settings.deduplication_ms / 1000)
         receptions = self._gathering.pop(frame)
+        lane = frame[9:17] if frame[:1] == b"\x00" else frame[1:5]
+        lock, users = self._lanes.get(lane, (asyncio.Lock(), 0))
+        self._lanes[lane] = (lock, users + 1)
         try:
-            await self.handle(frame, receptions)
+            async with lock:  # asyncio locks are fair: waiters go in the order they came
+                await self.handle(frame, receptions)
         except Exception:  # one frame must never stop the server
             log.exception("LoRaWAN frame failed")
             self._count("failed")
+        finally:
+            lock, users = self._lanes[lane]
+            if users == 1:
+                del self._lanes[lane]
+            else:
+                self._lanes[lane] = (lock, users - 1)
 
     async def handle(self, frame: bytes, receptions: list[RxInfo]) -> None:
         try:
@@ -130,8 +149,29 @@ class NetworkServer:
             self._count("not_uplink")
 
     # -- data uplinks ---------------------------------------------------------------------
+    async def _sessions_on(self, dev_addr: str) -> list[LoRaWANSession]:
+        """Sessions on an address, cached (with this process's counters kept up to date); the
+        store's conditional counter update still decides between processes."""
+        now = time.monotonic()
+        cached = self._sessions_cache.get(dev_addr)
+        if cached is not None and now - cached[0] < _SESSION_CACHE_SECONDS:
+            return cached[1]
+        sessions = list(await self._sessions.by_dev_addr(dev_addr))
+        if sessions:
+            self._sessions_cache[dev_addr] = (now, sessions)
+        else:
+            self._sessions_cache.pop(dev_addr, None)
+        return sessions
+
+    def _counted(self, session: LoRaWANSession, f_cnt: int) -> None:
+        assert session.dev_addr is not None
+        cached = self._sessions_cache.get(session.dev_addr)
+        if cached is not None:
+            fresh = [replace(s, f_cnt_up=f_cnt) if s.device_id == session.device_id else s for s in cached[1]]
+            self._sessions_cache[session.dev_addr] = (cached[0], fresh)
+
     async def _uplink(self, frame: phy.DataFrame, receptions: list[RxInfo]) -> None:
-        sessions = await self._sessions.by_dev_addr(frame.dev_addr)
+        sessions = await self._sessions_on(frame.dev_addr)
         if not sessions:
             self._count("unknown_dev_addr")
             return
@@ -146,8 +186,10 @@ class NetworkServer:
             self._count(verdict.value)
             return
         if not await self._sessions.accept_uplink(session.device_id, f_cnt):
-            self._count(CounterVerdict.REPLAY.value)  # another process took this frame first
+            self._count("counter_taken")  # another process took this counter first
+            self._sessions_cache.pop(frame.dev_addr, None)
             return
+        self._counted(session, f_cnt)
         self._count("accepted")
         if frame.ack:
             await self._acknowledged(session.device_id)
@@ -210,6 +252,7 @@ class NetworkServer:
             log.info("join request of %s replays DevNonce %d", session.device_id, request.dev_nonce)
             self._count("join_nonce_replay")
             return
+        self._sessions_cache.pop(session.dev_addr or "", None)
         try:
             await self._devices.join(RecordJoin(session.device_id, dev_addr))
         except (DomainError, ApplicationError) as exc:  # suspended or decommissioned

@@ -68,6 +68,7 @@ def settings(
         },
         timeseries={"url": f"sqlite:///{tmp_path / 'ts.db'}", "retry_max_seconds": 1.0, **timeseries},
         coap={"enabled": False},  # several platforms in one test: no fixed UDP port for them all
+        lorawan={"enabled": False},
     )
 
 

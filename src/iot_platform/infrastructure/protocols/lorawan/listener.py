@@ -45,11 +45,17 @@ class LoRaWANListener:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         count = self._metrics.lorawan_packets.labels
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: GatewayServer(self._is_known, self._server.heard, self._server.transmitted,
-                                  lambda kind: count(kind).inc()),
-            local_addr=self._address,
-        )
+        try:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: GatewayServer(self._is_known, self._server.heard, self._server.transmitted,
+                                      lambda kind: count(kind).inc()),
+                local_addr=self._address,
+            )
+        except OSError as exc:
+            raise RuntimeError(
+                f"the LoRaWAN listener cannot bind UDP {self._address[0]}:{self._address[1]} ({exc}): "
+                "set lorawan.port to a free port, or lorawan.enabled: false"
+            ) from exc
         self._transport, self._protocol = transport, protocol
         self._server.gateway = protocol
 

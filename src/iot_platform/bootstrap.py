@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from iot_platform.application.commands.queries import CommandStatusReader
 from iot_platform.application.devices.commands import ActivateDevice, RecordConnectivity
 from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.errors import NotFound
+from iot_platform.application.access.service import AccessService
 from iot_platform.application.devices.provisioning import OscoreProvisioning
 from iot_platform.application.lorawan.registration import LoRaWANRegistrar
 from iot_platform.application.outbox import OutboxRelay
@@ -103,6 +105,8 @@ from iot_platform.infrastructure.protocols.lorawan.codecs import codec_names
 from iot_platform.infrastructure.protocols.lorawan.listener import LoRaWANListener
 from iot_platform.infrastructure.protocols.lorawan.network_server import NetworkServer
 from iot_platform.infrastructure.protocols.lorawan.store import SqlGateways, SqlLoRaWANDevices
+from iot_platform.infrastructure.access.store import SqlApiKeys, SqlUsers
+from iot_platform.infrastructure.access.tokens import JwtSigner
 from iot_platform.infrastructure.protocols.oscore import OscoreContexts
 from iot_platform.infrastructure.secrets import SecretBox
 from iot_platform.presentation.coap.server import CoapCommands, CoapIngestion
@@ -254,11 +258,15 @@ class Platform:
     commands: Commands
     lorawan: LoRaWAN
     oscore: OscoreProvisioning
+    access: AccessService
+    access_keys: SqlApiKeys
     relay: OutboxRelay | None = None
     """With streaming.backend kafka: the outbox to the domain-events topic."""
     event_publisher: KafkaDomainEventPublisher | None = None
     event_feed: KafkaProjectionFeed | None = None
     """With streaming.projections_source kafka: what feeds the projections."""
+    announce: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+    """Where the first start's admin API key is shown (stdout: ``make run`` prints it)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _serving: bool = False
 
@@ -274,6 +282,7 @@ class Platform:
             await migrate.upgrade(self.engine)
         if not serve:
             return
+        await self._ensure_admin()
         self._serving = True
         if "projections" in roles:
             if self.event_feed is not None:
@@ -311,6 +320,16 @@ class Platform:
             self._spawn(telemetry.mqtt.run(), "mqtt-ingestion")
         log.info("platform started (event store: %s, time series: %s)",
                  self.engine.url.get_backend_name(), self.settings.timeseries.backend)
+
+    async def _ensure_admin(self) -> None:
+        """The configured admin key exists; or, on a first start without one, a new admin key
+        is made and shown once, so a new user can call the API at once."""
+        configured = self.settings.security.admin_api_key.get_secret_value()
+        if configured:
+            await self.access.ensure_key(configured, "admin (security.admin_api_key)", ("admin",))
+        elif not await self.access.any_keys():
+            _, key = await self.access.create_key("initial admin", ("admin",), "first start")
+            self.announce(f"Admin API key: {key}")
 
     def _consume(self, roles: Collection[str], front: bool) -> None:
         """One Kafka consumer per sink whose role runs here; the live feed follows every
@@ -442,6 +461,7 @@ def build_platform(settings: Settings) -> Platform:
     lw = settings.lorawan
     chirpstack = ChirpStackUplinks(sessions, lw.chirpstack_topic) if lw.chirpstack_uplinks else None
     oscore = OscoreContexts(engine, box)
+    access_keys = SqlApiKeys(engine)
     telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands, chirpstack, oscore)
     listener = None
     if lw.enabled:
@@ -490,6 +510,10 @@ def build_platform(settings: Settings) -> Platform:
         commands=commands,
         lorawan=lorawan,
         oscore=OscoreProvisioning(devices, oscore),
+        access=AccessService(access_keys, SqlUsers(engine),
+                             JwtSigner(lambda: box.derive(b"iot-platform bearer tokens")),
+                             lambda: datetime.now(UTC), security.token_ttl_seconds),
+        access_keys=access_keys,
         relay=relay,
         event_publisher=event_publisher,
         event_feed=event_feed,

@@ -248,6 +248,10 @@ class SecuritySettings(Section):
     """32 bytes as 64 hex digits, sealing secrets at rest (LoRaWAN keys). Empty: the key in
     ``encryption_key_file``, created on first start. Every process of one platform needs the same."""
     encryption_key_file: str = "./data/secrets/encryption.key"
+    admin_api_key: SecretStr = SecretStr("")
+    """An admin API key (``iotk_<id>_<secret>``) to create at start if absent: for automation.
+    Empty: the first start makes one and prints it once."""
+    token_ttl_seconds: int = Field(3600, ge=60, le=86400 * 30)
 
     @field_validator("encryption_key")
     @classmethod
@@ -255,6 +259,14 @@ class SecuritySettings(Section):
         secret = value.get_secret_value()
         if secret and (len(secret) != 64 or any(c not in "0123456789abcdefABCDEF" for c in secret)):
             raise ValueError("must be 64 hex digits (32 bytes)")
+        return value
+
+    @field_validator("admin_api_key")
+    @classmethod
+    def _admin_key(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret and (not secret.startswith("iotk_") or secret.count("_") < 2 or len(secret) < 30):
+            raise ValueError("must read iotk_<id>_<secret> (make one with: iot-platform apikey new)")
         return value
 
 

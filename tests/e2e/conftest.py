@@ -28,5 +28,5 @@ def platform(tmp_path: Path, e2e_database_url: str) -> Iterator[RunningPlatform]
 
 @pytest.fixture
 def api(platform: RunningPlatform) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as client:
+    with httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as client:
         yield client

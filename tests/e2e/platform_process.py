@@ -9,12 +9,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 BIN = Path(sys.executable).parent
+ADMIN_KEY = "iotk_e2e0admin0key0_e2e-test-admin-secret-not-for-production"
+"""Given to every test platform as security.admin_api_key."""
 
 
 def free_port() -> int:
@@ -38,6 +40,8 @@ class RunningPlatform:
     """The MQTT broker the platform subscribes to (its embedded one unless told otherwise)."""
     coap_port: int = 0
     lorawan_port: int = 0
+    headers: dict[str, str] = field(default_factory=lambda: {"Authorization": f"Bearer {ADMIN_KEY}"})
+    """What an admin sends: the configured admin API key."""
 
 
 def platform_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -57,6 +61,7 @@ def running_platform(
         env["IOT_MQTT__BROKER_URL"] = f"mqtt://127.0.0.1:{free_port()}"
     env.setdefault("IOT_COAP__PORT", str(free_udp_port()))
     env.setdefault("IOT_LORAWAN__PORT", str(free_udp_port()))
+    env.setdefault("IOT_SECURITY__ADMIN_API_KEY", ADMIN_KEY)
     mqtt_port = int(env["IOT_MQTT__BROKER_URL"].rsplit(":", 1)[1])
     log = (workdir / "platform.log").open("a")
     process = subprocess.Popen(

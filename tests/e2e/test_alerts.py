@@ -25,7 +25,7 @@ import pytest
 import websockets
 
 from tests.conftest import require_service
-from tests.e2e.platform_process import RunningPlatform, running_platform
+from tests.e2e.platform_process import ADMIN_KEY, RunningPlatform, running_platform
 from tests.e2e.test_telemetry import eventually, mosquitto_pub, register
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +41,8 @@ class SseClient:
     """``curl -N`` reading an SSE stream; events are parsed from its output as they arrive."""
 
     def __init__(self, url: str) -> None:
-        self.process = subprocess.Popen(["curl", "-sN", url], stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(["curl", "-sN", "-H", f"Authorization: Bearer {ADMIN_KEY}", url],
+                                        stdout=subprocess.PIPE, text=True)
         self.events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -109,7 +110,7 @@ def test_a_reading_over_threshold_reaches_an_sse_client_as_an_alert(
         "raised", created["id"], "sensor-1", 35.5)
     [listed] = eventually(lambda: alerts(api, status="open"), lambda found: len(found) == 1)
     assert listed["id"] == alert["alert_id"] and listed["severity"] == "critical"
-    metrics = httpx.get(f"{platform.base_url}/metrics", follow_redirects=True).text
+    metrics = httpx.get(f"{platform.base_url}/metrics", headers=platform.headers, follow_redirects=True).text
     assert 'iot_rule_evaluations_total{engine="rules"} 1.0' in metrics
     assert "iot_alerts_open 1.0" in metrics
 
@@ -182,14 +183,14 @@ def test_rule_routes_and_bad_rules_get_422_naming_the_field(api: httpx.Client) -
 
 def test_a_restart_neither_re_raises_nor_forgets_an_open_alert(tmp_path: Path, e2e_database_url: str) -> None:
     with running_platform(tmp_path, e2e_database_url) as first, httpx.Client(
-        base_url=f"{first.base_url}/api", timeout=30
+        base_url=f"{first.base_url}/api", headers=first.headers, timeout=30
     ) as api:
         register(api, "sensor-1")
         rule(api, device_id="sensor-1", metric="temp", op=">", threshold=32)
         publish(first, "sensor-1", temp=40, timestamp=at(0))
         [alert] = eventually(lambda: alerts(api), lambda found: len(found) == 1)
     with running_platform(tmp_path, e2e_database_url) as second, httpx.Client(
-        base_url=f"{second.base_url}/api", timeout=30
+        base_url=f"{second.base_url}/api", headers=second.headers, timeout=30
     ) as api:
         publish(second, "sensor-1", temp=41, timestamp=at(10))
         publish(second, "sensor-1", temp=20, timestamp=at(20))
@@ -207,7 +208,7 @@ def test_the_device_stream_and_the_websocket_carry_readings_and_alerts(
     ws_url = platform.base_url.replace("http", "ws") + "/api/ws?alerts=true&severity=critical&device=sensor-2"
 
     async def over_websocket() -> list[dict[str, Any]]:
-        async with websockets.connect(ws_url) as socket:
+        async with websockets.connect(ws_url, additional_headers=platform.headers) as socket:
             await asyncio.sleep(0.5)  # the subscription is made during the handshake; let it settle
             await asyncio.to_thread(publish, platform, "sensor-2", temp=40)
             return [json.loads(await asyncio.wait_for(socket.recv(), 30)) for _ in range(2)]
@@ -270,14 +271,14 @@ def test_with_kafka_streaming_alerts_reach_a_kcat_consumer_of_iot_alerts(tmp_pat
     topic = f"iot-alerts-{uuid4().hex[:8]}"
     with running_platform(tmp_path, e2e_database_url, IOT_STREAMING__BACKEND="kafka",
                           IOT_STREAMING__BROKERS=brokers, IOT_STREAMING__TOPICS__ALERTS=topic) as running, \
-            httpx.Client(base_url=f"{running.base_url}/api", timeout=30) as api:
+            httpx.Client(base_url=f"{running.base_url}/api", headers=running.headers, timeout=30) as api:
         register(api, "sensor-1")
         rule(api, device_id="sensor-1", metric="temp", op=">", threshold=32, severity="critical")
         publish(running, "sensor-1", temp=40)
         [alert] = eventually(lambda: alerts(api), lambda found: len(found) == 1)
         # The notice leaves through the channel's queue after the alert is stored; the topic exists
         # (auto-created) only once the broker has acknowledged it, and kcat -e fails on no topic.
-        eventually(lambda: httpx.get(f"{running.base_url}/metrics", follow_redirects=True).text,
+        eventually(lambda: httpx.get(f"{running.base_url}/metrics", headers=running.headers, follow_redirects=True).text,
                    lambda text: 'iot_alert_notices_kafka_total{outcome="delivered"} 1.0' in text)
         consumed = subprocess.run(
             ["kcat", "-C", "-b", brokers, "-t", topic, "-o", "beginning", "-c", "1", "-e", "-q",
@@ -299,7 +300,7 @@ def test_an_mqtt_rule_publishes_its_alerts_to_a_mosquitto_sub_client(platform: R
         stdout=subprocess.PIPE, text=True,
     )
     try:
-        eventually(lambda: httpx.get(f"{platform.base_url}/metrics", follow_redirects=True).text,
+        eventually(lambda: httpx.get(f"{platform.base_url}/metrics", headers=platform.headers, follow_redirects=True).text,
                    lambda text: "iot_live_subscribers" in text)  # the platform is serving
         # The subscriber may not be subscribed yet, and the embedded broker (amqtt) was seen to
         # route nothing to a fresh subscriber for a while even after its SUBACK: publish until

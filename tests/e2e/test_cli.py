@@ -47,7 +47,7 @@ def test_devices_survive_a_restart_and_a_rebuild_reproduces_the_registry(
     tmp_path: Path, e2e_database_url: str
 ) -> None:
     with running_platform(tmp_path, e2e_database_url) as platform:
-        with httpx.Client(base_url=f"{platform.base_url}/api") as api:
+        with httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers) as api:
             for n in range(12):
                 api.post("/devices", json={"device_id": f"d{n}", "device_type": "th", "tags": {"n": str(n)},
                                           "location": {"latitude": n, "longitude": n}})
@@ -62,7 +62,8 @@ def test_devices_survive_a_restart_and_a_rebuild_reproduces_the_registry(
     assert "device_registry: 16 (0 behind)" in status.stdout
     with running_platform(tmp_path, e2e_database_url) as platform:
         after = httpx.get(
-            f"{platform.base_url}/api/devices", params={"include_decommissioned": True, "limit": 100}
+            f"{platform.base_url}/api/devices", params={"include_decommissioned": True, "limit": 100},
+            headers=platform.headers,
         ).json()
     assert after == before
     assert len(after["items"]) == 12

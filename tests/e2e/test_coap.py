@@ -188,7 +188,7 @@ def test_with_unauthenticated_coap_off_every_request_is_refused(tmp_path: Path, 
     from tests.e2e.platform_process import running_platform
 
     with running_platform(tmp_path, e2e_database_url, IOT_COAP__ALLOW_UNAUTHENTICATED="false") as running, \
-            httpx.Client(base_url=f"{running.base_url}/api", timeout=30) as api:
+            httpx.Client(base_url=f"{running.base_url}/api", headers=running.headers, timeout=30) as api:
         register(api, "sensor-1")
         first, _ = coap(running, "/devices/sensor-1/telemetry", "--content-format", "application/json",
                         "--payload", '{"temperature": 1}')
@@ -215,7 +215,7 @@ def oscore_credentials(tmp_path: Path, platform: RunningPlatform, provisioned: d
 
 def test_oscore_devices_are_authenticated_and_confined_to_their_own_data(tmp_path: Path, e2e_database_url: str) -> None:
     with running_platform(tmp_path, e2e_database_url, IOT_COAP__ALLOW_UNAUTHENTICATED="false") as platform, \
-            httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as api:
+            httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
         register(api, "coap-1", protocol="coap")
         register(api, "coap-2", protocol="coap")
         register(api, "mqtt-1")
@@ -251,7 +251,7 @@ def test_oscore_devices_are_authenticated_and_confined_to_their_own_data(tmp_pat
     # After a restart the context comes back from its sealed copy (the replay window is
     # re-established with an Echo challenge, which the client answers by itself).
     with running_platform(tmp_path, e2e_database_url, IOT_COAP__ALLOW_UNAUTHENTICATED="false") as platform, \
-            httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as api:
+            httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
         again = tmp_path / "again"  # the port is new; the device's context starts afresh
         again.mkdir()
         credentials = oscore_credentials(again, platform, provisioned, "coap-1")

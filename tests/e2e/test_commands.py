@@ -125,7 +125,7 @@ def test_an_mqtt_device_receives_a_command_and_its_acknowledgement_makes_it_succ
 
     # A malformed acknowledgement is counted and logged; the platform carries on.
     mosquitto_pub(platform.mqtt_port, "devices/sensor-001/commands/ack", message="{not json")
-    eventually(lambda: httpx.get(f"{platform.base_url}/metrics/").text,
+    eventually(lambda: httpx.get(f"{platform.base_url}/metrics/", headers=platform.headers).text,
                lambda text: 'iot_mqtt_messages_total{kind="command_ack_malformed"} 1.0' in text)
     listed = api.get("/devices/sensor-001/commands", params={"status": "succeeded"}).json()["items"]
     assert [c["command_id"] for c in listed] == [command["command_id"]]
@@ -228,7 +228,7 @@ def test_commands_through_an_external_mqtt5_mosquitto(tmp_path: Path) -> None:
     }
     device_id = f"cmd-{tmp_path.name[-8:]}"  # the broker is shared: a name of our own
     with running_platform(tmp_path, f"sqlite:///{tmp_path / 'data' / 'iot.db'}", **env) as platform, \
-            httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as api:
+            httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
         register(api, device_id)
         device = MqttDevice(platform.mqtt_port, device_id)
         try:

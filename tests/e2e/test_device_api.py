@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.platform_process import RunningPlatform
+from tests.e2e.platform_process import ADMIN_KEY, RunningPlatform
 
 SENSOR = {
     "device_id": "sensor-001",
@@ -27,7 +27,8 @@ def register(api: httpx.Client, device_id: str, **fields: Any) -> httpx.Response
 def curl(*args: str) -> tuple[int, dict[str, Any]]:
     """curl, the client the README tells users to try; returns (status, JSON body)."""
     done = subprocess.run(
-        ["curl", "--silent", "--show-error", "--write-out", "\n%{http_code}", *args],
+        ["curl", "--silent", "--show-error", "--write-out", "\n%{http_code}",
+         "-H", f"Authorization: Bearer {ADMIN_KEY}", *args],
         capture_output=True, text=True, check=True, timeout=60,
     )
     body, _, status = done.stdout.rpartition("\n")
@@ -76,7 +77,7 @@ def test_lifecycle_and_history(api: httpx.Client) -> None:
     assert [e["version"] for e in history] == [1, 2, 3, 4]
     assert history[1]["data"]["reason"] == "maintenance"
     assert history[3]["data"]["reason"] == "scrapped"
-    assert all(e["actor"] == "local-operator" for e in history)
+    assert all(e["actor"] == "apikey:admin (security.admin_api_key)" for e in history)  # who called
     assert api.get("/devices").json()["items"] == []
     listed = api.get("/devices", params={"include_decommissioned": "true"}).json()["items"]
     assert [d["device_id"] for d in listed] == ["sensor-001"]
@@ -95,11 +96,11 @@ def test_patch_with_if_match_detects_a_stale_writer(api: httpx.Client) -> None:
 
 
 def test_concurrent_patches_at_one_version_one_wins(platform: RunningPlatform) -> None:
-    with httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as api:
+    with httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
         register(api, "sensor-001")
 
     def patch(name: str) -> int:
-        with httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as client:
+        with httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as client:
             return client.patch(
                 "/devices/sensor-001", json={"name": name}, headers={"If-Match": '"1"'}
             ).status_code
@@ -197,8 +198,8 @@ def test_ops_endpoints_and_openapi(platform: RunningPlatform) -> None:
     for path in ("/api/devices", "/api/devices/{device_id}", "/api/devices/{device_id}/history",
                  "/api/devices/{device_id}/suspend", "/api/devices/{device_id}/resume", "/api/ready"):
         assert path in paths
-    httpx.get(f"{base}/api/devices/ghost")
-    metrics = httpx.get(f"{base}/metrics/").text
+    httpx.get(f"{base}/api/devices/ghost", headers=platform.headers)
+    metrics = httpx.get(f"{base}/metrics/", headers=platform.headers).text
     assert 'iot_http_requests_total{method="GET",route="/api/devices/{device_id}",status="404"}' in metrics
 
 

@@ -276,7 +276,7 @@ def test_device_anomalies_on_influxdb_with_a_bound_on_the_readings_examined(
     database_url = f"sqlite:///{tmp_path / 'data' / 'iot.db'}"
     with running_platform(tmp_path, database_url, 60.0, IOT_ANALYTICS__ANOMALY_MAX_READINGS="20",
                           **influx_database.platform_settings()) as platform:
-        with httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as api:
+        with httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
             check_device_anomalies(api, "th-influx", max_readings=20)
     # The readings examined were InfluxDB's: all 31 are stored there.
     counted = influx_database.influxql('SELECT count("temp") FROM "telemetry"', db=influx_database.name)

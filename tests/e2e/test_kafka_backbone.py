@@ -47,12 +47,12 @@ def test_a_kcat_consumer_of_the_domain_events_topic_sees_device_registered(
                           IOT_STREAMING__BROKERS=brokers, IOT_STREAMING__TOPICS__DOMAIN_EVENTS=topic,
                           IOT_STREAMING__PROJECTIONS_SOURCE=source,
                           IOT_STREAMING__CONSUMER_GROUP=f"e2e-{uuid4().hex[:8]}") as running, \
-            httpx.Client(base_url=f"{running.base_url}/api", timeout=30) as api:
+            httpx.Client(base_url=f"{running.base_url}/api", headers=running.headers, timeout=30) as api:
         created = api.post("/devices", json={"device_id": "sensor-1", "device_type": "th"})
         assert created.status_code == 201, created.text
         # read-your-writes holds whichever way the read model is fed
         assert api.get("/devices/sensor-1").json()["status"] == "registered"
-        eventually(lambda: httpx.get(f"{running.base_url}/metrics", follow_redirects=True).text,
+        eventually(lambda: httpx.get(f"{running.base_url}/metrics", headers=running.headers, follow_redirects=True).text,
                    lambda text: f'iot_outbox_relayed_total{{topic="{topic}"}} 1.0' in text)
         [(key, headers, value)] = kcat_read(brokers, topic, 1)
     assert key == "sensor-1"
@@ -133,7 +133,7 @@ def test_two_storage_workers_split_the_partitions_and_a_killed_one_loses_nothing
     try:
         with running_platform(tmp_path, postgres_url, serve_args=("--workers", "state,rules,projections,relay"),
                               **env) as running, \
-                httpx.Client(base_url=f"{running.base_url}/api", timeout=30) as api:
+                httpx.Client(base_url=f"{running.base_url}/api", headers=running.headers, timeout=30) as api:
             fleet = Fleet(api, running.mqtt_port, run, devices=8)
             fleet.publish(50)
             eventually(lambda: [holds_partitions(tmp_path / f"worker-{i}.log") for i in range(2)],
@@ -164,7 +164,7 @@ def test_a_broker_restarted_mid_stream_loses_nothing(tmp_path: Path, postgres_ur
     asyncio.run(reset_postgres(postgres_url))
     run = uuid4().hex[:8]
     with running_platform(tmp_path, postgres_url, **scaled_out_env(run, brokers)) as running, \
-            httpx.Client(base_url=f"{running.base_url}/api", timeout=30) as api:
+            httpx.Client(base_url=f"{running.base_url}/api", headers=running.headers, timeout=30) as api:
         fleet = Fleet(api, running.mqtt_port, run, devices=4)
         fleet.publish(40)
         subprocess.run(["bash", "tools/services.sh", "restart", "kafka"], check=True, timeout=300,
@@ -204,7 +204,7 @@ def test_a_command_pushed_to_a_device_is_on_the_commands_topic_for_kcat(tmp_path
     run = uuid4().hex[:8]
     env = {k: v for k, v in scaled_out_env(run, brokers).items() if not k.startswith("IOT_TIMESERIES")}
     with running_platform(tmp_path, e2e_database_url, **env, IOT_STREAMING__TOPICS__COMMANDS=f"commands-{run}") as running, \
-            httpx.Client(base_url=f"{running.base_url}/api", timeout=30) as api:
+            httpx.Client(base_url=f"{running.base_url}/api", headers=running.headers, timeout=30) as api:
         assert api.post("/devices", json={"device_id": "pump-1", "device_type": "pump"}).status_code == 201
         issued = api.post("/devices/pump-1/commands", json={"command": "set_sampling_rate",
                                                             "parameters": {"seconds": 30}, "ttl_seconds": 600})
@@ -228,7 +228,7 @@ def test_on_kafka_a_device_stream_client_sees_its_readings(tmp_path: Path, e2e_d
     run = uuid4().hex[:8]
     env = {k: v for k, v in scaled_out_env(run, brokers).items() if not k.startswith("IOT_TIMESERIES")}
     with running_platform(tmp_path, e2e_database_url, **env) as running, \
-            httpx.Client(base_url=f"{running.base_url}/api", timeout=30) as api:
+            httpx.Client(base_url=f"{running.base_url}/api", headers=running.headers, timeout=30) as api:
         assert api.post("/devices", json={"device_id": "sensor-1", "device_type": "th"}).status_code == 201
         stream = sse(running, "/api/devices/sensor-1/stream")
         try:

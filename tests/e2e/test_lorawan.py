@@ -50,13 +50,13 @@ def add_gateway(api: httpx.Client, eui: str) -> None:
 
 
 def frame_count(platform: RunningPlatform, outcome: str) -> float:
-    text = httpx.get(f"{platform.base_url}/metrics/").text
+    text = httpx.get(f"{platform.base_url}/metrics/", headers=platform.headers).text
     found = re.search(rf'iot_lorawan_frames_total{{outcome="{outcome}"}} (\S+)', text)
     return float(found.group(1)) if found else 0.0
 
 
 def metric_line(platform: RunningPlatform, pattern: str) -> float:
-    found = re.search(pattern + r" (\S+)", httpx.get(f"{platform.base_url}/metrics/").text)
+    found = re.search(pattern + r" (\S+)", httpx.get(f"{platform.base_url}/metrics/", headers=platform.headers).text)
     return float(found.group(1)) if found else 0.0
 
 
@@ -228,7 +228,7 @@ def test_bad_lorawan_registrations_name_the_field(platform: RunningPlatform, api
 
 def test_chirpstack_uplinks_published_with_mosquitto_pub_are_stored(tmp_path: Path, e2e_database_url: str) -> None:
     with running_platform(tmp_path, e2e_database_url, IOT_LORAWAN__CHIRPSTACK_UPLINKS="true") as platform, \
-            httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as api:
+            httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
         abp(api, "lw-cs", 0x0101010101010101 & 0xFFFFFFFF)
         eui = f"{0x0101010101010101 & 0xFFFFFFFF:016x}"
         decoded = {"deduplicationId": "3ac7e3c4-4401-4b8d-9386-a5c902f9202d", "time": "2026-11-30T10:00:00.123456789Z",

@@ -89,7 +89,7 @@ def test_malformed_mqtt_payloads_are_counted_and_the_rest_is_stored(
     mosquitto_pub(platform.mqtt_port, "devices/sensor-001/telemetry", message='{"t": 1, "bad name": 2}')
     mosquitto_pub(platform.mqtt_port, "devices/sensor-001/telemetry", message='{"t": 2.5}')
     eventually(lambda: readings(api, "sensor-001"), lambda r: len(r) == 1)
-    metrics = httpx.get(f"{platform.base_url}/metrics/").text
+    metrics = httpx.get(f"{platform.base_url}/metrics/", headers=platform.headers).text
     for reason in ("undecodable", "unknown_device", "invalid_metric_name"):
         assert f'iot_readings_rejected_total{{protocol="mqtt",reason="{reason}"}} 1.0' in metrics
     assert 'iot_readings_accepted_total{protocol="mqtt"} 1.0' in metrics
@@ -205,7 +205,7 @@ def test_scaled_out_mosquitto_influxdb_and_postgresql(tmp_path: Path, postgres_u
     }
     device = f"scaled-{tmp_path.name[-8:]}"
     with running_platform(tmp_path, postgres_url, **env) as platform:
-        with httpx.Client(base_url=f"{platform.base_url}/api", timeout=30) as api:
+        with httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
             register(api, device)
             for i in range(5):
                 mosquitto_pub(platform.mqtt_port, f"devices/{device}/telemetry",

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _VERSION = "v1:"
 
@@ -28,14 +30,22 @@ class SecretBox:
         self._key = key
         self._cipher: AESGCM | None = None
 
+    def _root(self) -> bytes:
+        if not isinstance(self._key, bytes):
+            self._key = self._key()
+        if len(self._key) != 32:
+            raise ValueError("the encryption key is 32 bytes")
+        return self._key
+
     @property
     def _aead(self) -> AESGCM:
         if self._cipher is None:
-            key = self._key if isinstance(self._key, bytes) else self._key()
-            if len(key) != 32:
-                raise ValueError("the encryption key is 32 bytes")
-            self._cipher = AESGCM(key)
+            self._cipher = AESGCM(self._root())
         return self._cipher
+
+    def derive(self, purpose: bytes) -> bytes:
+        """A 32-byte key for one purpose (HKDF-SHA256), so the root key is used for sealing only."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(self._root())
 
     def seal(self, plaintext: bytes, context: str) -> str:
         nonce = os.urandom(12)

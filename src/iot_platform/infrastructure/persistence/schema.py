@@ -280,3 +280,27 @@ coap_oscore_contexts = Table(
     Column("sequence_floor", BigInteger, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
 )
+
+# Credentials of people and programs calling the REST API: only hashes are kept.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("roles", String(200), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("device_id", String(128), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("username", String(100), primary_key=True),
+    Column("password_hash", Text, nullable=False),
+    Column("roles", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)

@@ -281,5 +281,97 @@ def dlq_replay(ctx: click.Context, reason: str | None) -> None:
     click.echo(f"replayed {replayed} dead letters" + (f" ({skipped} of another reason skipped)" if skipped else ""))
 
 
+_ROLE_CHOICE = click.Choice(["admin", "fleet_manager", "firmware_engineer", "viewer", "device"])
+
+
+@cli.group()
+def apikey() -> None:
+    """REST API keys: shown once at creation, kept hashed, revocable, with an expiry."""
+
+
+@apikey.command("create")
+@click.option("--name", required=True, help="Who or what the key is for.")
+@click.option("--role", "roles", multiple=True, required=True, type=_ROLE_CHOICE, help="Repeatable.")
+@click.option("--device", "device_id", help="With --role device: the only device it acts for.")
+@click.option("--expires-days", type=click.FloatRange(min=0, min_open=True), help="Default: never.")
+@click.pass_context
+def apikey_create(ctx: click.Context, name: str, roles: tuple[str, ...], device_id: str | None,
+                  expires_days: float | None) -> None:
+    """Create a key and print it (the only time it is shown)."""
+    from datetime import timedelta
+
+    settings = _settings(ctx)
+
+    async def create(platform: Platform) -> str:
+        key, plaintext = await platform.access.create_key(
+            name, roles, "cli", device_id, timedelta(days=expires_days) if expires_days else None)
+        return f"{key.key_id}\t{plaintext}"
+
+    try:
+        click.echo(_with_platform(settings, create))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@apikey.command("list")
+@click.pass_context
+def apikey_list(ctx: click.Context) -> None:
+    """Every key: id, name, roles, device, expiry, revoked (never the key itself)."""
+    settings = _settings(ctx)
+
+    async def listing(platform: Platform) -> list[str]:
+        return [f"{k.key_id}\t{k.name}\t{','.join(k.roles)}\t{k.device_id or '-'}\t"
+                f"expires={k.expires_at.isoformat() if k.expires_at else 'never'}\t"
+                f"{'revoked' if k.revoked_at else 'live'}" for k in await platform.access_keys.list()]
+
+    for line in _with_platform(settings, listing):
+        click.echo(line)
+
+
+@apikey.command("revoke")
+@click.argument("key_id")
+@click.pass_context
+def apikey_revoke(ctx: click.Context, key_id: str) -> None:
+    settings = _settings(ctx)
+    if not _with_platform(settings, lambda platform: platform.access.revoke_key(key_id)):
+        raise click.ClickException(f"no live API key {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+@apikey.command("new")
+def apikey_new() -> None:
+    """Print a fresh, well-formed key without storing it (for security.admin_api_key)."""
+    import secrets
+
+    click.echo(f"iotk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}")
+
+
+@cli.group()
+def users() -> None:
+    """People who sign in for a bearer token (POST /api/auth/token)."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--role", "roles", multiple=True, required=True, type=_ROLE_CHOICE, help="Repeatable.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input; "
+              "otherwise one is generated and printed once.")
+@click.pass_context
+def users_create(ctx: click.Context, username: str, roles: tuple[str, ...], password_stdin: bool) -> None:
+    import secrets
+
+    from iot_platform.application.access.ports import CredentialTaken
+
+    settings = _settings(ctx)
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(18)
+    if len(password) < 12:
+        raise click.UsageError("the password needs at least 12 characters")
+    try:
+        _with_platform(settings, lambda platform: platform.access.create_user(username, password, roles))
+    except CredentialTaken as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created {username}" + ("" if password_stdin else f"; password: {password}"))
+
+
 if __name__ == "__main__":
     cli()

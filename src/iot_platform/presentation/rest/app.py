@@ -13,7 +13,9 @@ from prometheus_client import make_asgi_app
 from iot_platform.bootstrap import Platform, build_platform
 from iot_platform.config import WORKER_ROLES, Settings
 from iot_platform.presentation.rest.errors import install_error_handlers
+from iot_platform.presentation.rest.security import ProtectedMetrics
 from iot_platform.presentation.rest.routers import (
+    access,
     alerts,
     analytics,
     commands,
@@ -59,10 +61,11 @@ def create_app(
     app.include_router(analytics.router)
     app.include_router(commands.router)
     app.include_router(lorawan.router)
+    app.include_router(access.router)
 
     metrics = built.metrics
-    app.mount("/metrics", make_asgi_app(metrics.registry))
-    app.mount("/api/metrics", make_asgi_app(metrics.registry))
+    app.mount("/metrics", ProtectedMetrics(make_asgi_app(metrics.registry), app.state))
+    app.mount("/api/metrics", ProtectedMetrics(make_asgi_app(metrics.registry), app.state))
 
     @app.middleware("http")
     async def correlate_and_measure(

@@ -1,47 +1,58 @@
-"""Who is calling, and may they? Every route declares the permission it needs.
+"""Who is calling, and may they? Every route declares the permission it needs (``require``);
+``ROUTE_PUBLIC`` lists the few that need none.
 
-Until API keys and tokens arrive (the security issue), every caller is the local operator: the
-API listens on loopback by default. Replacing ``current_principal`` is the whole change needed
-to authenticate; the routes already ask ``require(...)``.
+Credentials travel as ``Authorization: Bearer <API key or token>``: an API key
+(``iotk_...``) or a JWT from ``POST /api/auth/token``. No credentials: 401. Credentials without
+the permission: 403. A device credential is confined to its own device (``confine``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, WebSocket, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": frozenset({"*"}),
-    "fleet_manager": frozenset(
-        {"devices:read", "devices:write", "telemetry:read", "telemetry:write",
-         "alerts:read", "alerts:write", "analytics:read", "commands:read", "commands:write"}
-    ),
-    "viewer": frozenset(
-        {"devices:read", "telemetry:read", "alerts:read", "analytics:read", "commands:read"}
-    ),
-}
+from iot_platform.application.access.model import ROLE_PERMISSIONS, Principal
 
+__all__ = ["ROLE_PERMISSIONS", "Principal", "confine", "current_principal", "require"]
 
-@dataclass(frozen=True)
-class Principal:
-    subject: str
-    roles: frozenset[str]
+ROUTE_PUBLIC = frozenset({"/health", "/ready", "/api/health", "/api/ready", "/api/auth/token"})
+"""Probed by orchestrators, or how a person gets a token in the first place."""
 
-    def may(self, permission: str) -> bool:
-        granted = set().union(*(ROLE_PERMISSIONS.get(r, frozenset()) for r in self.roles))
-        return "*" in granted or permission in granted
+_bearer = HTTPBearer(auto_error=False, description="An API key (iotk_...) or a token from /api/auth/token")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-async def current_principal(request: Request) -> Principal:
-    return Principal(subject="local-operator", roles=frozenset({"admin"}))
+async def _authenticate(app_state: Any, credential: str | None) -> Principal:
+    if not credential:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                            "credentials required: Authorization: Bearer <API key or token>", _CHALLENGE)
+    principal: Principal | None = await app_state.platform.access.authenticate(credential)
+    if principal is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid, expired or revoked credentials",
+                            _CHALLENGE)
+    return principal
 
 
-async def websocket_principal(websocket: WebSocket) -> Principal:
-    """The WebSocket handshake's caller (the same rules as ``current_principal``)."""
-    return Principal(subject="local-operator", roles=frozenset({"admin"}))
+async def current_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    return await _authenticate(request.app.state, credentials.credentials if credentials else None)
+
+
+async def websocket_principal(websocket: WebSocket) -> Principal | None:
+    """The WebSocket handshake's caller, from its Authorization header (never from the query
+    string, which access logs record). None: refuse the socket."""
+    header = websocket.headers.get("authorization", "")
+    credential = header[7:].strip() if header.lower().startswith("bearer ") else None
+    try:
+        return await _authenticate(websocket.app.state, credential)
+    except HTTPException:
+        return None
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
@@ -53,4 +64,43 @@ def require(permission: str) -> Callable[[Principal], Awaitable[Principal]]:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"{permission} is not granted")
         return principal
 
+    check.permission = permission  # type: ignore[attr-defined]  # read by the route-role matrix
     return check
+
+
+def confine(principal: Principal, device_id: str) -> None:
+    """A device's own credential acts for that device only."""
+    if not principal.may_act_for(device_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            f"this credential is for device {principal.device_id!r}, not {device_id!r}")
+
+
+class ProtectedMetrics:
+    """/metrics behind a bearer credential with ``metrics:read`` (Prometheus sends one with
+    ``authorization: {credentials: <API key>}``)."""
+
+    def __init__(self, inner: ASGIApp, app_state: Any) -> None:
+        self._inner = inner
+        self._state = app_state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            header = dict(scope["headers"]).get(b"authorization", b"").decode()
+            credential = header[7:].strip() if header.lower().startswith("bearer ") else None
+            try:
+                principal = await _authenticate(self._state, credential)
+                if not principal.may("metrics:read"):
+                    raise HTTPException(status.HTTP_403_FORBIDDEN, "metrics:read is not granted")
+            except HTTPException as refused:
+                await _refuse(send, refused)
+                return
+        await self._inner(scope, receive, send)
+
+
+async def _refuse(send: Send, refused: HTTPException) -> None:
+    code = "unauthorized" if refused.status_code == 401 else "forbidden"
+    body = json.dumps({"error": {"code": code, "message": refused.detail, "details": None}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (refused.headers or {}).items()]
+    await send({"type": "http.response.start", "status": refused.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

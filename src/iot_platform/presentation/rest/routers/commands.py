@@ -20,12 +20,14 @@ from iot_platform.presentation.rest.schemas.commands import (
     CommandPublic,
     PendingCommands,
 )
-from iot_platform.presentation.rest.security import Principal, require
+from iot_platform.presentation.rest.security import Principal, confine, require
 
 router = APIRouter(prefix="/api/devices/{device_id}/commands", tags=["commands"])
 
 Reader = Annotated[Principal, Depends(require("commands:read"))]
 Writer = Annotated[Principal, Depends(require("commands:write"))]
+Receiver = Annotated[Principal, Depends(require("commands:receive"))]
+"""What a device does with its commands (take, acknowledge); a device credential only its own."""
 Wait = Annotated[float, Query(ge=0, allow_inf_nan=False, description="seconds")]
 
 
@@ -91,13 +93,14 @@ async def list_commands(
 
 @router.get("/pending", response_model=PendingCommands)
 async def poll_pending_commands(
-    device_id: str, platform: PlatformDep, _: Writer, wait: Wait = 0.0
+    device_id: str, platform: PlatformDep, who: Receiver, wait: Wait = 0.0
 ) -> PendingCommands:
     """For HTTP devices: the pending, unexpired commands, oldest first, now marked sent.
 
     With ``wait`` it is a long poll: it answers as soon as there is one, or empty after
-    ``wait`` seconds. It changes state (commands become sent), hence ``commands:write``.
+    ``wait`` seconds. It changes state (commands become sent), hence ``commands:receive``.
     """
+    confine(who, device_id)
     wait = _bounded_wait(platform, wait)
     await _known_device(platform, device_id)
     messages = await platform.commands.delivery.poll(device_id, wait)
@@ -120,9 +123,10 @@ async def acknowledge_command(
     body: CommandAckIn,
     request: Request,
     platform: PlatformDep,
-    who: Writer,
+    who: Receiver,
 ) -> CommandPublic:
     """An HTTP device's answer, as on MQTT ``devices/{id}/commands/ack``."""
+    confine(who, device_id)
     await platform.commands.handler.acknowledge(
         AcknowledgeCommand(
             device_id,

@@ -66,6 +66,9 @@ async def live_socket(
     `{"type": "dropped"}` and closed with code 1013 (try again later).
     """
     principal = await websocket_principal(websocket)
+    if principal is None:
+        await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="credentials required")
+        return
     platform: Platform = websocket.app.state.platform
     wanted_alerts = alerts and principal.may("alerts:read")
     devices = _csv(device) if principal.may("telemetry:read") else []

@@ -67,10 +67,13 @@ def _candidate(event: TelemetryEvent) -> Candidate:
         return undecodable(event.device_id, size, exc)
 
 
-async def _ingest(platform: PlatformDep, candidates: list[Candidate]) -> list[EventResult] | JSONResponse:
+async def _ingest(
+    platform: PlatformDep, candidates: list[Candidate], who: Principal
+) -> list[EventResult] | JSONResponse:
+    """A device's own credential may write only its own readings (others are refused 403)."""
     try:
         outcomes = await asyncio.wait_for(
-            platform.telemetry.ingest.ingest(candidates, "http"),
+            platform.telemetry.ingest.ingest(candidates, "http", authenticated_device=who.device_id),
             platform.settings.telemetry.http_store_timeout_seconds,
         )
     except TimeoutError:
@@ -84,10 +87,10 @@ async def _ingest(platform: PlatformDep, candidates: list[Candidate]) -> list[Ev
 
 @router.post("/api/telemetry", status_code=status.HTTP_201_CREATED, response_model=EventResult)
 async def ingest_event(
-    event: TelemetryEvent, response: Response, platform: PlatformDep, _: Writer
+    event: TelemetryEvent, response: Response, platform: PlatformDep, who: Writer
 ) -> EventResult | JSONResponse:
     """Stores one reading: 201 stored, 200 duplicate, or an error naming the reason."""
-    results = await _ingest(platform, [_candidate(event)])
+    results = await _ingest(platform, [_candidate(event)], who)
     if isinstance(results, JSONResponse):
         return results
     (result,) = results
@@ -105,7 +108,7 @@ async def ingest_event(
 @router.post("/api/telemetry/batch", response_model=list[EventResult])
 async def ingest_batch(
     platform: PlatformDep,
-    _: Writer,
+    who: Writer,
     body: Annotated[list[TelemetryEvent] | BatchEnvelope, Body()],
 ) -> list[EventResult] | JSONResponse:
     """Stores many readings; each answers stored, duplicate or rejected (with its reason).
@@ -114,7 +117,7 @@ async def ingest_batch(
     limit = platform.settings.telemetry.max_batch_events
     if len(events) > limit:
         raise FieldError("events", f"at most {limit} events per batch")
-    return await _ingest(platform, [_candidate(e) for e in events])
+    return await _ingest(platform, [_candidate(e) for e in events], who)
 
 
 def _time(value: str | None, field: str, default: int) -> int:

@@ -1,0 +1,121 @@
+"""API keys and users: made, shown once, kept hashed, checked on every request.
+
+An API key reads ``iotk_<key id>_<secret>``. The id finds the record; only a SHA-256 of the
+32-byte random secret is kept (a fast hash suffices for a secret that cannot be guessed).
+Passwords, which can be guessed, are kept as scrypt hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from iot_platform.application.access.model import ApiKey, Principal, User, check_roles
+from iot_platform.application.access.ports import ApiKeys, TokenSigner, Users
+
+_PREFIX = "iotk_"
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def password_matches(password: str, stored: str) -> bool:
+    try:
+        scheme, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    candidate = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), dklen=32, **_SCRYPT)
+    return hmac.compare_digest(candidate.hex(), digest)
+
+
+class AccessService:
+    def __init__(self, keys: ApiKeys, users: Users, signer: TokenSigner,
+                 clock: Callable[[], datetime], token_ttl_seconds: int = 3600) -> None:
+        self._keys = keys
+        self._users = users
+        self._signer = signer
+        self._clock = clock
+        self._ttl = token_ttl_seconds
+
+    async def create_key(
+        self, name: str, roles: tuple[str, ...], created_by: str, device_id: str | None = None,
+        expires_in: timedelta | None = None, plaintext: str | None = None,
+    ) -> tuple[ApiKey, str]:
+        """The record and the key itself, which is shown this once. ``plaintext`` takes a key
+        chosen by the operator (a bootstrap key from config) instead of a new one."""
+        roles = check_roles(roles)
+        if "device" in roles and device_id is None:
+            raise ValueError("a device key names its device (device_id)")
+        if plaintext is not None:
+            key_id, secret = _split(plaintext) or (None, None)
+            if key_id is None or secret is None:
+                raise ValueError("an API key reads iotk_<id>_<secret>")
+        else:
+            key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+        now = self._clock()
+        key = ApiKey(key_id=key_id, name=name, roles=roles, secret_hash=_digest(secret),
+                     created_at=now, created_by=created_by, device_id=device_id,
+                     expires_at=now + expires_in if expires_in else None)
+        await self._keys.add(key)
+        return key, f"{_PREFIX}{key_id}_{secret}"
+
+    async def ensure_key(self, plaintext: str, name: str, roles: tuple[str, ...]) -> bool:
+        """Makes the given key exist (a configured bootstrap key); True if it was added."""
+        parts = _split(plaintext)
+        if parts is not None and await self._keys.get(parts[0]) is not None:
+            return False
+        await self.create_key(name, roles, "config", plaintext=plaintext)
+        return True
+
+    async def any_keys(self) -> bool:
+        return await self._keys.count() > 0
+
+    async def revoke_key(self, key_id: str) -> bool:
+        return await self._keys.revoke(key_id, self._clock())
+
+    async def create_user(self, username: str, password: str, roles: tuple[str, ...]) -> User:
+        user = User(username, hash_password(password), check_roles(roles), self._clock())
+        await self._users.add(user)
+        return user
+
+    async def token_for(self, username: str, password: str) -> tuple[str, int] | None:
+        """A bearer token (JWT) for a user's password, and its lifetime in seconds."""
+        user = await self._users.get(username)
+        if user is None or not password_matches(password, user.password_hash):
+            return None
+        principal = Principal(f"user:{user.username}", frozenset(user.roles))
+        return self._signer.issue(principal, self._ttl), self._ttl
+
+    async def authenticate(self, credential: str) -> Principal | None:
+        """The caller a bearer credential (API key or token) names, or None."""
+        parts = _split(credential)
+        if parts is None:
+            return self._signer.verify(credential)
+        key = await self._keys.get(parts[0])
+        if key is None or not hmac.compare_digest(key.secret_hash, _digest(parts[1])):
+            return None
+        if not key.usable(self._clock()):
+            return None
+        return Principal(f"apikey:{key.name}", frozenset(key.roles), key.device_id)
+
+
+def _split(credential: str) -> tuple[str, str] | None:
+    if not credential.startswith(_PREFIX):
+        return None
+    key_id, sep, secret = credential[len(_PREFIX):].partition("_")
+    if not sep or not key_id or not secret:
+        return None
+    return key_id, secret

@@ -1,0 +1,1 @@
+"""Credential stores and token signing."""

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +37,7 @@ from iot_platform.application.devices.commands import ActivateDevice, RecordConn
 from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.errors import NotFound
 from iot_platform.application.access.service import AccessService
+from iot_platform.application.devices.certificates import CertificateProvisioning
 from iot_platform.application.devices.provisioning import OscoreProvisioning
 from iot_platform.application.lorawan.registration import LoRaWANRegistrar
 from iot_platform.application.outbox import OutboxRelay
@@ -107,6 +108,8 @@ from iot_platform.infrastructure.protocols.lorawan.network_server import Network
 from iot_platform.infrastructure.protocols.lorawan.store import SqlGateways, SqlLoRaWANDevices
 from iot_platform.infrastructure.access.store import SqlApiKeys, SqlUsers
 from iot_platform.infrastructure.access.tokens import JwtSigner
+from iot_platform.infrastructure.pki.authority import CertificateAuthority
+from iot_platform.infrastructure.pki.store import SqlCertificates
 from iot_platform.infrastructure.protocols.oscore import OscoreContexts
 from iot_platform.infrastructure.secrets import SecretBox
 from iot_platform.presentation.coap.server import CoapCommands, CoapIngestion
@@ -260,6 +263,9 @@ class Platform:
     oscore: OscoreProvisioning
     access: AccessService
     access_keys: SqlApiKeys
+    pki: CertificateAuthority
+    pki_store: SqlCertificates
+    certificates: CertificateProvisioning
     relay: OutboxRelay | None = None
     """With streaming.backend kafka: the outbox to the domain-events topic."""
     event_publisher: KafkaDomainEventPublisher | None = None
@@ -283,6 +289,7 @@ class Platform:
         if not serve:
             return
         await self._ensure_admin()
+        await self._ensure_authority()
         self._serving = True
         if "projections" in roles:
             if self.event_feed is not None:
@@ -316,6 +323,7 @@ class Platform:
         if self.commands.publisher is not None:
             await self.commands.publisher.start()
         self._spawn(self.commands.sweeper.run(), "command-expiry")
+        self._spawn(_every(3600, self.certificates.retire_superseded), "certificate-renewals")
         if telemetry.mqtt is not None:
             self._spawn(telemetry.mqtt.run(), "mqtt-ingestion")
         log.info("platform started (event store: %s, time series: %s)",
@@ -330,6 +338,16 @@ class Platform:
         elif not await self.access.any_keys():
             _, key = await self.access.create_key("initial admin", ("admin",), "first start")
             self.announce(f"Admin API key: {key}")
+
+    async def _ensure_authority(self) -> None:
+        """The embedded default makes its device CA on first start; an imported one must exist."""
+        if not self.pki.exists():
+            if self.settings.security.certificate_authority == "imported":
+                raise RuntimeError("security.certificate_authority is imported but no CA is at "
+                                   f"{self.settings.security.ca_cert_path}: run iot-platform ca import")
+            self.pki.init()
+            log.info("device CA created under %s", Path(self.settings.security.ca_cert_path).parent)
+        await self.pki.publish_crl()
 
     def _consume(self, roles: Collection[str], front: bool) -> None:
         """One Kafka consumer per sink whose role runs here; the live feed follows every
@@ -395,7 +413,7 @@ class Platform:
         await self.engine.dispose()
 
 
-async def _every(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+async def _every(seconds: float, work: Callable[[], Awaitable[object]]) -> None:
     while True:
         await asyncio.sleep(seconds)
         try:
@@ -462,6 +480,12 @@ def build_platform(settings: Settings) -> Platform:
     chirpstack = ChirpStackUplinks(sessions, lw.chirpstack_topic) if lw.chirpstack_uplinks else None
     oscore = OscoreContexts(engine, box)
     access_keys = SqlApiKeys(engine)
+    issued = SqlCertificates(engine)
+    passphrase = security.ca_key_passphrase.get_secret_value()
+    pki = CertificateAuthority(
+        security.ca_cert_path, security.ca_key_path,
+        (lambda: passphrase.encode()) if passphrase else (lambda: box.derive(b"iot-platform ca keys").hex().encode()),
+        security.ca_key_type, security.device_cert_validity_days, security.crl_path, issued)
     telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands, chirpstack, oscore)
     listener = None
     if lw.enabled:
@@ -514,6 +538,10 @@ def build_platform(settings: Settings) -> Platform:
                              JwtSigner(lambda: box.derive(b"iot-platform bearer tokens")),
                              lambda: datetime.now(UTC), security.token_ttl_seconds),
         access_keys=access_keys,
+        pki=pki,
+        pki_store=issued,
+        certificates=CertificateProvisioning(devices, pki, issued, timedelta(hours=security.renewal_overlap_hours),
+                                             lambda: datetime.now(UTC)),
         relay=relay,
         event_publisher=event_publisher,
         event_feed=event_feed,

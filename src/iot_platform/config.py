@@ -149,6 +149,8 @@ class LorawanSettings(Section):
 
 class TelemetrySettings(Section):
     max_future_skew_seconds: float = Field(300.0, ge=0)
+    reporting_interval_seconds: int = Field(60, ge=1)
+    """The reporting interval devices are told at provisioning."""
     max_payload_bytes: int = Field(65536, ge=1)
     max_metrics_per_reading: int = Field(100, ge=1)
     max_batch_events: int = Field(1000, ge=1)
@@ -243,6 +245,12 @@ class SecuritySettings(Section):
     ca_key_path: str = "./data/pki/ca.key"
     ca_key_passphrase: SecretStr = SecretStr("")
     device_cert_validity_days: int = Field(365, ge=1)
+    ca_key_type: Literal["ec", "rsa"] = "ec"
+    """EC P-256, or RSA 2048, for the CA made by ``ca init`` (device keys made here are EC)."""
+    renewal_overlap_hours: float = Field(24.0, ge=0)
+    """A renewed device's previous certificate stays valid this long, then is revoked."""
+    crl_path: str = "./data/pki/crl.pem"
+    """Where the CRL is written on every change (brokers read it from here)."""
     mutual_tls_required: bool = False
     encryption_key: SecretStr = SecretStr("")
     """32 bytes as 64 hex digits, sealing secrets at rest (LoRaWAN keys). Empty: the key in

@@ -78,6 +78,10 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/api/lorawan/gateways/{gateway_eui}"): "devices:read",
     ("DELETE", "/api/lorawan/gateways/{gateway_eui}"): "devices:write",
     ("GET", "/api/lorawan/devices/{device_id}"): "devices:read",
+    ("GET", "/api/devices/{device_id}/certificates"): "devices:read",
+    ("POST", "/api/devices/{device_id}/certificates/{serial}/revoke"): "devices:write",
+    ("GET", "/api/pki/ca"): PUBLIC,
+    ("GET", "/api/pki/crl"): PUBLIC,
 }
 
 

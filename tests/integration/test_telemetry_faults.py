@@ -69,6 +69,9 @@ def settings(
         timeseries={"url": f"sqlite:///{tmp_path / 'ts.db'}", "retry_max_seconds": 1.0, **timeseries},
         coap={"enabled": False},  # several platforms in one test: no fixed UDP port for them all
         lorawan={"enabled": False},
+        security={"ca_cert_path": str(tmp_path / "pki" / "ca.crt"), "ca_key_path": str(tmp_path / "pki" / "ca.key"),
+                  "crl_path": str(tmp_path / "pki" / "crl.pem"),
+                  "encryption_key_file": str(tmp_path / "secrets" / "encryption.key")},
     )
 
 

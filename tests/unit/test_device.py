@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 
 from iot_platform.domain.aggregate import EventContext
 from iot_platform.domain.devices import (
+    CertificateIssued,
+    CertificateRevoked,
     Device,
     DeviceActivated,
     DeviceDecommissioned,
@@ -229,3 +232,49 @@ def test_domain_errors_name_the_field_they_are_about() -> None:
     with pytest.raises(DomainError) as refused:
         given().register(name="", device_type="th")
     assert refused.value.field == "name"
+
+
+# -- certificates ---------------------------------------------------------------------------
+NOT_AFTER = datetime(2027, 12, 1, tzinfo=UTC)
+
+
+def issued(serial: str) -> DomainEvent:
+    return CertificateIssued(aggregate_id=ID, serial=serial, fingerprint=f"fp-{serial}", not_after=NOT_AFTER)
+
+
+def test_the_first_certificate_provisions_the_device_and_a_renewal_only_adds_one() -> None:
+    device = given(REGISTERED)
+    device.record_certificate("01", "fp-01", NOT_AFTER)
+    then(device, DeviceProvisioned, CertificateIssued)
+    renewed = given(REGISTERED, PROVISIONED, issued("01"), ACTIVATED)
+    renewed.record_certificate("02", "fp-02", NOT_AFTER)
+    then(renewed, CertificateIssued)
+    assert renewed.status is DeviceStatus.ACTIVE and set(renewed.certificates) == {"01", "02"}
+
+
+def test_a_suspended_device_gets_no_certificate() -> None:
+    with pytest.raises(InvalidTransition):
+        given(REGISTERED, SUSPENDED).record_certificate("01", "fp", NOT_AFTER)
+
+
+def test_only_a_live_certificate_of_the_device_can_be_revoked() -> None:
+    device = given(REGISTERED, PROVISIONED, issued("01"))
+    with pytest.raises(InvalidValue):
+        device.revoke_certificate("99", "key_compromise")
+    device.revoke_certificate("01", "key_compromise")
+    then(device, CertificateRevoked)
+    assert device.certificates == {}
+
+
+def test_decommissioning_revokes_every_certificate_first() -> None:
+    device = given(REGISTERED, PROVISIONED, issued("01"), issued("02"))
+    device.decommission("scrapped")
+    events = then(device, CertificateRevoked, CertificateRevoked, DeviceDecommissioned)
+    assert [getattr(e, "serial", None) for e in events[:2]] == ["01", "02"]
+
+
+def test_certificates_survive_a_snapshot() -> None:
+    device = given(REGISTERED, PROVISIONED, issued("01"))
+    restored = Device(ID)
+    restored._restore(device._state())
+    assert restored.certificates == {"01": NOT_AFTER}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from iot_platform.domain.aggregate import EventContext
 from iot_platform.domain.devices import DeviceMetadata, Location, Protocol
@@ -77,6 +78,23 @@ class ProvisionDevice:
     device_id: str
     credential_type: str
     credential_fingerprint: str | None = None
+    context: EventContext = EventContext()
+
+
+@dataclass(frozen=True)
+class RecordCertificate:
+    device_id: str
+    serial: str
+    fingerprint: str
+    not_after: datetime
+    context: EventContext = EventContext()
+
+
+@dataclass(frozen=True)
+class RevokeCertificate:
+    device_id: str
+    serial: str
+    reason: str
     context: EventContext = EventContext()
 
 

@@ -14,10 +14,12 @@ from iot_platform.application.devices.commands import (
     CommandResult,
     DecommissionDevice,
     ProvisionDevice,
+    RecordCertificate,
     RecordConnectivity,
     RecordJoin,
     RegisterDevice,
     ResumeDevice,
+    RevokeCertificate,
     SuspendDevice,
     UpdateDevice,
 )
@@ -97,6 +99,20 @@ class DeviceCommandHandler:
         device.provision(credential_type=command.credential_type,
                          credential_fingerprint=command.credential_fingerprint, context=command.context)
         return await self._save(device, None)
+
+    async def record_certificate(self, command: RecordCertificate) -> CommandResult:
+        device = await self._existing(command.device_id)
+        device.record_certificate(command.serial, command.fingerprint, command.not_after, command.context)
+        return await self._save(device, None)
+
+    async def revoke_certificate(self, command: RevokeCertificate) -> CommandResult:
+        device = await self._existing(command.device_id)
+        device.revoke_certificate(command.serial, command.reason, command.context)
+        return await self._save(device, None)
+
+    async def may_hold_credentials(self, device_id: str) -> None:
+        """Raises as issuing would: unknown, suspended or decommissioned devices get none."""
+        (await self._existing(device_id)).ensure_may_hold_credentials()
 
     async def join(self, command: RecordJoin) -> CommandResult:
         return await self._retrying(

@@ -9,11 +9,14 @@ suspended from. Decommissioned is final: the history stays, nothing else happens
 from __future__ import annotations
 
 from dataclasses import asdict, replace
+from datetime import datetime
 from functools import singledispatchmethod
 from typing import Any, ClassVar
 
 from iot_platform.domain.aggregate import Aggregate, EventContext
 from iot_platform.domain.devices.events import (
+    CertificateIssued,
+    CertificateRevoked,
     DeviceActivated,
     DeviceConnected,
     DeviceDisconnected,
@@ -67,6 +70,8 @@ class Device(Aggregate):
         self.credential_fingerprint: str | None = None
         self.connected: bool | None = None
         self.lorawan: LoRaWANProfile | None = None
+        self.certificates: dict[str, datetime] = {}
+        """Serial -> not_after of the device's certificates that are not revoked."""
 
     @property
     def exists(self) -> bool:
@@ -130,6 +135,29 @@ class Device(Aggregate):
             )
         )
 
+    def record_certificate(
+        self, serial: str, fingerprint: str, not_after: datetime, context: EventContext = EventContext()
+    ) -> None:
+        """A certificate issued to the device; the first one also provisions it."""
+        self.ensure_may_hold_credentials()
+        if serial in self.certificates:
+            raise AlreadyExists(f"certificate {serial} is already recorded", field="serial")
+        if self.status is DeviceStatus.REGISTERED:
+            self._trigger(DeviceProvisioned(**self._meta(context), credential_type="x509",
+                                            credential_fingerprint=fingerprint))
+        self._trigger(CertificateIssued(**self._meta(context), serial=serial, fingerprint=fingerprint,
+                                        not_after=not_after))
+
+    def ensure_may_hold_credentials(self) -> None:
+        self._require_live("issue credentials to")
+        if self.status is DeviceStatus.SUSPENDED:
+            raise InvalidTransition(f"device {self.id!r} is suspended; resume it first")
+
+    def revoke_certificate(self, serial: str, reason: str, context: EventContext = EventContext()) -> None:
+        if serial not in self.certificates:
+            raise InvalidValue(f"device {self.id!r} has no live certificate {serial}", field="serial")
+        self._trigger(CertificateRevoked(**self._meta(context), serial=serial, reason=reason))
+
     def ensure_accepts_telemetry(self) -> None:
         """Readings from a suspended or decommissioned device are refused, not stored."""
         self._require_live("accept telemetry from")
@@ -170,7 +198,10 @@ class Device(Aggregate):
         )
 
     def decommission(self, reason: str | None = None, context: EventContext = EventContext()) -> None:
+        """Final; every certificate of the device is revoked with it."""
         self._require_live("decommission")
+        for serial in sorted(self.certificates):
+            self._trigger(CertificateRevoked(**self._meta(context), serial=serial, reason="decommissioned"))
         self._trigger(DeviceDecommissioned(**self._meta(context), reason=reason))
 
     def update(
@@ -239,6 +270,14 @@ class Device(Aggregate):
         self.credential_fingerprint = event.credential_fingerprint
 
     @_apply.register
+    def _(self, event: CertificateIssued) -> None:
+        self.certificates[event.serial] = event.not_after
+
+    @_apply.register
+    def _(self, event: CertificateRevoked) -> None:
+        self.certificates.pop(event.serial, None)
+
+    @_apply.register
     def _(self, event: DeviceActivated) -> None:
         self.status = DeviceStatus.ACTIVE
 
@@ -294,6 +333,7 @@ class Device(Aggregate):
             "credential_fingerprint": self.credential_fingerprint,
             "connected": self.connected,
             "lorawan": asdict(self.lorawan) if self.lorawan else None,
+            "certificates": {serial: at.isoformat() for serial, at in self.certificates.items()},
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -309,6 +349,9 @@ class Device(Aggregate):
         )
         self.credential_fingerprint = state["credential_fingerprint"]
         self.connected = state.get("connected")
+        self.certificates = {
+            serial: datetime.fromisoformat(at) for serial, at in state.get("certificates", {}).items()
+        }
         lorawan = state.get("lorawan")
         self.lorawan = (
             LoRaWANProfile(**{**lorawan, "activation": Activation(lorawan["activation"])})

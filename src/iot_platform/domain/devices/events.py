@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from iot_platform.domain.devices.values import DeviceMetadata, DeviceStatus, Location, Protocol
 from iot_platform.domain.events import DomainEvent
@@ -27,6 +28,23 @@ class DeviceProvisioned(DomainEvent):
 
     credential_type: str
     credential_fingerprint: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateIssued(DomainEvent):
+    """An X.509 client certificate was issued to the device (its private key never left it,
+    or was handed over once)."""
+
+    serial: str
+    fingerprint: str
+    """SHA-256 of the DER certificate, hex."""
+    not_after: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateRevoked(DomainEvent):
+    serial: str
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +110,8 @@ class DeviceMetadataChanged(DomainEvent):
 DEVICE_EVENTS: tuple[type[DomainEvent], ...] = (
     DeviceRegistered,
     DeviceProvisioned,
+    CertificateIssued,
+    CertificateRevoked,
     DeviceActivated,
     DeviceJoined,
     DeviceSuspended,

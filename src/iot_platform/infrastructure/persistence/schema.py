@@ -304,3 +304,20 @@ users = Table(
     Column("roles", String(200), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
 )
+
+# Device certificates the CA issued: what revocation and the CRL need (the certificate is
+# public; its private key is the device's and is never here).
+device_certificates = Table(
+    "device_certificates",
+    metadata,
+    Column("serial", String(64), primary_key=True),
+    Column("device_id", String(128), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("not_after", UtcDateTime, nullable=False),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("superseded_at", UtcDateTime, nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("reason", String(40), nullable=True),
+    Column("pem", Text, nullable=False),
+)
+Index("ix_device_certificates_device", device_certificates.c.device_id)

@@ -34,6 +34,8 @@ from iot_platform.domain.devices import (
     DeviceDecommissioned,
     DeviceLocationChanged,
     DeviceMetadataChanged,
+    CertificateIssued,
+    CertificateRevoked,
     DeviceJoined,
     DeviceProvisioned,
     DeviceRegistered,
@@ -119,9 +121,13 @@ class DeviceRegistryProjection:
     async def _(self, event: DeviceDisconnected, conn: AsyncConnection, r: RecordedEvent) -> None:
         await self._update(conn, r, connected=False)
 
-    @_on.register
-    async def _(self, event: DeviceJoined, conn: AsyncConnection, r: RecordedEvent) -> None:
-        await self._update(conn, r)  # the session is the network server's; only the version moves
+    @_on.register(DeviceJoined)
+    @_on.register(CertificateIssued)
+    @_on.register(CertificateRevoked)
+    async def _(self, event: DomainEvent, conn: AsyncConnection, r: RecordedEvent) -> None:
+        # Sessions and certificates are kept by the network server and the CA: only the
+        # version moves, so ETags stay those of the aggregate.
+        await self._update(conn, r)
 
     @_on.register
     async def _(self, event: DeviceProvisioned, conn: AsyncConnection, r: RecordedEvent) -> None:

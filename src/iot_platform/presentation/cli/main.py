@@ -281,6 +281,56 @@ def dlq_replay(ctx: click.Context, reason: str | None) -> None:
     click.echo(f"replayed {replayed} dead letters" + (f" ({skipped} of another reason skipped)" if skipped else ""))
 
 
+@cli.group()
+def ca() -> None:
+    """The device certificate authority (security.ca_cert_path, security.ca_key_path)."""
+
+
+@ca.command("init")
+@click.option("--force", is_flag=True, help="Replace an existing CA (its certificates stop verifying).")
+@click.pass_context
+def ca_init(ctx: click.Context, force: bool) -> None:
+    """Create a root and an intermediate CA; keys encrypted with security.ca_key_passphrase."""
+    settings = _settings(ctx)
+
+    async def init(platform: Platform) -> str:
+        platform.pki.init(force=force)
+        await platform.pki.publish_crl()
+        return str(platform.pki.chain_path)
+
+    try:
+        click.echo(f"device CA created; chain: {_with_platform(settings, init)}")
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@ca.command("import")
+@click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="DEVICE_CA_CERT_PATH", required=True, help="The issuing CA certificate (PEM).")
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="DEVICE_CA_KEY_PATH", required=True, help="Its private key (PEM).")
+@click.option("--chain", "chain_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The certificates above it, if any (PEM).")
+@click.option("--key-password-stdin", is_flag=True, help="The key is encrypted: read its password from stdin.")
+@click.pass_context
+def ca_import(ctx: click.Context, cert_path: Path, key_path: Path, chain_path: Path | None,
+              key_password_stdin: bool) -> None:
+    """Take an existing CA as the issuer of device certificates (re-encrypted at rest)."""
+    settings = _settings(ctx)
+    password = sys.stdin.readline().rstrip("\n").encode() if key_password_stdin else None
+
+    async def take(platform: Platform) -> None:
+        platform.pki.import_ca(cert_path.read_bytes(), key_path.read_bytes(), password,
+                               chain_path.read_bytes() if chain_path else None)
+        await platform.pki.publish_crl()
+
+    try:
+        _with_platform(settings, take)
+    except (ValueError, TypeError) as exc:
+        raise click.ClickException(f"cannot import the CA: {exc}") from None
+    click.echo("device CA imported")
+
+
 _ROLE_CHOICE = click.Choice(["admin", "fleet_manager", "firmware_engineer", "viewer", "device"])
 
 

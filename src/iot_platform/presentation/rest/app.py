@@ -22,6 +22,7 @@ from iot_platform.presentation.rest.routers import (
     devices,
     lorawan,
     ops,
+    pki,
     realtime,
     telemetry,
 )
@@ -62,6 +63,7 @@ def create_app(
     app.include_router(commands.router)
     app.include_router(lorawan.router)
     app.include_router(access.router)
+    app.include_router(pki.router)
 
     metrics = built.metrics
     app.mount("/metrics", ProtectedMetrics(make_asgi_app(metrics.registry), app.state))

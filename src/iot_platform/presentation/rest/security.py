@@ -20,8 +20,10 @@ from iot_platform.application.access.model import ROLE_PERMISSIONS, Principal
 
 __all__ = ["ROLE_PERMISSIONS", "Principal", "confine", "current_principal", "require"]
 
-ROUTE_PUBLIC = frozenset({"/health", "/ready", "/api/health", "/api/ready", "/api/auth/token"})
-"""Probed by orchestrators, or how a person gets a token in the first place."""
+ROUTE_PUBLIC = frozenset({"/health", "/ready", "/api/health", "/api/ready", "/api/auth/token",
+                          "/api/pki/ca", "/api/pki/crl"})
+"""Probed by orchestrators, how a person gets a token in the first place, or the CA's public
+chain and CRL (fetched by devices and brokers that hold no API credential)."""
 
 _bearer = HTTPBearer(auto_error=False, description="An API key (iotk_...) or a token from /api/auth/token")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}

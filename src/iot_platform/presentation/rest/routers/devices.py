@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -15,11 +16,13 @@ from iot_platform.application.devices.commands import (
     SuspendDevice,
     UpdateDevice,
 )
+from iot_platform.application.devices.certificates import UnknownCertificate
 from iot_platform.application.devices.provisioning import fingerprint
 from iot_platform.application.devices.queries import DeviceSearch, Near, device_history
 from iot_platform.application.errors import NotFound
 from iot_platform.domain.devices import DeviceMetadata, DeviceStatus, Location, Protocol
 from iot_platform.presentation.rest.dependencies import IfMatchDep, PlatformDep, event_context
+from iot_platform.infrastructure.pki.authority import InvalidCsr
 from iot_platform.presentation.rest.errors import FieldError
 from iot_platform.presentation.rest.routers.lorawan import lorawan_profile, root_keys
 from iot_platform.presentation.rest.schemas.devices import (
@@ -30,9 +33,15 @@ from iot_platform.presentation.rest.schemas.devices import (
     DeviceUpdate,
     HistoryEvent,
     LocationIn,
+    CertificateList,
+    CertificateOut,
+    CertificatePublic,
+    GeneratedKey,
+    MqttSettingsOut,
     OscoreCredential,
     Provisioned,
     ProvisionIn,
+    RevokeIn,
     StateChange,
 )
 from iot_platform.presentation.rest.security import Principal, require
@@ -248,29 +257,75 @@ async def decommission_device(
             device_id, reason=reason, expected_version=if_match, context=event_context(request, who)
         )
     )
+    await platform.certificates.decommissioned(device_id)
     return await _answer(platform, result, response)
+
+
+def _mqtt_settings(platform: PlatformDep, device_id: str) -> MqttSettingsOut:
+    mqtt = platform.settings.mqtt
+    topics = {"telemetry": f"devices/{device_id}/telemetry", "sensors": f"sensors/{device_id}/{{sensor}}",
+              "status": f"devices/{device_id}/status", "commands": f"devices/{device_id}/commands",
+              "command_ack": f"devices/{device_id}/commands/ack"}
+    return MqttSettingsOut(broker_url=mqtt.broker_url, host=mqtt.host, port=mqtt.port, topics=topics)
 
 
 @router.put("/{device_id}/provision", response_model=Provisioned)
 async def provision_device(
     device_id: str, body: ProvisionIn, request: Request, platform: PlatformDep, who: Writer
 ) -> Provisioned:
-    """Creates the device's credentials and shows them once; provisioning again replaces them."""
+    """Issues the device's credentials, with what it needs to connect, and shows secrets once.
+    Provisioning again renews: a new certificate (the old one stays valid for
+    ``security.renewal_overlap_hours``), or a new OSCORE context in place of the old."""
     view = await platform.registry.get(device_id)
     if view is None:
         raise NotFound(f"device {device_id!r} is not registered")
-    if view.protocol != Protocol.COAP.value:
-        raise FieldError("credential", f"oscore is for CoAP devices; {device_id!r} speaks {view.protocol}")
-    material, _ = await platform.oscore.provision(device_id, event_context(request, who))
-    coap = platform.settings.coap
-    return Provisioned(
-        device_id=device_id,
-        status=DeviceStatus.PROVISIONED,
-        credential_type="oscore",
-        credential_fingerprint=fingerprint(material.master_secret),
-        coap_uri=f"coap://{coap.host}:{coap.port}",
-        oscore=OscoreCredential(**material.device_side()),
-    )
+    credential = body.credential or ("oscore" if view.protocol == Protocol.COAP.value else "x509")
+    common = {"device_id": device_id, "status": DeviceStatus.PROVISIONED, "credential_type": credential,
+              "reporting_interval_seconds": platform.settings.telemetry.reporting_interval_seconds,
+              "mqtt": _mqtt_settings(platform, device_id)}
+    if credential == "oscore":
+        if view.protocol != Protocol.COAP.value:
+            raise FieldError("credential", f"oscore is for CoAP devices; {device_id!r} speaks {view.protocol}")
+        if body.csr is not None:
+            raise FieldError("csr", "a CSR goes with credential x509")
+        material, _ = await platform.oscore.provision(device_id, event_context(request, who))
+        coap = platform.settings.coap
+        return Provisioned(**common, credential_fingerprint=fingerprint(material.master_secret),
+                           coap_uri=f"coap://{coap.host}:{coap.port}",
+                           oscore=OscoreCredential(**material.device_side()))
+    try:
+        issued = await platform.certificates.provision(device_id, body.csr, event_context(request, who))
+    except InvalidCsr as exc:
+        raise FieldError("csr", str(exc)) from None
+    generated = None
+    if issued.private_key_pem is not None and issued.pkcs12 is not None and issued.pkcs12_password is not None:
+        generated = GeneratedKey(private_key_pem=issued.private_key_pem,
+                                 pkcs12_base64=base64.b64encode(issued.pkcs12).decode(),
+                                 pkcs12_password=issued.pkcs12_password)
+    return Provisioned(**common, credential_fingerprint=issued.fingerprint,
+                       certificate=CertificateOut(serial=issued.serial, fingerprint=issued.fingerprint,
+                                                  not_after=issued.not_after, pem=issued.certificate_pem),
+                       ca_chain=platform.pki.chain(), generated_key=generated)
+
+
+@router.get("/{device_id}/certificates", response_model=CertificateList)
+async def list_certificates(device_id: str, platform: PlatformDep, _: Reader) -> CertificateList:
+    return CertificateList(items=[
+        CertificatePublic(serial=c.serial, fingerprint=c.fingerprint, not_after=c.not_after, issued_at=c.issued_at,
+                          superseded_at=c.superseded_at, revoked_at=c.revoked_at, reason=c.reason)
+        for c in await platform.pki_store.for_device(device_id)])
+
+
+@router.post("/{device_id}/certificates/{serial}/revoke", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_certificate(
+    device_id: str, serial: str, body: RevokeIn, request: Request, platform: PlatformDep, who: Writer
+) -> Response:
+    """Revokes one certificate; the CRL is regenerated at once."""
+    try:
+        await platform.certificates.revoke(device_id, serial.lower(), body.reason, event_context(request, who))
+    except UnknownCertificate as exc:
+        raise NotFound(str(exc)) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{device_id}/history", response_model=DeviceHistory)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -130,11 +130,14 @@ class DeviceHistory(BaseModel):
 
 
 class ProvisionIn(BaseModel):
-    """``oscore``: a per-device OSCORE security context for CoAP (the only credential yet)."""
+    """``x509``: a client certificate, from ``csr`` (PEM, subject CN = the device id) or, for
+    devices that cannot make one, with a key pair made here and shown once. ``oscore``: a
+    per-device OSCORE context for CoAP. Default: oscore for CoAP devices, x509 otherwise."""
 
     model_config = ConfigDict(extra="forbid")
 
-    credential: str = Field("oscore", pattern="^oscore$")
+    credential: Literal["x509", "oscore"] | None = None
+    csr: str | None = Field(None, min_length=1, max_length=16_384)
 
 
 class OscoreCredential(BaseModel):
@@ -148,10 +151,58 @@ class OscoreCredential(BaseModel):
     kdf: str = "HKDF-SHA-256"
 
 
+class CertificateOut(BaseModel):
+    serial: str
+    fingerprint: str
+    not_after: datetime
+    pem: str
+
+
+class GeneratedKey(BaseModel):
+    """The key pair made for a device that could not send a CSR: shown this once, not kept."""
+
+    private_key_pem: str
+    pkcs12_base64: str
+    pkcs12_password: str
+
+
+class MqttSettingsOut(BaseModel):
+    broker_url: str
+    host: str
+    port: int
+    topics: dict[str, str]
+
+
 class Provisioned(BaseModel):
     device_id: str
     status: DeviceStatus
     credential_type: str
     credential_fingerprint: str
-    coap_uri: str
-    oscore: OscoreCredential
+    reporting_interval_seconds: int
+    mqtt: MqttSettingsOut
+    certificate: CertificateOut | None = None
+    ca_chain: str | None = None
+    generated_key: GeneratedKey | None = None
+    coap_uri: str | None = None
+    oscore: OscoreCredential | None = None
+
+
+class RevokeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Literal["unspecified", "key_compromise", "superseded", "cessation_of_operation",
+                    "affiliation_changed"] = "unspecified"
+
+
+class CertificatePublic(BaseModel):
+    serial: str
+    fingerprint: str
+    not_after: datetime
+    issued_at: datetime
+    superseded_at: datetime | None
+    revoked_at: datetime | None
+    reason: str | None
+
+
+class CertificateList(BaseModel):
+    items: list[CertificatePublic]

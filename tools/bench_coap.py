@@ -16,7 +16,9 @@ Everything runs in one invocation, on loopback:
    Latency = the 2.01's arrival - the moment before its request was sent.
 
 The platform's storage counter (``iot_sink_readings_total{sink="storage"}``) is read at the end
-to check that every request was stored once. Tables go to stdout, progress to stderr::
+to check that every request was stored once. The platform gets a fresh admin API key for the run
+(``security.admin_api_key``), sent as ``Authorization: Bearer`` on every REST and /metrics
+request. Tables go to stdout, progress to stderr::
 
     .venv/bin/python tools/bench_coap.py                       # 1,000 devices, 20,000 requests
     .venv/bin/python tools/bench_coap.py --clients 16 --requests 5000
@@ -29,6 +31,7 @@ import asyncio
 import math
 import os
 import random
+import secrets
 import signal
 import socket
 import struct
@@ -192,9 +195,16 @@ def fmt(value: float, digits: int = 0) -> str:
     return "-" if value != value else f"{value:,.{digits}f}"
 
 
+def new_api_key() -> str:
+    """A fresh admin key for this run's platform (``iotk_<hex id>_<secret>``)."""
+    return f"iotk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+
+
 async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
+    response = await client.get("/metrics/")
+    response.raise_for_status()  # a 401/403 would otherwise read as "nothing stored"
     values: dict[str, float] = {}
-    for line in (await client.get("/metrics/")).text.splitlines():
+    for line in response.text.splitlines():
         if line and not line.startswith("#"):
             key, _, value = line.rpartition(" ")
             try:
@@ -223,16 +233,19 @@ async def main_async(args: argparse.Namespace) -> int:
     # 2. the platform
     workdir = Path(tempfile.mkdtemp(prefix="bench-coap-"))
     http, coap = free_port(), free_port(socket.SOCK_DGRAM)
+    api_key = new_api_key()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_") or k.startswith("IOT_TEST_")}
     env.update({"IOT_EVENTSTORE__URL": f"sqlite:///{workdir}/iot.db", "IOT_TIMESERIES__URL": f"sqlite:///{workdir}/ts.db",
                 "IOT_COAP__PORT": str(coap), "IOT_MQTT__BROKER_URL": f"mqtt://127.0.0.1:{free_port()}",
-                "IOT_LORAWAN__ENABLED": "false", "IOT_API__LOG_LEVEL": "warning"})
+                "IOT_LORAWAN__ENABLED": "false", "IOT_API__LOG_LEVEL": "warning",
+                "IOT_SECURITY__ADMIN_API_KEY": api_key})
     with (workdir / "platform.log").open("ab") as out:
         platform = subprocess.Popen([str(BIN / "iot-platform"), "serve", "--port", str(http)], cwd=workdir, env=env,
                                     stdout=out, stderr=subprocess.STDOUT)
     exit_code = 0
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http}", timeout=60) as api:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http}", timeout=60,
+                                     headers={"Authorization": f"Bearer {api_key}"}) as api:
             give_up = time.monotonic() + 90
             while True:
                 try:

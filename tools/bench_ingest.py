@@ -12,9 +12,12 @@ Everything runs in one invocation, on one broker (the harness Mosquitto by defau
 2. **Platform.** ``iot-platform serve`` runs as a separate process in a fresh temp dir: SQLite
    event store, embedded time-series store (or ``--store influxdb``: the harness InfluxDB),
    the broker above, a client id, shared-subscription group and session (expiring 120 s after
-   the run) of its own, ``api.log_level=warning`` (no access log). ``--devices`` devices plus
-   ``--probes`` probe devices are registered with ``POST /api/devices``, concurrently; that is
-   timed and printed on its own and is not part of the ingest figures.
+   the run) of its own, ``api.log_level=warning`` (no access log), and a fresh admin API key
+   (``security.admin_api_key``, unless ``--platform-env IOT_SECURITY__ADMIN_API_KEY=...`` gives
+   one) that every REST, /metrics and SSE request carries as ``Authorization: Bearer``.
+   ``--devices`` devices plus ``--probes`` probe devices are registered with
+   ``POST /api/devices``, concurrently; that is timed and printed on its own and is not part
+   of the ingest figures.
 3. **Activation.** Every device publishes one reading. The first reading of a device appends
    ``DeviceActivated`` to the event store; timed and printed on its own, so that the phases
    below measure ingestion by active devices.
@@ -54,7 +57,7 @@ Everything runs in one invocation, on one broker (the harness Mosquitto by defau
 QoS 1 load, saturated then paced, through the in-process stream and through Kafka with one and
 with two ``iot-platform worker --role storage`` processes, each setup a fresh platform on
 InfluxDB with its own devices (1,000 unless ``--devices``); the workers' counters are scraped
-from their ``--metrics-port``.
+from their ``--metrics-port`` (Prometheus' own server, not behind the API's authentication).
 
 QoS 0: the publishers publish at QoS 0. The platform keeps its configured QoS 1 subscription,
 so the broker delivers at min(0, 1) = 0: no PUBACK to the broker, no redelivery; a reading is
@@ -99,6 +102,7 @@ import math
 import multiprocessing as mp
 import os
 import re
+import secrets
 import signal
 import socket
 import sqlite3
@@ -518,6 +522,18 @@ class Platform:
     base_url: str
     workdir: Path
     log_path: Path
+    api_key: str
+    """The admin API key the platform was started with."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What an admin sends on every REST, /metrics and SSE request."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+def new_api_key() -> str:
+    """A fresh admin key for one platform (``iotk_<hex id>_<secret>``)."""
+    return f"iotk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
 
 
 def platform_environment(args: argparse.Namespace, run: str, workdir: Path, harness: dict[str, str],
@@ -557,7 +573,8 @@ def platform_environment(args: argparse.Namespace, run: str, workdir: Path, harn
 def start_platform(args: argparse.Namespace, run: str, workdir: Path, harness: dict[str, str],
                    extra: dict[str, str] | None = None, serve_args: tuple[str, ...] = ()) -> Platform:
     port = free_port()
-    env = platform_environment(args, run, workdir, harness, extra)
+    env = platform_environment(args, run, workdir, harness,
+                               {"IOT_SECURITY__ADMIN_API_KEY": new_api_key(), **(extra or {})})
     log_path = workdir / "platform.log"
     command = [str(BIN / "iot-platform"), "serve", "--port", str(port), *serve_args]
     if args.profile:
@@ -567,7 +584,7 @@ def start_platform(args: argparse.Namespace, run: str, workdir: Path, harness: d
             command,
             cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
-    return Platform(process, f"http://127.0.0.1:{port}", workdir, log_path)
+    return Platform(process, f"http://127.0.0.1:{port}", workdir, log_path, env["IOT_SECURITY__ADMIN_API_KEY"])
 
 
 async def wait_ready(client: Any, platform: Platform, deadline: float = 90.0) -> None:
@@ -591,7 +608,10 @@ counters to the platform's, so that "stored" counts what every storage worker st
 
 async def scrape(client: Any) -> dict[str, float]:
     responses = [await client.get("/metrics/", timeout=10)]
-    responses += [await client.get(url, timeout=10) for url in WORKER_METRICS]
+    for url in WORKER_METRICS:  # Prometheus' own server on --metrics-port: no authentication, no credential
+        request = client.build_request("GET", url, timeout=10)
+        request.headers.pop("Authorization", None)
+        responses.append(await client.send(request))
     values: dict[str, float] = {}
     for response in responses:
         response.raise_for_status()
@@ -1174,12 +1194,13 @@ async def stream_comparison(args: argparse.Namespace) -> int:
         rss = RssSampler(platform.process.pid)
         rss.start()
         WORKER_METRICS.clear()
-        async with httpx.AsyncClient(base_url=platform.base_url,
+        async with httpx.AsyncClient(base_url=platform.base_url, headers=platform.headers,
                                      limits=httpx.Limits(max_connections=args.register_concurrency + 8)) as client:
             try:
                 await wait_ready(client, platform)
                 env = platform_environment(args, run, workdir, args.harness,
-                                           {**extra, "IOT_EVENTSTORE__MIGRATE_ON_START": "false"})
+                                           {**extra, "IOT_EVENTSTORE__MIGRATE_ON_START": "false",
+                                            "IOT_SECURITY__ADMIN_API_KEY": platform.api_key})
                 for i in range(storage_workers):
                     port = free_port()
                     with (workdir / f"worker-{i}.log").open("ab") as out:
@@ -1463,7 +1484,7 @@ async def main_async(args: argparse.Namespace) -> int:
     notes: list[str] = []
     exit_code = 0
     limits = httpx.Limits(max_connections=args.register_concurrency + 8)
-    async with httpx.AsyncClient(base_url=platform.base_url, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=platform.base_url, headers=platform.headers, limits=limits) as client:
         try:
             t = time.monotonic()
             await wait_ready(client, platform)

@@ -40,8 +40,10 @@ Everything runs in one invocation, on loopback:
    window holds the sender back), so that each device has several frames in the platform's
    backlog at once: an overload, where frames must still not be refused.
 
-``--env IOT_...=VALUE`` passes more settings to the platform. The exit status is 1 if a frame
-was refused, a reading is missing or the platform log has errors.
+``--env IOT_...=VALUE`` passes more settings to the platform. The platform gets a fresh admin API
+key for the run (``security.admin_api_key``, unless ``--env IOT_SECURITY__ADMIN_API_KEY=...``
+gives one), sent as ``Authorization: Bearer`` on every REST, /metrics, SSE and WebSocket request.
+The exit status is 1 if a frame was refused, a reading is missing or the platform log has errors.
 
 The generator builds frames with ``phy``'s functions (the codec under test is also the one the
 devices use; ``tests/unit/test_lorawan_frames.py`` checks it against the independent
@@ -64,6 +66,7 @@ import json
 import math
 import os
 import random
+import secrets
 import signal
 import socket
 import struct
@@ -417,11 +420,11 @@ READING_TIMEOUT = 10.0
 
 
 async def closed_loop(port: int, euis: list[str], devices: list[Device], total: int, per_push: int, window: int,
-                      ws_url: str) -> ClosedResult:
+                      ws_url: str, headers: dict[str, str]) -> ClosedResult:
     """``total`` uplinks, at most one in flight per device: a device sends its next uplink once
     the reading of its last one is on the WebSocket (``/api/ws?device=...``), or after
     ``READING_TIMEOUT`` (counted lost). Ready devices go out together, up to ``per_push`` a
-    PUSH_DATA."""
+    PUSH_DATA. ``headers`` go on the WebSocket handshake (the bearer credential)."""
     import websockets
 
     quota = {d.device_id: total // len(devices) + (1 if i < total % len(devices) else 0)
@@ -453,7 +456,7 @@ async def closed_loop(port: int, euis: list[str], devices: list[Device], total: 
             result.lost += 1
             resolved(device_id)
 
-    async with websockets.connect(ws_url, max_size=None) as ws:
+    async with websockets.connect(ws_url, max_size=None, additional_headers=headers) as ws:
         async def read() -> None:
             async for raw in ws:
                 arrived = time.perf_counter()
@@ -527,8 +530,10 @@ asyncio.run(main())
 
 
 async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
+    response = await client.get("/metrics/")
+    response.raise_for_status()  # a 401/403 would otherwise read as "nothing accepted"
     values: dict[str, float] = {}
-    for line in (await client.get("/metrics/")).text.splitlines():
+    for line in response.text.splitlines():
         if line and not line.startswith("#"):
             key, _, value = line.rpartition(" ")
             try:
@@ -619,20 +624,27 @@ class Follower:
                 await task
 
 
-async def start_platform(workdir: Path, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int, int]:
+def new_api_key() -> str:
+    """A fresh admin key for this run's platform (``iotk_<hex id>_<secret>``)."""
+    return f"iotk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+
+
+async def start_platform(workdir: Path, args: argparse.Namespace
+                         ) -> tuple[subprocess.Popen[bytes], int, int, dict[str, str]]:
+    """The platform process, its HTTP and LoRaWAN ports, and the headers an admin sends."""
     http, lorawan = free_port(), free_port(socket.SOCK_DGRAM)
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_") or k.startswith("IOT_TEST_")}
     env.update({"IOT_EVENTSTORE__URL": f"sqlite:///{workdir}/iot.db", "IOT_TIMESERIES__URL": f"sqlite:///{workdir}/ts.db",
                 "IOT_MQTT__BROKER_URL": f"mqtt://127.0.0.1:{free_port()}", "IOT_COAP__ENABLED": "false",
                 "IOT_LORAWAN__PORT": str(lorawan), "IOT_LORAWAN__DEDUPLICATION_MS": str(args.dedup_ms),
-                "IOT_API__LOG_LEVEL": "warning"})
+                "IOT_API__LOG_LEVEL": "warning", "IOT_SECURITY__ADMIN_API_KEY": new_api_key()})
     for setting in args.env:
         key, _, value = setting.partition("=")
         env[key] = value
     with (workdir / "platform.log").open("ab") as out:
         platform = subprocess.Popen([str(BIN / "iot-platform"), "serve", "--port", str(http)], cwd=workdir, env=env,
                                     stdout=out, stderr=subprocess.STDOUT)
-    return platform, http, lorawan
+    return platform, http, lorawan, {"Authorization": f"Bearer {env['IOT_SECURITY__ADMIN_API_KEY']}"}
 
 
 def refusals(frames: dict[str, int]) -> dict[str, int]:
@@ -668,10 +680,10 @@ async def main_async(args: argparse.Namespace) -> int:
     bare_uplinks = bare_acked / (b.last_ack - b.started)
     # 3. the platform
     workdir = Path(tempfile.mkdtemp(prefix="bench-lorawan-"))
-    platform, http, lorawan = await start_platform(workdir, args)
+    platform, http, lorawan, headers = await start_platform(workdir, args)
     o: SendResult | None = None
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http}", timeout=60) as api:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http}", timeout=60, headers=headers) as api:
             give_up = time.monotonic() + 90
             while True:
                 try:
@@ -713,7 +725,7 @@ async def main_async(args: argparse.Namespace) -> int:
             log(f"platform: {args.uplinks:,} uplinks from {args.gateways} gateways, one in flight per device ...")
             watcher = asyncio.create_task(wait_accepted(api, before.get(ACCEPTED, 0.0) + args.uplinks))
             ws_url = f"ws://127.0.0.1:{http}/api/ws?device={','.join(d.device_id for d in devices)}"
-            c = await closed_loop(lorawan, euis, devices, args.uplinks, args.per_push, args.window, ws_url)
+            c = await closed_loop(lorawan, euis, devices, args.uplinks, args.per_push, args.window, ws_url, headers)
             _, reached = await watcher
             await asyncio.sleep(max(0.5, 2 * args.dedup_ms / 1000))  # stragglers, refusals
             after = await scrape(api)

@@ -49,12 +49,20 @@ Examples (from the repository root)::
         --device-count 5 --interval 0.5 --duration 3
 
     # CBOR envelopes, devices registered through the REST API first, status topics, repeatable
+    export IOT_API_KEY=iotk_...    # see "REST API key" below
     .venv/bin/python tools/device-simulator.py --format cbor --envelope --status --seed 7 \\
         --register-url http://127.0.0.1:8000 --sensor-types co2,battery_level
 
     # load: 10,000 devices, one reading every 2 s each (5,000 msgs/s), 50 connections, TLS
     .venv/bin/python tools/device-simulator.py --broker mqtts://broker.example:8883 \\
         --ca-file ca.crt --device-count 10000 --interval 2 --clients 50 --duration 300
+
+REST API key: ``--register-url`` calls the platform's REST API, which wants
+``Authorization: Bearer <API key>`` (401 without one, 403 if its role may not register devices).
+``--api-key`` (default ``$IOT_API_KEY``) gives it. ``make run`` prints an admin key on the
+platform's first start (``Admin API key: iotk_...``); a narrower one for the simulator::
+
+    .venv/bin/iot-platform apikey create --name sim --role fleet_manager   # prints <id> <key>
 """
 
 from __future__ import annotations
@@ -93,6 +101,12 @@ PROGRESS_PERIOD = 0.5
 RATE_WINDOW = 2.0  # seconds of history behind the rate on the progress line
 LAG_SHOWN = 0.5  # the progress line says so when readings go out this late
 LATE_GRACE = 0.25  # a reading due just before the end may still go out this long after it
+
+API_KEY_HELP = (
+    "`make run` prints an admin key on the platform's first start (\"Admin API key: iotk_...\"); "
+    "`iot-platform apikey create --name sim --role fleet_manager` makes one for the simulator "
+    "(it prints the key id, then the key)"
+)
 
 # The platform's device id rule (domain/devices/values.py): ids travel in topics and URLs.
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -282,7 +296,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--register-url", metavar="URL",
-        help="register every device first with POST URL/api/devices (an existing one is fine)",
+        help="register every device first with POST URL/api/devices (an existing one is fine); "
+        "needs --api-key",
+    )
+    p.add_argument(
+        "--api-key", default=os.environ.get("IOT_API_KEY") or None, metavar="KEY",
+        help="REST API key (iotk_...) sent as 'Authorization: Bearer KEY' with --register-url "
+        "(default $IOT_API_KEY); " + API_KEY_HELP.replace("%", "%%"),
     )
     p.add_argument(
         "--clients", type=positive(int), metavar="K",
@@ -588,7 +608,8 @@ class RegistrationError(Exception):
 
 
 async def register_devices(
-    url: str, devices: Sequence[Device], device_type: str, progress: ProgressLine
+    url: str, devices: Sequence[Device], device_type: str, progress: ProgressLine,
+    api_key: str | None = None,
 ) -> None:
     done = 0
     progress.render = lambda: f"registering devices {thousands(done)}/{thousands(len(devices))}"
@@ -607,13 +628,20 @@ async def register_devices(
             except httpx.HTTPError as exc:
                 raise RegistrationError(f"POST {url}/api/devices: {describe(exc)}") from None
             if response.status_code not in (200, 201, 202, 409):  # 409: registered earlier
+                hint = ""
+                if response.status_code == 401:
+                    hint = (" (no API key given: use --api-key or IOT_API_KEY; " + API_KEY_HELP + ")"
+                            if api_key is None else " (the API key is unknown, expired or revoked)")
+                elif response.status_code == 403:
+                    hint = " (the API key's role may not register devices: use fleet_manager or admin)"
                 raise RegistrationError(
                     f"POST {url}/api/devices for {device.device_id}: "
-                    f"HTTP {response.status_code} {response.text[:300]}"
+                    f"HTTP {response.status_code} {response.text[:300]}{hint}"
                 )
             done += 1
 
-    async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(base_url=url, timeout=10.0, headers=headers) as http:
         count = min(REGISTER_CONCURRENCY, len(devices))
         workers = [asyncio.create_task(worker(http)) for _ in range(count)]
         try:
@@ -739,7 +767,7 @@ async def simulate(args: argparse.Namespace) -> int:
             url = args.register_url.rstrip("/")
             device_type = "simulated_" + "_".join(args.sensor_types)
             try:
-                registration = register_devices(url, fleet, device_type, progress)
+                registration = register_devices(url, fleet, device_type, progress, args.api_key)
                 registered = await wait_for_either(registration, stop_requested)
             except RegistrationError as exc:
                 progress.finish()

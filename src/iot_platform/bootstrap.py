@@ -288,7 +288,8 @@ class Platform:
             await migrate.upgrade(self.engine)
         if not serve:
             return
-        await self._ensure_admin()
+        if front:  # the processes that serve REST; a worker has no API to show a key for
+            await self._ensure_admin()
         await self._ensure_authority()
         self._serving = True
         if "projections" in roles:
@@ -334,7 +335,10 @@ class Platform:
         is made and shown once, so a new user can call the API at once."""
         configured = self.settings.security.admin_api_key.get_secret_value()
         if configured:
-            await self.access.ensure_key(configured, "admin (security.admin_api_key)", ("admin",))
+            try:
+                await self.access.ensure_key(configured, "admin (security.admin_api_key)", ("admin",))
+            except ValueError as exc:
+                raise RuntimeError(f"security.admin_api_key: {exc}") from None
         elif not await self.access.any_keys():
             _, key = await self.access.create_key("initial admin", ("admin",), "first start")
             self.announce(f"Admin API key: {key}")

@@ -123,3 +123,13 @@ async def test_passwords_are_salted_scrypt_hashes() -> None:
     first, second = hash_password("pw-123456789"), hash_password("pw-123456789")
     assert first != second and first.startswith("scrypt$")
     assert password_matches("pw-123456789", first) and not password_matches("pw-12345678", first)
+
+
+async def test_a_configured_key_whose_id_holds_another_secret_or_was_revoked_stops_start_up() -> None:
+    access, _, _ = service()
+    await access.ensure_key("iotk_cafe0002_first-secret-long-enough-0000", "admin", ("admin",))
+    with pytest.raises(ValueError, match="another secret"):
+        await access.ensure_key("iotk_cafe0002_second-secret-long-enough-000", "admin", ("admin",))
+    await access.revoke_key("cafe0002")
+    with pytest.raises(ValueError, match="revoked"):
+        await access.ensure_key("iotk_cafe0002_first-secret-long-enough-0000", "admin", ("admin",))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from iot_platform.application.access.model import ApiKey, Principal, User, check_roles
-from iot_platform.application.access.ports import ApiKeys, TokenSigner, Users
+from iot_platform.application.access.ports import ApiKeys, CredentialTaken, TokenSigner, Users
 
 _PREFIX = "iotk_"
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -43,8 +43,11 @@ def password_matches(password: str, stored: str) -> bool:
 
 class AccessService:
     def __init__(self, keys: ApiKeys, users: Users, signer: TokenSigner,
-                 clock: Callable[[], datetime], token_ttl_seconds: int = 3600) -> None:
+                 clock: Callable[[], datetime], token_ttl_seconds: int = 3600,
+                 key_cache_seconds: float = 5.0) -> None:
         self._keys = keys
+        self._key_cache_seconds = key_cache_seconds
+        self._recent: dict[tuple[str, str], tuple[Principal, datetime]] = {}
         self._users = users
         self._signer = signer
         self._clock = clock
@@ -73,17 +76,30 @@ class AccessService:
         return key, f"{_PREFIX}{key_id}_{secret}"
 
     async def ensure_key(self, plaintext: str, name: str, roles: tuple[str, ...]) -> bool:
-        """Makes the given key exist (a configured bootstrap key); True if it was added."""
+        """Makes the given key exist (a configured bootstrap key); True if it was added here.
+        Raises ``ValueError`` if its id is taken by another secret, or it was revoked: the
+        operator would otherwise believe a key works that does not."""
         parts = _split(plaintext)
-        if parts is not None and await self._keys.get(parts[0]) is not None:
-            return False
-        await self.create_key(name, roles, "config", plaintext=plaintext)
-        return True
+        if parts is None:
+            raise ValueError("an API key reads iotk_<id>_<secret>")
+        existing = await self._keys.get(parts[0])
+        if existing is None:
+            try:
+                await self.create_key(name, roles, "config", plaintext=plaintext)
+                return True
+            except CredentialTaken:  # another process of the platform made it at the same moment
+                existing = await self._keys.get(parts[0])
+        if existing is None or not hmac.compare_digest(existing.secret_hash, _digest(parts[1])):
+            raise ValueError(f"key id {parts[0]} exists with another secret; choose a new key")
+        if not existing.usable(self._clock()):
+            raise ValueError(f"key {parts[0]} was revoked or has expired; choose a new key")
+        return False
 
     async def any_keys(self) -> bool:
         return await self._keys.count() > 0
 
     async def revoke_key(self, key_id: str) -> bool:
+        self._recent.clear()  # a revocation here holds at once; elsewhere within the cache time
         return await self._keys.revoke(key_id, self._clock())
 
     async def create_user(self, username: str, password: str, roles: tuple[str, ...]) -> User:
@@ -100,16 +116,30 @@ class AccessService:
         return self._signer.issue(principal, self._ttl), self._ttl
 
     async def authenticate(self, credential: str) -> Principal | None:
-        """The caller a bearer credential (API key or token) names, or None."""
+        """The caller a bearer credential (API key or token) names, or None. A key that
+        checked out is remembered for ``key_cache_seconds``, so a busy client (a scraper, a
+        device posting readings) costs one lookup per interval, not one per request."""
         parts = _split(credential)
         if parts is None:
             return self._signer.verify(credential)
+        digest = _digest(parts[1])
+        now = self._clock()
+        cached = self._recent.get((parts[0], digest))
+        if cached is not None and now < cached[1]:
+            return cached[0]
         key = await self._keys.get(parts[0])
-        if key is None or not hmac.compare_digest(key.secret_hash, _digest(parts[1])):
+        if key is None or not hmac.compare_digest(key.secret_hash, digest):
             return None
-        if not key.usable(self._clock()):
+        if not key.usable(now):
             return None
-        return Principal(f"apikey:{key.name}", frozenset(key.roles), key.device_id)
+        principal = Principal(f"apikey:{key.name}", frozenset(key.roles), key.device_id)
+        until = now + timedelta(seconds=self._key_cache_seconds)
+        if key.expires_at is not None:
+            until = min(until, key.expires_at)
+        if len(self._recent) > 10_000:
+            self._recent.clear()
+        self._recent[(parts[0], digest)] = (principal, until)
+        return principal
 
 
 def _split(credential: str) -> tuple[str, str] | None:

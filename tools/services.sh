@@ -4,6 +4,7 @@
 #   tools/services.sh start    install what is missing, start all four, wait until ready
 #   tools/services.sh stop     stop all four
 #   tools/services.sh start|stop|restart NAME...   only those (postgres mosquitto kafka influxdb)
+#   tools/services.sh reload mosquitto   re-read its ACL, certificates and CRL (SIGHUP)
 #   tools/services.sh status   one line per service (exit 0 only if all are running)
 #   tools/services.sh env      `export NAME=value` lines for the tests (eval them)
 #   tools/services.sh smoke    exercise each service with a real client
@@ -11,7 +12,7 @@
 # Services (all on 127.0.0.1 only, non-default ports, data under ONE work folder
 # ${IOT_SERVICES_DIR:-/tmp/iot-platform-services}):
 #   postgres   PostgreSQL 15 (Debian)             127.0.0.1:55432
-#   mosquitto  Mosquitto 2.0 (Debian)             127.0.0.1:51883
+#   mosquitto  Mosquitto 2.0 (Debian)             127.0.0.1:51883, mutual TLS :58883 (test CA in pki/)
 #   kafka      Apache Kafka (KRaft, Maven jars)   127.0.0.1:59092 (controller :59093)
 #   influxdb   InfluxDB OSS 1.8 (built with Go)   127.0.0.1:58086 (rpc :58088)
 #
@@ -27,6 +28,7 @@ HOST=127.0.0.1
 
 PG_PORT=55432
 MQTT_PORT=51883
+MQTT_TLS_PORT=58883
 KAFKA_PORT=59092
 KAFKA_CONTROLLER_PORT=59093
 INFLUX_PORT=58086
@@ -195,6 +197,7 @@ ensure_packages() {
 	have mosquitto_sub || missing+=(mosquitto-clients)
 	have kcat || missing+=(kcat)
 	have curl || missing+=(curl ca-certificates)
+	have openssl || missing+=(openssl)
 	have java || missing+=(openjdk-17-jre-headless)
 	# build tools only matter while their product is not cached yet
 	[[ -s $KAFKA_CP_FILE ]] || have mvn || missing+=(maven)
@@ -310,6 +313,45 @@ MQTT_LOG="$MQTT_DIR/mosquitto.log"
 
 mosquitto_running() { pid_alive "$MQTT_PID" mosquitto && port_open "$MQTT_PORT"; }
 
+# A device CA for the TLS listener, made with openssl once per work folder: a root, an
+# issuing CA (what a platform under test imports with `iot-platform ca import`), the broker's
+# server certificate, the platform's service certificate (CN iot-platform) and an empty CRL.
+# The platform under test writes its own CRL over crl.pem; `reload mosquitto` re-reads it.
+PKI_DIR="$WORK/pki"
+
+pki_issue() { # NAME SUBJECT EXTENSIONS DAYS: a P-256 key and a certificate from the issuing CA
+	local name=$1 subject=$2 extensions=$3 days=$4
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$PKI_DIR/$name.key" \
+		-out "$PKI_DIR/$name.csr" -subj "$subject" 2>/dev/null
+	openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
+		-CAcreateserial -out "$PKI_DIR/$name.crt" -days "$days" -extfile <(printf '%b' "$extensions") 2>/dev/null
+}
+
+pki_ensure() {
+	[[ -s $PKI_DIR/crl.pem && -s $PKI_DIR/platform.crt ]] && return 0
+	log "making the test device CA under $PKI_DIR"
+	rm -rf "$PKI_DIR"
+	mkdir -p "$PKI_DIR"
+	openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+		-keyout "$PKI_DIR/root.key" -out "$PKI_DIR/root.crt" -subj "/O=iot-platform tests/CN=test root CA" \
+		-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$PKI_DIR/ca.key" \
+		-out "$PKI_DIR/ca.csr" -subj "/O=iot-platform tests/CN=test issuing CA" 2>/dev/null
+	openssl x509 -req -in "$PKI_DIR/ca.csr" -CA "$PKI_DIR/root.crt" -CAkey "$PKI_DIR/root.key" -CAcreateserial \
+		-out "$PKI_DIR/ca.crt" -days 1825 -extfile <(printf '%s\n' "basicConstraints=critical,CA:TRUE,pathlen:0" \
+		"keyUsage=critical,keyCertSign,cRLSign" "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid") 2>/dev/null
+	cat "$PKI_DIR/ca.crt" "$PKI_DIR/root.crt" >"$PKI_DIR/chain.pem"
+	pki_issue broker "/CN=$HOST" "subjectAltName=IP:$HOST,DNS:localhost\nextendedKeyUsage=serverAuth\n" 825
+	pki_issue platform "/CN=iot-platform" "extendedKeyUsage=clientAuth\n" 825
+	: >"$PKI_DIR/index.txt"
+	echo 01 >"$PKI_DIR/crlnumber"
+	printf '%s\n' "[ca]" "default_ca = test" "[test]" "database = $PKI_DIR/index.txt" \
+		"crlnumber = $PKI_DIR/crlnumber" "default_md = sha256" "default_crl_days = 30" >"$PKI_DIR/ca.cnf"
+	openssl ca -gencrl -keyfile "$PKI_DIR/ca.key" -cert "$PKI_DIR/ca.crt" -out "$PKI_DIR/crl.pem" \
+		-config "$PKI_DIR/ca.cnf" 2>/dev/null || die "could not make the test CRL"
+	chmod 600 "$PKI_DIR"/*.key
+}
+
 # Global (non-listener) settings.
 mosquitto_conf_global() {
 	cat <<EOF
@@ -369,6 +411,35 @@ max_queued_bytes 0
 EOF
 }
 
+# Who may use which topics (global, as per_listener_settings is false). Anonymous clients are
+# those of the plain listener (tests only) and may use every topic. On the TLS listener every
+# client is named by its certificate's CN: a device only its own topics, the platform's
+# service identity all of them.
+mosquitto_conf_acl() {
+	printf '%s\n' "topic readwrite #" "" "user iot-platform" "topic readwrite #" "" \
+		"pattern readwrite devices/%u/#" "pattern readwrite sensors/%u/#" >"$MQTT_DIR/acl"
+	cat <<EOF
+
+acl_file $MQTT_DIR/acl
+EOF
+}
+
+# Mutual TLS for devices: a certificate from the test CA is required, its CN is the MQTT
+# username (so the ACL above confines it), and the CRL is enforced (re-read on SIGHUP).
+mosquitto_conf_listener_tls() {
+	cat <<EOF
+
+listener $MQTT_TLS_PORT $HOST
+protocol mqtt
+cafile $PKI_DIR/chain.pem
+certfile $PKI_DIR/broker.crt
+keyfile $PKI_DIR/broker.key
+require_certificate true
+use_identity_as_username true
+crlfile $PKI_DIR/crl.pem
+EOF
+}
+
 # Plain MQTT listener, loopback only.
 mosquitto_conf_listener_plain() {
 	cat <<EOF
@@ -385,7 +456,9 @@ mosquitto_write_config() {
 	{
 		mosquitto_conf_global
 		mosquitto_conf_throughput
+		mosquitto_conf_acl
 		mosquitto_conf_listener_plain
+		mosquitto_conf_listener_tls
 	} >"$MQTT_CONF"
 }
 
@@ -395,7 +468,9 @@ mosquitto_start() {
 		return 0
 	fi
 	assert_port_free mosquitto "$MQTT_PORT"
+	assert_port_free mosquitto "$MQTT_TLS_PORT"
 	mkdir -p "$MQTT_DIR"
+	pki_ensure
 	rm -f "$MQTT_PID"
 	mosquitto_write_config
 	local bin
@@ -760,6 +835,13 @@ cmd_stop() {
 	return "$rc"
 }
 
+# SIGHUP: Mosquitto re-reads its ACL, certificates and CRL without dropping sessions.
+cmd_reload_mosquitto() {
+	pid_alive "$MQTT_PID" mosquitto || die "mosquitto is not running"
+	kill -HUP "$(pid_of "$MQTT_PID")"
+	log "mosquitto reloaded"
+}
+
 cmd_status() {
 	local all=0 name running pid pidfile
 	for name in "${SERVICES[@]}"; do
@@ -784,6 +866,8 @@ cmd_env() {
 	cat <<EOF
 export IOT_TEST_POSTGRES_URL=postgresql+asyncpg://iot:iot@$HOST:$PG_PORT/iot_test
 export IOT_TEST_MQTT_URL=mqtt://$HOST:$MQTT_PORT
+export IOT_TEST_MQTTS_URL=mqtts://$HOST:$MQTT_TLS_PORT
+export IOT_TEST_PKI_DIR=$PKI_DIR
 export IOT_TEST_KAFKA_BROKERS=$HOST:$KAFKA_PORT
 export IOT_TEST_INFLUX_URL=http://$HOST:$INFLUX_PORT
 export IOT_TEST_INFLUX_TOKEN=$INFLUX_TOKEN
@@ -865,6 +949,7 @@ main() {
 	start) if (($#)); then cmd_start_some "$@"; else cmd_start; fi ;;
 	stop) if (($#)); then cmd_stop_some "$@"; else cmd_stop; fi ;;
 	restart) (($#)) || usage; cmd_stop_some "$@"; cmd_start_some "$@" ;;
+	reload) [[ ${1:-} == mosquitto ]] || usage; cmd_reload_mosquitto ;;
 	status) cmd_status ;;
 	env) cmd_env ;;
 	smoke) cmd_smoke ;;

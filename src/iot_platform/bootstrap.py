@@ -108,6 +108,7 @@ from iot_platform.infrastructure.protocols.lorawan.network_server import Network
 from iot_platform.infrastructure.protocols.lorawan.store import SqlGateways, SqlLoRaWANDevices
 from iot_platform.infrastructure.access.store import SqlApiKeys, SqlUsers
 from iot_platform.infrastructure.access.tokens import JwtSigner
+from iot_platform.infrastructure.mqtt.tls import tls_parameters
 from iot_platform.infrastructure.pki.authority import CertificateAuthority
 from iot_platform.infrastructure.pki.store import SqlCertificates
 from iot_platform.infrastructure.protocols.oscore import OscoreContexts
@@ -580,6 +581,7 @@ def _commands(
             password=mqtt.password.get_secret_value() or None,
             keep_alive=mqtt.keep_alive,
             timeout=s.publish_timeout_seconds,
+            tls=tls_parameters(mqtt),
             reconnect_initial=mqtt.reconnect_initial_seconds,
             reconnect_max=mqtt.reconnect_max_seconds,
         )

@@ -89,12 +89,19 @@ class MqttSettings(Section):
     pipeline: int = Field(4, ge=1)
     reconnect_initial_seconds: float = Field(0.5, gt=0)
     reconnect_max_seconds: float = Field(30.0, gt=0)
+    tls_ca_file: str = ""
+    """With ``mqtts://``: the CA chain the broker's certificate is checked against."""
+    tls_cert_file: str = ""
+    """The platform's own service certificate (mutual TLS); its CN is its MQTT username."""
+    tls_key_file: str = ""
 
     @field_validator("broker_url")
     @classmethod
-    def _mqtt_url(cls, url: str) -> str:
+    def _mqtt_url(cls, url: str, info: ValidationInfo) -> str:
         if not url.startswith(("mqtt://", "mqtts://")) or ":" not in url.split("://", 1)[1]:
             raise ValueError("must be mqtt://host:port or mqtts://host:port")
+        if url.startswith("mqtts://") and info.data.get("embedded_broker", True):
+            raise ValueError("the embedded broker speaks plain MQTT: mqtts:// needs mqtt.embedded_broker: false")
         return url
 
     @property
@@ -104,6 +111,10 @@ class MqttSettings(Section):
     @property
     def port(self) -> int:
         return int(self.broker_url.rsplit(":", 1)[1].rstrip("/"))
+
+    @property
+    def tls(self) -> bool:
+        return self.broker_url.startswith("mqtts://")
 
     @property
     def mqtt5(self) -> bool:

@@ -35,7 +35,9 @@ class MqttPublisher:
         timeout: float = 5.0,
         reconnect_initial: float = 0.5,
         reconnect_max: float = 30.0,
+        tls: aiomqtt.TLSParameters | None = None,
     ) -> None:
+        self._tls = tls
         self._host = host
         self._port = port
         self._client_id = client_id
@@ -94,6 +96,7 @@ class MqttPublisher:
                         aiomqtt.ProtocolVersion.V5 if self._mqtt5 else aiomqtt.ProtocolVersion.V311
                     ),
                     keepalive=self._keep_alive,
+                    tls_params=self._tls,
                 ) as client:
                     self._client = client
                     self._connected.set()

@@ -24,6 +24,7 @@ from paho.mqtt.properties import Properties
 from iot_platform.application.telemetry.ingestion import BatchOrder, IngestTelemetry
 from iot_platform.application.telemetry.model import Candidate
 from iot_platform.config import MqttSettings
+from iot_platform.infrastructure.mqtt.tls import tls_parameters
 from iot_platform.infrastructure.observability import PlatformMetrics
 from iot_platform.presentation.mqtt.contract import (
     DEVICE_TOPICS,
@@ -88,6 +89,7 @@ class MqttIngestion:
             clean_start=False if s.mqtt5 else MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             keepalive=s.keep_alive,
+            tls_params=tls_parameters(s),
         )
         # Before connecting: a resumed session may deliver at once.
         client._client.manual_ack_set(True)

@@ -1,0 +1,103 @@
+"""Mutual TLS for devices, end to end against the harness Mosquitto's TLS listener.
+
+The listener requires a client certificate from the device CA, takes its CN as the MQTT
+username, confines each device to its own topics (ACL) and enforces the CRL. The platform
+imports that CA (``iot-platform ca import``), writes its CRL where Mosquitto reads it, and
+subscribes over TLS with its own service certificate. Then, with ``mosquitto_pub``:
+a provisioned device's reading is stored; another device's topic is refused; a revoked
+certificate, or none, fails the TLS handshake.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from tests.conftest import require_service
+from tests.e2e.platform_process import BIN, RunningPlatform, platform_env, running_platform
+from tests.e2e.test_pki import make_csr
+from tests.e2e.test_telemetry import eventually, readings, register
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tls_env(tmp_path: Path, pki: Path, mqtts_url: str) -> dict[str, str]:
+    return {
+        "IOT_SECURITY__CERTIFICATE_AUTHORITY": "imported",
+        "IOT_SECURITY__CA_CERT_PATH": str(tmp_path / "pki" / "ca.crt"),
+        "IOT_SECURITY__CA_KEY_PATH": str(tmp_path / "pki" / "ca.key"),
+        "IOT_SECURITY__CRL_PATH": str(pki / "crl.pem"),  # the file the broker enforces
+        "IOT_MQTT__EMBEDDED_BROKER": "false",
+        "IOT_MQTT__BROKER_URL": mqtts_url,
+        "IOT_MQTT__CLIENT_ID": f"tls-{uuid4().hex[:8]}",
+        "IOT_MQTT__TLS_CA_FILE": str(pki / "chain.pem"),
+        "IOT_MQTT__TLS_CERT_FILE": str(pki / "platform.crt"),
+        "IOT_MQTT__TLS_KEY_FILE": str(pki / "platform.key"),
+    }
+
+
+@pytest.fixture
+def tls_platform(tmp_path: Path, e2e_database_url: str) -> Iterator[tuple[RunningPlatform, Path, int]]:
+    mqtts_url = require_service("IOT_TEST_MQTTS_URL", "Mosquitto (TLS listener)")
+    pki = Path(require_service("IOT_TEST_PKI_DIR", "the harness device CA"))
+    env = tls_env(tmp_path, pki, mqtts_url)
+    imported = subprocess.run(
+        [str(BIN / "iot-platform"), "ca", "import", "--cert", str(pki / "ca.crt"), "--key", str(pki / "ca.key"),
+         "--chain", str(pki / "root.crt")],
+        cwd=tmp_path, env=platform_env(e2e_database_url, **env), capture_output=True, text=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr
+    with running_platform(tmp_path, e2e_database_url, **env) as platform:
+        yield platform, pki, int(mqtts_url.rsplit(":", 1)[1])
+
+
+def publish(pki: Path, port: int, topic: str, device: Path | None) -> subprocess.CompletedProcess[str]:
+    """mosquitto_pub over TLS (MQTT 5, so a refused publish is reported), as ``device``."""
+    credentials = ["--cert", f"{device}.crt", "--key", f"{device}.key"] if device else []
+    return subprocess.run(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-V", "5", "-q", "1", "--cafile", str(pki / "chain.pem"),
+         *credentials, "-t", topic, "-m", '{"temperature": 21.5}'],
+        capture_output=True, text=True, timeout=30)
+
+
+def provision(api: httpx.Client, directory: Path, device_id: str) -> Path:
+    answer = api.put(f"/devices/{device_id}/provision", json={"csr": make_csr(directory, device_id, device_id)})
+    assert answer.status_code == 200, answer.text
+    (directory / f"{device_id}.crt").write_text(answer.json()["certificate"]["pem"])
+    return directory / device_id
+
+
+def test_devices_with_certificates_publish_only_to_their_own_topics_until_revoked(
+    tls_platform: tuple[RunningPlatform, Path, int], tmp_path: Path
+) -> None:
+    platform, pki, port = tls_platform
+    mine, theirs = f"tls-{uuid4().hex[:6]}", f"tls-{uuid4().hex[:6]}"
+    with httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
+        register(api, mine)
+        register(api, theirs)
+        device = provision(api, tmp_path, mine)
+        other = provision(api, tmp_path, theirs)
+        sent = publish(pki, port, f"devices/{mine}/telemetry", device)
+        assert sent.returncode == 0, sent.stderr
+        eventually(lambda: readings(api, mine), lambda r: len(r) == 1)
+        refused = publish(pki, port, f"devices/{theirs}/telemetry", device)
+        assert "Not authorized" in refused.stdout + refused.stderr
+        assert publish(pki, port, f"devices/{theirs}/telemetry", other).returncode == 0  # a marker after it
+        eventually(lambda: readings(api, theirs), lambda r: len(r) == 1)  # only the marker is there
+        anonymous = publish(pki, port, f"devices/{mine}/telemetry", None)
+        assert anonymous.returncode != 0
+        serial = api.get(f"/devices/{mine}/certificates").json()["items"][0]["serial"]
+        assert api.post(f"/devices/{mine}/certificates/{serial}/revoke", json={"reason": "key_compromise"}).status_code == 204
+        subprocess.run(["bash", str(REPO / "tools" / "services.sh"), "reload", "mosquitto"], check=True,
+                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        revoked = eventually(lambda: publish(pki, port, f"devices/{mine}/telemetry", device),
+                             lambda done: done.returncode != 0)
+        assert "lost" in revoked.stderr or "rror" in revoked.stderr
+        assert publish(pki, port, f"devices/{theirs}/telemetry", other).returncode == 0
+        eventually(lambda: readings(api, theirs), lambda r: len(r) == 2)
+        assert len(readings(api, mine)) == 1

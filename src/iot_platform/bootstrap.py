@@ -38,6 +38,7 @@ from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.errors import NotFound
 from iot_platform.application.access.service import AccessService
 from iot_platform.application.devices.certificates import CertificateProvisioning
+from iot_platform.application.devices.claims import ClaimProvisioning
 from iot_platform.application.devices.provisioning import OscoreProvisioning
 from iot_platform.application.lorawan.registration import LoRaWANRegistrar
 from iot_platform.application.outbox import OutboxRelay
@@ -110,6 +111,7 @@ from iot_platform.infrastructure.access.store import SqlApiKeys, SqlUsers
 from iot_platform.infrastructure.access.tokens import JwtSigner
 from iot_platform.infrastructure.mqtt.tls import tls_parameters
 from iot_platform.infrastructure.pki.authority import CertificateAuthority
+from iot_platform.infrastructure.pki.claims import SqlClaims
 from iot_platform.infrastructure.pki.store import SqlCertificates
 from iot_platform.infrastructure.protocols.oscore import OscoreContexts
 from iot_platform.infrastructure.secrets import SecretBox
@@ -267,6 +269,8 @@ class Platform:
     pki: CertificateAuthority
     pki_store: SqlCertificates
     certificates: CertificateProvisioning
+    claims: ClaimProvisioning
+    claim_store: SqlClaims
     relay: OutboxRelay | None = None
     """With streaming.backend kafka: the outbox to the domain-events topic."""
     event_publisher: KafkaDomainEventPublisher | None = None
@@ -515,13 +519,21 @@ def build_platform(settings: Settings) -> Platform:
     if streaming.projections_source == "kafka":
         event_feed = KafkaProjectionFeed(streaming.brokers, streaming.topics.domain_events,
                                          f"{streaming.consumer_group}-projections", runner, serializer)
+    certificates = CertificateProvisioning(devices, pki, issued, timedelta(hours=security.renewal_overlap_hours),
+                                           lambda: datetime.now(UTC))
+    claim_store = SqlClaims(engine)
+    device_registry = SqlDeviceRegistry(engine)
+
+    async def registered(device_id: str) -> bool:
+        return await device_registry.get(device_id) is not None
+
     return Platform(
         settings=settings,
         engine=engine,
         serializer=serializer,
         store=store,
         projections=runner,
-        registry=SqlDeviceRegistry(engine),
+        registry=device_registry,
         devices=devices,
         metrics=metrics,
         telemetry=telemetry,
@@ -545,8 +557,9 @@ def build_platform(settings: Settings) -> Platform:
         access_keys=access_keys,
         pki=pki,
         pki_store=issued,
-        certificates=CertificateProvisioning(devices, pki, issued, timedelta(hours=security.renewal_overlap_hours),
-                                             lambda: datetime.now(UTC)),
+        certificates=certificates,
+        claims=ClaimProvisioning(claim_store, devices, certificates, registered, lambda: datetime.now(UTC)),
+        claim_store=claim_store,
         relay=relay,
         event_publisher=event_publisher,
         event_feed=event_feed,

@@ -82,7 +82,13 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("POST", "/api/devices/{device_id}/certificates/{serial}/revoke"): "devices:write",
     ("GET", "/api/pki/ca"): PUBLIC,
     ("GET", "/api/pki/crl"): PUBLIC,
+    ("GET", "/api/provisioning/claims"): "devices:read",
+    ("POST", "/api/provisioning/claims"): "devices:write",
+    ("DELETE", "/api/provisioning/claims/{claim_id}"): "devices:write",
+    ("POST", "/api/provisioning/claim"): "claim-token",
 }
+CLAIM_TOKEN = "claim-token"
+"""Authenticated by a claim's enrollment token, which no API credential is: 401 for all."""
 
 
 def allowed(role: str, permission: str | None) -> bool:
@@ -122,7 +128,10 @@ def test_every_route_answers_each_role_exactly_as_the_matrix_says(platform: Runn
             wrong.append(f"{method} {path} without credentials: {anonymous}")
         for role, key in keys.items():
             got = status_of(platform, method, path, key)
-            if allowed(role, permission) == (got in (401, 403)):
+            if permission == CLAIM_TOKEN:
+                if got != 401:
+                    wrong.append(f"{method} {path} as {role}: {got}, not 401")
+            elif allowed(role, permission) == (got in (401, 403)):
                 wrong.append(f"{method} {path} as {role}: {got}")
     assert not wrong, "\n".join(wrong)
 

@@ -116,3 +116,40 @@ def test_renewal_overlap_revocation_crl_and_decommissioning(platform: RunningPla
     (tmp_path / "written.pem").write_bytes(written)
     assert openssl("verify", "-crl_check", "-CRLfile", "written.pem", "-CAfile", "chain.pem", "b.crt",
                    cwd=tmp_path).returncode != 0
+
+
+def test_a_factory_claim_is_exchanged_once_per_device_within_its_uses(
+    platform: RunningPlatform, api: httpx.Client, tmp_path: Path
+) -> None:
+    made = api.post("/provisioning/claims", json={"name": "batch 7", "device_type": "thermo", "uses": 2,
+                                                  "valid_hours": 1, "tags": {"line": "b"}})
+    assert made.status_code == 201, made.text
+    token, claim_id = made.json()["token"], made.json()["claim_id"]
+    assert token not in str(api.get("/provisioning/claims").json())
+
+    def exchange(device_id: str, credential: str | None = token, csr: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+        return httpx.post(f"{platform.base_url}/api/provisioning/claim", headers=headers,
+                          json={"device_id": device_id, "csr": csr or make_csr(tmp_path, device_id, device_id)})
+
+    assert exchange("f-1", csr="not a csr").status_code == 422  # and the use is given back
+    first = exchange("f-1")
+    assert first.status_code == 200, first.text
+    (tmp_path / "f-1.crt").write_text(first.json()["certificate"]["pem"])
+    (tmp_path / "chain.pem").write_text(public(platform, "ca").text)
+    assert openssl("verify", "-CAfile", "chain.pem", "f-1.crt", cwd=tmp_path).returncode == 0
+    device = api.get("/devices/f-1").json()
+    assert (device["device_type"], device["tags"], device["status"]) == ("thermo", {"line": "b"}, "provisioned")
+    assert {e["actor"] for e in api.get("/devices/f-1/history").json()["events"]} == {"claim:batch 7"}
+    assert exchange("f-1").status_code == 409  # once per device id
+    assert exchange("f-2").status_code == 200
+    assert exchange("f-3").status_code == 403  # its two uses are spent
+    assert exchange("f-4", credential="iotc_nope_nope").status_code == 401
+    assert exchange("f-4", credential=None).status_code == 401
+    assert exchange("f-4", credential=platform.headers["Authorization"].split()[1]).status_code == 401
+    [listed] = api.get("/provisioning/claims").json()["items"]
+    assert (listed["used"], listed["uses"]) == (2, 2)
+    other = api.post("/provisioning/claims", json={"name": "b8", "device_type": "t", "uses": 5, "valid_hours": 1}).json()
+    assert api.delete(f"/provisioning/claims/{other['claim_id']}").status_code == 204
+    assert exchange("f-5", credential=other["token"]).status_code == 403
+    assert api.delete(f"/provisioning/claims/{claim_id}").status_code == 204

@@ -321,3 +321,29 @@ device_certificates = Table(
     Column("pem", Text, nullable=False),
 )
 Index("ix_device_certificates_device", device_certificates.c.device_id)
+
+# Fleet provisioning claims: an enrollment token (kept hashed) shared by a batch of devices,
+# and which device ids used it (a device id is claimed at most once, by any claim).
+provisioning_claims = Table(
+    "provisioning_claims",
+    metadata,
+    Column("claim_id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("device_type", String(100), nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("max_uses", Integer, nullable=False),
+    Column("used", Integer, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+provisioning_claim_uses = Table(
+    "provisioning_claim_uses",
+    metadata,
+    Column("device_id", String(128), primary_key=True),
+    Column("claim_id", String(32), nullable=False),
+    Column("used_at", UtcDateTime, nullable=False),
+)

@@ -23,6 +23,7 @@ from iot_platform.presentation.rest.routers import (
     lorawan,
     ops,
     pki,
+    provisioning,
     realtime,
     telemetry,
 )
@@ -64,6 +65,7 @@ def create_app(
     app.include_router(lorawan.router)
     app.include_router(access.router)
     app.include_router(pki.router)
+    app.include_router(provisioning.router)
 
     metrics = built.metrics
     app.mount("/metrics", ProtectedMetrics(make_asgi_app(metrics.registry), app.state))

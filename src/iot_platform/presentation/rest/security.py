@@ -21,9 +21,10 @@ from iot_platform.application.access.model import ROLE_PERMISSIONS, Principal
 __all__ = ["ROLE_PERMISSIONS", "Principal", "confine", "current_principal", "require"]
 
 ROUTE_PUBLIC = frozenset({"/health", "/ready", "/api/health", "/api/ready", "/api/auth/token",
-                          "/api/pki/ca", "/api/pki/crl"})
+                          "/api/pki/ca", "/api/pki/crl", "/api/provisioning/claim"})
 """Probed by orchestrators, how a person gets a token in the first place, or the CA's public
-chain and CRL (fetched by devices and brokers that hold no API credential)."""
+chain and CRL (fetched by devices and brokers that hold no API credential), and a claim's
+exchange (authenticated by the claim's own token, not an API credential)."""
 
 _bearer = HTTPBearer(auto_error=False, description="An API key (iotk_...) or a token from /api/auth/token")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}

@@ -16,7 +16,7 @@ from iot_platform.application.devices.commands import (
     SuspendDevice,
     UpdateDevice,
 )
-from iot_platform.application.devices.certificates import UnknownCertificate
+from iot_platform.application.devices.certificates import IssuedCertificate, UnknownCertificate
 from iot_platform.application.devices.provisioning import fingerprint
 from iot_platform.application.devices.queries import DeviceSearch, Near, device_history
 from iot_platform.application.errors import NotFound
@@ -297,12 +297,19 @@ async def provision_device(
         issued = await platform.certificates.provision(device_id, body.csr, event_context(request, who))
     except InvalidCsr as exc:
         raise FieldError("csr", str(exc)) from None
+    return x509_answer(platform, device_id, issued)
+
+
+def x509_answer(platform: PlatformDep, device_id: str, issued: IssuedCertificate) -> Provisioned:
+    """What a device provisioned with a certificate is told (the key only if made here)."""
     generated = None
     if issued.private_key_pem is not None and issued.pkcs12 is not None and issued.pkcs12_password is not None:
         generated = GeneratedKey(private_key_pem=issued.private_key_pem,
                                  pkcs12_base64=base64.b64encode(issued.pkcs12).decode(),
                                  pkcs12_password=issued.pkcs12_password)
-    return Provisioned(**common, credential_fingerprint=issued.fingerprint,
+    return Provisioned(device_id=device_id, status=DeviceStatus.PROVISIONED, credential_type="x509",
+                       reporting_interval_seconds=platform.settings.telemetry.reporting_interval_seconds,
+                       mqtt=_mqtt_settings(platform, device_id), credential_fingerprint=issued.fingerprint,
                        certificate=CertificateOut(serial=issued.serial, fingerprint=issued.fingerprint,
                                                   not_after=issued.not_after, pem=issued.certificate_pem),
                        ca_chain=platform.pki.chain(), generated_key=generated)

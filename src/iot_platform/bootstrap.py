@@ -62,13 +62,12 @@ from iot_platform.infrastructure.eventstore.serialization import (
 from iot_platform.infrastructure.clock import EpochClock, SystemClock
 from iot_platform.infrastructure.eventstore.sqlalchemy_store import SqlAlchemyEventStore
 from iot_platform.infrastructure.ingestion_rate import InProcessIngestionRate
-from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker
 from iot_platform.infrastructure.notifications.kafka import KafkaAlertChannel
 from iot_platform.infrastructure.notifications.mqtt import MqttAlertChannel
 from iot_platform.infrastructure.notifications.queued import QueuedChannel
 from iot_platform.infrastructure.notifications.webhook import WebhookChannel
 from iot_platform.infrastructure.mqtt.command_channel import MqttCommandChannel
-from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker
+from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker, MutualTls
 from iot_platform.infrastructure.mqtt.publisher import MqttPublisher
 from iot_platform.infrastructure.observability import PlatformMetrics
 from iot_platform.infrastructure.persistence import migrate
@@ -109,6 +108,7 @@ from iot_platform.infrastructure.protocols.lorawan.network_server import Network
 from iot_platform.infrastructure.protocols.lorawan.store import SqlGateways, SqlLoRaWANDevices
 from iot_platform.infrastructure.access.store import SqlApiKeys, SqlUsers
 from iot_platform.infrastructure.access.tokens import JwtSigner
+from iot_platform.infrastructure.mqtt.broker_security import SERVICE_IDENTITY
 from iot_platform.infrastructure.mqtt.tls import tls_parameters
 from iot_platform.infrastructure.pki.authority import CertificateAuthority
 from iot_platform.infrastructure.pki.claims import SqlClaims
@@ -357,6 +357,10 @@ class Platform:
             self.pki.init()
             log.info("device CA created under %s", Path(self.settings.security.ca_cert_path).parent)
         await self.pki.publish_crl()
+        if _mutual_tls(self.settings)[0] is not None:
+            host = self.settings.mqtt.host
+            self.pki.service_certificate("broker", host, tuple(dict.fromkeys((host, "127.0.0.1", "localhost"))))
+            self.pki.service_certificate("platform", SERVICE_IDENTITY)
 
     def _consume(self, roles: Collection[str], front: bool) -> None:
         """One Kafka consumer per sink whose role runs here; the live feed follows every
@@ -566,6 +570,17 @@ def build_platform(settings: Settings) -> Platform:
     )
 
 
+def _mutual_tls(settings: Settings) -> tuple[MutualTls | None, tuple[str, str, str] | None]:
+    """With ``security.mutual_tls_required`` and the embedded broker: its listener's files, and
+    the platform's own client identity (both certificates made at start from the device CA)."""
+    if not (settings.security.mutual_tls_required and settings.mqtt.embedded_broker):
+        return None, None
+    pki = Path(settings.security.ca_cert_path).parent
+    chain = str(pki / "chain.pem")
+    return (MutualTls(chain, str(pki / "broker.crt"), str(pki / "broker.key"), settings.security.crl_path),
+            (chain, str(pki / "platform.crt"), str(pki / "platform.key")))
+
+
 def _commands(
     settings: Settings, engine: AsyncEngine, store: SqlAlchemyEventStore, runner: ProjectionRunner
 ) -> Commands:
@@ -594,7 +609,7 @@ def _commands(
             password=mqtt.password.get_secret_value() or None,
             keep_alive=mqtt.keep_alive,
             timeout=s.publish_timeout_seconds,
-            tls=tls_parameters(mqtt),
+            tls=tls_parameters(mqtt, _mutual_tls(settings)[1]),
             reconnect_initial=mqtt.reconnect_initial_seconds,
             reconnect_max=mqtt.reconnect_max_seconds,
         )
@@ -743,7 +758,7 @@ def _telemetry(
     mqtt_settings = settings.mqtt
     broker = None
     if mqtt_settings.embedded_broker:
-        broker = EmbeddedBroker(mqtt_settings.host, mqtt_settings.port)
+        broker = EmbeddedBroker(mqtt_settings.host, mqtt_settings.port, mutual_tls=_mutual_tls(settings)[0])
     mqtt = None
     if mqtt_settings.enabled:
         mqtt = MqttIngestion(
@@ -753,6 +768,7 @@ def _telemetry(
             metrics,
             on_ack=_AckRecorder(commands.handler, metrics),
             foreign=foreign,
+            tls=tls_parameters(mqtt_settings, _mutual_tls(settings)[1]),
         )
     telemetry = Telemetry(
         store=store,

@@ -8,6 +8,7 @@ Mosquitto (or another MQTT 5 broker), which the platform's shared subscriptions 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from amqtt.broker import Broker
@@ -15,17 +16,34 @@ from amqtt.broker import Broker
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class MutualTls:
+    """The files of a mutual-TLS listener: the device CA chain, the broker's own certificate
+    and key, and the CRL to refuse revoked clients by."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+    crl_file: str
+
+
 class EmbeddedBroker:
-    def __init__(self, host: str, port: int, allow_anonymous: bool = True) -> None:
-        self._config: dict[str, Any] = {
-            "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
-            # Only what is needed: no $SYS publisher, no per-packet logging on the hot path.
-            "plugins": {
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {
-                    "allow_anonymous": allow_anonymous
-                },
-            },
+    def __init__(self, host: str, port: int, allow_anonymous: bool = True,
+                 mutual_tls: MutualTls | None = None) -> None:
+        listener: dict[str, Any] = {"type": "tcp", "bind": f"{host}:{port}"}
+        # Only what is needed: no $SYS publisher, no per-packet logging on the hot path.
+        plugins: dict[str, Any] = {
+            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": allow_anonymous},
         }
+        if mutual_tls is not None:
+            listener.update(ssl=True, cafile=mutual_tls.ca_file, certfile=mutual_tls.cert_file,
+                            keyfile=mutual_tls.key_file)
+            plugins = {
+                "iot_platform.infrastructure.mqtt.broker_security.DeviceCertificateAuth": {
+                    "crl_file": mutual_tls.crl_file},
+                "iot_platform.infrastructure.mqtt.broker_security.DeviceTopics": {},
+            }
+        self._config: dict[str, Any] = {"listeners": {"default": listener}, "plugins": plugins}
         self._address = f"{host}:{port}"
         self._broker: Broker | None = None
 

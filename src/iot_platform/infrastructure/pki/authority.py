@@ -6,6 +6,7 @@ at rest; CSR checks, issuance, revocation and the CRL. Every X.509 and key opera
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import secrets
 from collections.abc import Callable
@@ -166,6 +167,45 @@ class CertificateAuthority:
     def chain(self) -> str:
         self._issuer()
         return self.chain_path.read_text()
+
+    # -- the platform's own certificates --------------------------------------------------
+    def service_certificate(self, name: str, common_name: str, server_hosts: tuple[str, ...] = ()) -> tuple[Path, Path]:
+        """A certificate for the platform itself (the embedded broker's server side, or its
+        own client identity), made or renewed when missing or within 30 days of expiry. Its
+        key is stored unencrypted (mode 0600): TLS stacks read it at every start."""
+        cert_path, key_path = self._dir / f"{name}.crt", self._dir / f"{name}.key"
+        if cert_path.exists() and key_path.exists():
+            current = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            if current.not_valid_after_utc - _now() > dt.timedelta(days=30):
+                return cert_path, key_path
+        ca_cert, ca_key = self._issuer()
+        key = _new_key("ec")
+        now = _now()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH if server_hosts else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        )
+        if server_hosts:
+            names: list[x509.GeneralName] = []
+            for host in server_hosts:
+                try:
+                    names.append(x509.IPAddress(ipaddress.ip_address(host)))
+                except ValueError:
+                    names.append(x509.DNSName(host))
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        certificate = builder.sign(ca_key, _SIGNATURE_HASH)
+        descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+        cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        return cert_path, key_path
 
     # -- device certificates --------------------------------------------------------------
     def check_csr(self, device_id: str, csr_pem: str) -> x509.CertificateSigningRequest:

@@ -62,7 +62,9 @@ class MqttIngestion:
         metrics: PlatformMetrics,
         on_ack: AckHandler | None = None,
         foreign: ForeignUplinks | None = None,
+        tls: aiomqtt.TLSParameters | None = None,
     ) -> None:
+        self._tls = tls if tls is not None else tls_parameters(settings)
         self._settings = settings
         self._foreign = foreign
         self._ingest = ingest
@@ -89,7 +91,7 @@ class MqttIngestion:
             clean_start=False if s.mqtt5 else MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             keepalive=s.keep_alive,
-            tls_params=tls_parameters(s),
+            tls_params=self._tls,
         )
         # Before connecting: a resumed session may deliver at once.
         client._client.manual_ack_set(True)

@@ -280,9 +280,6 @@ async def provision_device(
     if view is None:
         raise NotFound(f"device {device_id!r} is not registered")
     credential = body.credential or ("oscore" if view.protocol == Protocol.COAP.value else "x509")
-    common = {"device_id": device_id, "status": DeviceStatus.PROVISIONED, "credential_type": credential,
-              "reporting_interval_seconds": platform.settings.telemetry.reporting_interval_seconds,
-              "mqtt": _mqtt_settings(platform, device_id)}
     if credential == "oscore":
         if view.protocol != Protocol.COAP.value:
             raise FieldError("credential", f"oscore is for CoAP devices; {device_id!r} speaks {view.protocol}")
@@ -290,24 +287,33 @@ async def provision_device(
             raise FieldError("csr", "a CSR goes with credential x509")
         material, _ = await platform.oscore.provision(device_id, event_context(request, who))
         coap = platform.settings.coap
-        return Provisioned(**common, credential_fingerprint=fingerprint(material.master_secret),
+        return Provisioned(device_id=device_id, status=await _status(platform, device_id), credential_type="oscore",
+                           reporting_interval_seconds=platform.settings.telemetry.reporting_interval_seconds,
+                           mqtt=_mqtt_settings(platform, device_id),
+                           credential_fingerprint=fingerprint(material.master_secret),
                            coap_uri=f"coap://{coap.host}:{coap.port}",
                            oscore=OscoreCredential(**material.device_side()))
     try:
         issued = await platform.certificates.provision(device_id, body.csr, event_context(request, who))
     except InvalidCsr as exc:
         raise FieldError("csr", str(exc)) from None
-    return x509_answer(platform, device_id, issued)
+    return await x509_answer(platform, device_id, issued)
 
 
-def x509_answer(platform: PlatformDep, device_id: str, issued: IssuedCertificate) -> Provisioned:
+async def _status(platform: PlatformDep, device_id: str) -> DeviceStatus:
+    """The device's status now: provisioned after a first credential, as it was after a renewal."""
+    view = await platform.registry.get(device_id)
+    return view.status if view is not None else DeviceStatus.PROVISIONED
+
+
+async def x509_answer(platform: PlatformDep, device_id: str, issued: IssuedCertificate) -> Provisioned:
     """What a device provisioned with a certificate is told (the key only if made here)."""
     generated = None
     if issued.private_key_pem is not None and issued.pkcs12 is not None and issued.pkcs12_password is not None:
         generated = GeneratedKey(private_key_pem=issued.private_key_pem,
                                  pkcs12_base64=base64.b64encode(issued.pkcs12).decode(),
                                  pkcs12_password=issued.pkcs12_password)
-    return Provisioned(device_id=device_id, status=DeviceStatus.PROVISIONED, credential_type="x509",
+    return Provisioned(device_id=device_id, status=await _status(platform, device_id), credential_type="x509",
                        reporting_interval_seconds=platform.settings.telemetry.reporting_interval_seconds,
                        mqtt=_mqtt_settings(platform, device_id), credential_fingerprint=issued.fingerprint,
                        certificate=CertificateOut(serial=issued.serial, fingerprint=issued.fingerprint,

@@ -82,4 +82,4 @@ async def claim(
         raise AlreadyExists(str(exc), field="device_id") from None
     except InvalidCsr as exc:
         raise FieldError("csr", str(exc)) from None
-    return x509_answer(platform, body.device_id, issued)
+    return await x509_answer(platform, body.device_id, issued)

@@ -191,3 +191,11 @@ async def test_an_otaa_join_records_device_joined_and_sends_an_accept_the_device
     assert ingest.candidates[0].metrics["temperature_3"] == 27.2
     await ns.handle(device.join_request(dev_nonce=7), [rx()])
     assert outcomes == ["join_accepted", "accepted", "join_nonce_replay"] and len(radio.sent) == 1
+
+
+async def test_mac_commands_on_port_0_make_no_reading() -> None:
+    ns, ingest, outcomes, _ = server(Sessions(abp_session()))
+    device = abp_device()
+    device.app_s_key = NWK  # FPort 0 is encrypted with the NwkSKey
+    await ns.handle(device.uplink(0, b"\x02"), [rx()])
+    assert ingest.candidates == [] and outcomes == ["accepted", "mac_commands"]

@@ -193,7 +193,14 @@ class NetworkServer:
         self._count("accepted")
         if frame.ack:
             await self._acknowledged(session.device_id)
-        if frame.f_port not in (None, 0):
+        if frame.f_port == 0:
+            # MAC commands only, encrypted with the NwkSKey; they are read but not acted on
+            # (no ADR or link checks yet), and make no reading.
+            assert session.nwk_s_key is not None
+            commands = phy.crypt_payload(session.nwk_s_key, frame.frm_payload, True, frame.dev_addr, f_cnt)
+            log.debug("MAC commands from %s: %s", session.device_id, commands.hex())
+            self._count("mac_commands")
+        elif frame.f_port is not None:
             await self._ingest.ingest([self._candidate(session, frame, f_cnt, receptions)], "lorawan")
         await self._downlink(session, frame, receptions)
 

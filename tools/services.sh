@@ -198,6 +198,8 @@ ensure_packages() {
 	have kcat || missing+=(kcat)
 	have curl || missing+=(curl ca-certificates)
 	have openssl || missing+=(openssl)
+	have gcc || missing+=(gcc libc6-dev)
+	[[ -f /usr/include/mosquitto_broker.h ]] || missing+=(mosquitto-dev libmosquitto-dev)
 	have java || missing+=(openjdk-17-jre-headless)
 	# build tools only matter while their product is not cached yet
 	[[ -s $KAFKA_CP_FILE ]] || have mvn || missing+=(maven)
@@ -374,6 +376,8 @@ connection_messages true
 user $(id -un)
 # Settings such as allow_anonymous apply to all listeners below.
 per_listener_settings false
+# Stamps each published message with its publisher's identity (user property iot-identity).
+plugin $MQTT_PLUGIN
 allow_anonymous true
 EOF
 }
@@ -416,7 +420,10 @@ EOF
 # client is named by its certificate's CN: a device only its own topics, the platform's
 # service identity all of them.
 mosquitto_conf_acl() {
+	# acl-too-wide is deliberately over-permitted: the tests use it to show that the platform
+	# refuses a reading for another device even when the broker's ACL lets it through.
 	printf '%s\n' "topic readwrite #" "" "user iot-platform" "topic readwrite #" "" \
+		"user acl-too-wide" "topic readwrite #" "" \
 		"pattern readwrite devices/%u/#" "pattern readwrite sensors/%u/#" >"$MQTT_DIR/acl"
 	cat <<EOF
 
@@ -462,15 +469,29 @@ mosquitto_write_config() {
 	} >"$MQTT_CONF"
 }
 
+# The identity plugin (tools/mosquitto/identity_plugin.c), rebuilt when its source changes.
+MQTT_PLUGIN="$MQTT_DIR/identity_plugin.so"
+mosquitto_build_plugin() {
+	local source
+	source="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/mosquitto/identity_plugin.c"
+	[[ -s $MQTT_PLUGIN && $MQTT_PLUGIN -nt $source ]] && return 0
+	gcc -Wall -O2 -fPIC -shared -o "$MQTT_PLUGIN" "$source" || die "could not build the Mosquitto identity plugin"
+}
+
 mosquitto_start() {
-	if mosquitto_running; then
+	if mosquitto_running && port_open "$MQTT_TLS_PORT"; then
 		log "mosquitto already running (pid $(pid_of "$MQTT_PID"))"
 		return 0
+	fi
+	if mosquitto_running; then # started by an older version of this script, without TLS
+		log "mosquitto runs without its TLS listener: restarting it"
+		mosquitto_stop
 	fi
 	assert_port_free mosquitto "$MQTT_PORT"
 	assert_port_free mosquitto "$MQTT_TLS_PORT"
 	mkdir -p "$MQTT_DIR"
 	pki_ensure
+	mosquitto_build_plugin
 	rm -f "$MQTT_PID"
 	mosquitto_write_config
 	local bin
@@ -883,7 +904,7 @@ smoke_postgres() {
 	[[ $out == 1 ]]
 }
 
-smoke_mosquitto() {
+smoke_mosquitto_plain() {
 	local topic="iot-platform/smoke/$$-$RANDOM" msg="hello-$RANDOM" out sub_pid deadline
 	out=$(mktemp)
 	mosquitto_sub -h "$HOST" -p "$MQTT_PORT" -t "$topic" -C 1 -W 10 >"$out" &
@@ -901,6 +922,15 @@ smoke_mosquitto() {
 	rm -f "$out"
 	((rc == 0)) && [[ $got == "$msg" ]]
 }
+
+# The TLS listener: the platform's service certificate connects and publishes; none does not.
+smoke_mosquitto_tls() {
+	mosquitto_pub -h "$HOST" -p "$MQTT_TLS_PORT" --cafile "$PKI_DIR/chain.pem" --cert "$PKI_DIR/platform.crt" \
+		--key "$PKI_DIR/platform.key" -t iot-platform/smoke/tls -m tls -q 1 || return 1
+	! mosquitto_pub -h "$HOST" -p "$MQTT_TLS_PORT" --cafile "$PKI_DIR/chain.pem" -t iot-platform/smoke/tls -m no 2>/dev/null
+}
+
+smoke_mosquitto() { smoke_mosquitto_plain && smoke_mosquitto_tls; }
 
 smoke_kafka() {
 	local topic msg="hello-$RANDOM" got

@@ -94,6 +94,11 @@ class MqttSettings(Section):
     tls_cert_file: str = ""
     """The platform's own service certificate (mutual TLS); its CN is its MQTT username."""
     tls_key_file: str = ""
+    identity_property: str = ""
+    """The MQTT 5 user property in which the broker stamps each message with its publisher's
+    authenticated identity (tools/mosquitto/identity_plugin.c: ``iot-identity``). Set, a
+    reading whose topic names another device than that identity is refused, whatever the ACL
+    let through. Empty: the broker alone confines identities."""
 
     @field_validator("broker_url")
     @classmethod

@@ -40,6 +40,7 @@ def tls_env(tmp_path: Path, pki: Path, mqtts_url: str) -> dict[str, str]:
         "IOT_MQTT__TLS_CA_FILE": str(pki / "chain.pem"),
         "IOT_MQTT__TLS_CERT_FILE": str(pki / "platform.crt"),
         "IOT_MQTT__TLS_KEY_FILE": str(pki / "platform.key"),
+        "IOT_MQTT__IDENTITY_PROPERTY": "iot-identity",  # stamped by the harness's broker plugin
     }
 
 
@@ -105,6 +106,33 @@ def test_devices_with_certificates_publish_only_to_their_own_topics_until_revoke
         assert publish(pki, port, f"devices/{theirs}/telemetry", other).returncode == 0
         eventually(lambda: readings(api, theirs), lambda r: len(r) == 2)
         assert len(readings(api, mine)) == 1
+
+
+def test_the_platform_refuses_another_device_s_topic_even_where_the_acl_lets_it_through(
+    tls_platform: tuple[RunningPlatform, Path, int], tmp_path: Path
+) -> None:
+    platform, pki, port = tls_platform
+    victim = f"tls-{uuid4().hex[:6]}"
+    with httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
+        register(api, victim)
+        register(api, "acl-too-wide")  # the harness ACL lets this identity use every topic
+        wide = provision(api, tmp_path, "acl-too-wide")
+        other = provision(api, tmp_path, victim)
+        slipped = publish(pki, port, f"devices/{victim}/telemetry", wide, value=99.0)
+        assert slipped.returncode == 0 and "Not authorized" not in slipped.stderr  # the broker let it through
+        forged = subprocess.run(
+            ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-V", "5", "-q", "1", "--cafile", str(pki / "chain.pem"),
+             "--cert", f"{wide}.crt", "--key", f"{wide}.key", "-t", f"devices/{victim}/telemetry", "-m", '{"t": 1}',
+             "-D", "publish", "user-property", "iot-identity", victim],
+            capture_output=True, text=True, timeout=30)
+        assert "Not authorized" in forged.stderr  # only the broker may say who published
+        assert publish(pki, port, f"devices/{victim}/telemetry", other).returncode == 0
+        got = eventually(lambda: readings(api, victim), lambda r: len(r) >= 1)
+        assert [r["metrics"]["temperature"] for r in got] == [21.5]
+        refused = eventually(
+            lambda: httpx.get(f"{platform.base_url}/metrics/", headers=platform.headers).text,
+            lambda text: 'iot_readings_rejected_total{protocol="mqtt",reason="identity_mismatch"} 1.0' in text)
+        assert refused
 
 
 def test_the_embedded_broker_enforces_the_same_rules_with_mutual_tls_required(tmp_path: Path, e2e_database_url: str) -> None:

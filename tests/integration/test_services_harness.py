@@ -27,6 +27,8 @@ SERVICES_DIR = os.environ.get("IOT_SERVICES_DIR") or DEFAULT_SERVICES_DIR
 FIXED_ENV = {
     "IOT_TEST_POSTGRES_URL": "postgresql+asyncpg://iot:iot@127.0.0.1:55432/iot_test",
     "IOT_TEST_MQTT_URL": "mqtt://127.0.0.1:51883",
+    "IOT_TEST_MQTTS_URL": "mqtts://127.0.0.1:58883",
+    "IOT_TEST_PKI_DIR": f"{SERVICES_DIR}/pki",
     "IOT_TEST_KAFKA_BROKERS": "127.0.0.1:59092",
     "IOT_TEST_INFLUX_URL": "http://127.0.0.1:58086",
     "IOT_TEST_INFLUX_BUCKET": "iot_test/autogen",

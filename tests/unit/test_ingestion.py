@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -192,6 +193,13 @@ async def test_a_reading_for_another_device_than_the_authenticated_one_is_refuse
     ingest, _, _, _ = world(d1=DeviceStatus.ACTIVE, d2=DeviceStatus.ACTIVE)
     outcomes = await ingest.ingest([reading("d1"), reading("d2")], "http", authenticated_device="d1")
     assert [o.reason for o in outcomes] == [None, Rejection.IDENTITY_MISMATCH]
+
+
+async def test_each_reading_stamped_with_its_publisher_must_be_for_that_publisher() -> None:
+    ingest, _, _, _ = world(d1=DeviceStatus.ACTIVE, d2=DeviceStatus.ACTIVE)
+    stamped = [replace(reading("d1"), identity="d1"), replace(reading("d2"), identity="d1"), reading("d2")]
+    outcomes = await ingest.ingest(stamped, "mqtt")
+    assert [o.reason for o in outcomes] == [None, Rejection.IDENTITY_MISMATCH, None]
 
 
 async def test_a_reading_without_a_timestamp_gets_the_platforms_clock() -> None:

@@ -153,10 +153,11 @@ class IngestTelemetry:
         checked: list[tuple[int, Candidate, int, dict[str, MetricValue], dict[str, str]]] = []
         for i, candidate in enumerate(candidates):
             try:
-                if authenticated_device is not None and candidate.device_id != authenticated_device:
+                identity = authenticated_device if authenticated_device is not None else candidate.identity
+                if identity is not None and candidate.device_id != identity:
                     raise _Refused(
                         Rejection.IDENTITY_MISMATCH,
-                        f"authenticated as {authenticated_device!r}, not {candidate.device_id!r}",
+                        f"authenticated as {identity!r}, not {candidate.device_id!r}",
                     )
                 timestamp, values, tags = self._check(candidate, now)
                 checked.append((i, candidate, timestamp, values, tags))

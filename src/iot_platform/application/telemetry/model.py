@@ -144,6 +144,8 @@ class Candidate:
     payload_bytes: int = 0
     rejection: Rejection | None = None
     detail: str | None = None
+    identity: str | None = None
+    """Who the transport says sent it (a broker's stamp); a reading for another device is refused."""
 
 
 @dataclass(frozen=True, slots=True)

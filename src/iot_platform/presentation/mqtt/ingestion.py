@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -97,6 +98,15 @@ class MqttIngestion:
         client._client.manual_ack_set(True)
         return client
 
+    def _identity(self, message: aiomqtt.Message) -> str | None:
+        """The publisher's identity as the broker stamped it (the last such property: the
+        broker's plugin refuses clients that send one themselves)."""
+        name = self._settings.identity_property
+        if not name or message.properties is None:
+            return None
+        stamped = [value for key, value in getattr(message.properties, "UserProperty", []) if key == name]
+        return str(stamped[-1]) if stamped else None
+
     def _topic(self, topic: str) -> str:
         group = self._settings.shared_subscription_group
         return f"$share/{group}/{topic}" if self._settings.mqtt5 and group else topic
@@ -180,8 +190,14 @@ class MqttIngestion:
                 self._metrics.mqtt_messages.labels("foreign_uplink").inc()
                 continue
             parsed = parse_message(message.topic.value, body)
+            identity = self._identity(message)
+            if identity is not None and not isinstance(parsed, Candidate) and parsed is not None \
+                    and parsed.device_id != identity:
+                log.warning("MQTT message for %s from %r refused: another device's topic", parsed.device_id, identity)
+                self._metrics.mqtt_messages.labels("identity_mismatch").inc()
+                continue
             if isinstance(parsed, Candidate):
-                candidates.append(parsed)
+                candidates.append(replace(parsed, identity=identity) if identity is not None else parsed)
                 self._metrics.mqtt_messages.labels("telemetry").inc()
             elif isinstance(parsed, StatusReport):
                 statuses.append(parsed)

@@ -293,9 +293,9 @@ class Platform:
             await migrate.upgrade(self.engine)
         if not serve:
             return
-        if front:  # the processes that serve REST; a worker has no API to show a key for
+        if front:  # the processes that serve REST; a worker has no API, keys or certificates
             await self._ensure_admin()
-        await self._ensure_authority()
+            await self._ensure_authority()
         self._serving = True
         if "projections" in roles:
             if self.event_feed is not None:

@@ -29,8 +29,8 @@ static int on_message(int event, void *event_data, void *userdata)
 		if (mosquitto_property_identifier(p) != MQTT_PROP_USER_PROPERTY) continue;
 		mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, false);
 		forged = name && strcmp(name, NAME) == 0;
-		free(name);
-		free(value);
+		mosquitto_free(name);
+		mosquitto_free(value);
 		if (forged) return MOSQ_ERR_ACL_DENIED;
 	}
 	if (!username) return MOSQ_ERR_SUCCESS;

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import random
-import secrets
 import signal
 import socket
 import struct
@@ -45,18 +43,10 @@ from pathlib import Path
 import cbor2
 import httpx
 
+from bench_common import fmt, free_port, log, new_api_key, percentile, scrape
+
 BIN = Path(sys.executable).parent
 STORED = 'iot_sink_readings_total{sink="storage"}'
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def request(message_id: int, token: bytes, device: str, payload: bytes) -> bytes:
@@ -180,38 +170,6 @@ async def main():
     await asyncio.get_running_loop().create_future()
 asyncio.run(main())
 """
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
-def fmt(value: float, digits: int = 0) -> str:
-    return "-" if value != value else f"{value:,.{digits}f}"
-
-
-def new_api_key() -> str:
-    """A fresh admin key for this run's platform (``iotk_<hex id>_<secret>``)."""
-    return f"iotk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
-
-
-async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
-    response = await client.get("/metrics/")
-    response.raise_for_status()  # a 401/403 would otherwise read as "nothing stored"
-    values: dict[str, float] = {}
-    for line in response.text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            try:
-                values[key] = float(value)
-            except ValueError:
-                pass
-    return values
 
 
 async def main_async(args: argparse.Namespace) -> int:

@@ -102,7 +102,6 @@ import math
 import multiprocessing as mp
 import os
 import re
-import secrets
 import signal
 import socket
 import sqlite3
@@ -116,6 +115,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench_common import new_api_key
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -529,11 +530,6 @@ class Platform:
     def headers(self) -> dict[str, str]:
         """What an admin sends on every REST, /metrics and SSE request."""
         return {"Authorization": f"Bearer {self.api_key}"}
-
-
-def new_api_key() -> str:
-    """A fresh admin key for one platform (``iotk_<hex id>_<secret>``)."""
-    return f"iotk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
 
 
 def platform_environment(args: argparse.Namespace, run: str, workdir: Path, harness: dict[str, str],

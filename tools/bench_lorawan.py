@@ -66,7 +66,6 @@ import json
 import math
 import os
 import random
-import secrets
 import signal
 import socket
 import struct
@@ -80,6 +79,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+
+from bench_common import fmt, free_port, log, new_api_key, percentile, scrape
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
@@ -95,16 +96,6 @@ NOT_REFUSED = {"accepted", "gathered_copy", "downlink_sent"}
 """Outcomes of frames that were taken; any other outcome of an uplink here is a refusal."""
 ACK_TIMEOUT = 2.0
 T = TypeVar("T")
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- devices and frames ------------------------------------------------------------------------
@@ -157,19 +148,6 @@ def next_uplinks(devices: list[Device], count: int) -> list[tuple[Device, int, b
 
 
 # -- statistics and tables -----------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
-def fmt(value: float, digits: int = 0) -> str:
-    return "-" if value != value else f"{value:,.{digits}f}"
 
 
 def table(title: str, headers: list[str], rows: list[list[str]]) -> None:
@@ -529,20 +507,6 @@ asyncio.run(main())
 # -- the platform ------------------------------------------------------------------------------
 
 
-async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
-    response = await client.get("/metrics/")
-    response.raise_for_status()  # a 401/403 would otherwise read as "nothing accepted"
-    values: dict[str, float] = {}
-    for line in response.text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            try:
-                values[key] = float(value)
-            except ValueError:
-                pass
-    return values
-
-
 def outcomes(before: dict[str, float], after: dict[str, float], prefix: str) -> dict[str, int]:
     """Deltas of one labelled counter, by label value."""
     found = {}
@@ -622,11 +586,6 @@ class Follower:
         for task in self._tasks:
             with contextlib.suppress(BaseException):
                 await task
-
-
-def new_api_key() -> str:
-    """A fresh admin key for this run's platform (``iotk_<hex id>_<secret>``)."""
-    return f"iotk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
 
 
 async def start_platform(workdir: Path, args: argparse.Namespace

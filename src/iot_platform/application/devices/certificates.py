@@ -75,6 +75,10 @@ class UnknownCertificate(LookupError):
     pass
 
 
+class InvalidCsr(ValueError):
+    """The CSR does not parse, its signature does not verify, or it names another device."""
+
+
 class CertificateProvisioning:
     def __init__(self, devices: DeviceCommandHandler, authority: Authority, issued: IssuedCertificates,
                  overlap: timedelta, clock: Callable[[], datetime]) -> None:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from iot_platform.application.devices.certificates import InvalidCsr
 from iot_platform.infrastructure.pki.store import SqlCertificates, StoredCertificate
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -28,10 +29,6 @@ _REASONS = {
     "decommissioned": x509.ReasonFlags.cessation_of_operation, "affiliation_changed": x509.ReasonFlags.affiliation_changed,
 }
 REVOCATION_REASONS = tuple(_REASONS)
-
-
-class InvalidCsr(ValueError):
-    pass
 
 
 class NoAuthority(RuntimeError):

@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from iot_platform.application.access.model import ROLE_PERMISSIONS, Principal
+from iot_platform.presentation.rest.errors import error_body
 
 __all__ = ["ROLE_PERMISSIONS", "Principal", "confine", "current_principal", "require"]
 
@@ -28,6 +29,12 @@ exchange (authenticated by the claim's own token, not an API credential)."""
 
 _bearer = HTTPBearer(auto_error=False, description="An API key (iotk_...) or a token from /api/auth/token")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def _bearer_credential(header: str) -> str | None:
+    """The credential of an ``Authorization: Bearer ...`` header (for callers outside FastAPI's
+    dependencies: the WebSocket handshake and the mounted /metrics app)."""
+    return (header[7:].strip() or None) if header.lower().startswith("bearer ") else None
 
 
 async def _authenticate(app_state: Any, credential: str | None) -> Principal:
@@ -50,8 +57,7 @@ async def current_principal(
 async def websocket_principal(websocket: WebSocket) -> Principal | None:
     """The WebSocket handshake's caller, from its Authorization header (never from the query
     string, which access logs record). None: refuse the socket."""
-    header = websocket.headers.get("authorization", "")
-    credential = header[7:].strip() if header.lower().startswith("bearer ") else None
+    credential = _bearer_credential(websocket.headers.get("authorization", ""))
     try:
         return await _authenticate(websocket.app.state, credential)
     except HTTPException:
@@ -88,8 +94,7 @@ class ProtectedMetrics:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            header = dict(scope["headers"]).get(b"authorization", b"").decode()
-            credential = header[7:].strip() if header.lower().startswith("bearer ") else None
+            credential = _bearer_credential(dict(scope["headers"]).get(b"authorization", b"").decode())
             try:
                 principal = await _authenticate(self._state, credential)
                 if not principal.may("metrics:read"):
@@ -102,7 +107,7 @@ class ProtectedMetrics:
 
 async def _refuse(send: Send, refused: HTTPException) -> None:
     code = "unauthorized" if refused.status_code == 401 else "forbidden"
-    body = json.dumps({"error": {"code": code, "message": refused.detail, "details": None}}).encode()
+    body = json.dumps(error_body(code, refused.detail)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in (refused.headers or {}).items()]
     await send({"type": "http.response.start", "status": refused.status_code, "headers": headers})

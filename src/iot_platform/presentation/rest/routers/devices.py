@@ -16,13 +16,12 @@ from iot_platform.application.devices.commands import (
     SuspendDevice,
     UpdateDevice,
 )
-from iot_platform.application.devices.certificates import IssuedCertificate, UnknownCertificate
+from iot_platform.application.devices.certificates import InvalidCsr, IssuedCertificate, UnknownCertificate
 from iot_platform.application.devices.provisioning import fingerprint
 from iot_platform.application.devices.queries import DeviceSearch, Near, device_history
 from iot_platform.application.errors import NotFound
 from iot_platform.domain.devices import DeviceMetadata, DeviceStatus, Location, Protocol
 from iot_platform.presentation.rest.dependencies import IfMatchDep, PlatformDep, event_context
-from iot_platform.infrastructure.pki.authority import InvalidCsr
 from iot_platform.presentation.rest.errors import FieldError
 from iot_platform.presentation.rest.routers.lorawan import lorawan_profile, root_keys
 from iot_platform.presentation.rest.schemas.devices import (

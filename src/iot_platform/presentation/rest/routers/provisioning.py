@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from iot_platform.application.devices.certificates import InvalidCsr
 from iot_platform.application.devices.claims import AlreadyClaimed, Claim, ClaimRefused
 from iot_platform.domain.errors import AlreadyExists
-from iot_platform.infrastructure.pki.authority import InvalidCsr
 from iot_platform.presentation.rest.dependencies import PlatformDep, event_context
 from iot_platform.presentation.rest.errors import FieldError
 from iot_platform.presentation.rest.routers.devices import x509_answer

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import aiocoap
 import aiocoap.resource as resource
@@ -42,7 +42,6 @@ from iot_platform.application.telemetry.ingestion import IngestTelemetry
 from iot_platform.application.telemetry.model import Candidate, Outcome, Rejection, Status
 from iot_platform.domain.commands import CommandStatus
 from iot_platform.domain.errors import DomainError
-from iot_platform.infrastructure.protocols.oscore import OscoreContexts
 from iot_platform.presentation.mqtt.contract import (
     MalformedAck,
     candidate_from_body,
@@ -57,6 +56,14 @@ _TEXT = ContentFormat.TEXT
 _REJECTION_CODES = {Rejection.UNKNOWN_DEVICE: Code.NOT_FOUND, Rejection.PAYLOAD_TOO_LARGE: Code.REQUEST_ENTITY_TOO_LARGE,
                     Rejection.IDENTITY_MISMATCH: Code.FORBIDDEN}
 _UNAUTHENTICATED = "this CoAP endpoint needs a device authenticated with OSCORE"
+
+
+class OscoreContexts(Protocol):
+    """The per-device OSCORE contexts: aiocoap's credentials map, and their reload."""
+
+    credentials: Any
+
+    async def load(self) -> int: ...
 
 
 def identity(request: aiocoap.Message) -> str | None:

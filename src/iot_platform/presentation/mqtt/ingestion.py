@@ -25,7 +25,6 @@ from paho.mqtt.properties import Properties
 from iot_platform.application.telemetry.ingestion import BatchOrder, IngestTelemetry
 from iot_platform.application.telemetry.model import Candidate
 from iot_platform.config import MqttSettings
-from iot_platform.infrastructure.mqtt.tls import tls_parameters
 from iot_platform.infrastructure.observability import PlatformMetrics
 from iot_platform.presentation.mqtt.contract import (
     DEVICE_TOPICS,
@@ -65,7 +64,8 @@ class MqttIngestion:
         foreign: ForeignUplinks | None = None,
         tls: aiomqtt.TLSParameters | None = None,
     ) -> None:
-        self._tls = tls if tls is not None else tls_parameters(settings)
+        self._tls = tls
+        """TLS towards the broker (``mqtts://``, or the embedded broker's mutual TLS)."""
         self._settings = settings
         self._foreign = foreign
         self._ingest = ingest

@@ -116,7 +116,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_common import new_api_key
+from bench_common import free_port, new_api_key
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -482,12 +482,6 @@ def others(usage: dict[str, float], *known: float) -> float:
 
 
 # -- the platform process ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def harness_env() -> dict[str, str]:
@@ -1392,7 +1386,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="MQTT connections per publisher process (default 4)")
     p.add_argument("--window", type=int, default=1000,
                    help="unacknowledged QoS 1 publishes per connection (default 1000)")
-    p.add_argument("--broker", default=harness.get("IOT_TEST_MQTT_URL", "mqtt://127.0.0.1:51883"),
+    p.add_argument("--broker", default=harness.get("IOT_TEST_MQTT_URL", "mqtt://127.0.0.1:21883"),
                    help="mqtt://host:port (default: $IOT_TEST_MQTT_URL, the harness Mosquitto)")
     p.add_argument("--probes", type=int, default=2, help="latency probe devices (default 2)")
     p.add_argument("--paced", type=float, default=0.5,

@@ -44,8 +44,8 @@ Examples (from the repository root)::
         --sensor-types temperature,humidity --interval 30 --duration 3600
 
     # a quick look at the payloads on the local services harness
-    mosquitto_sub -h 127.0.0.1 -p 51883 -t 'devices/#' -v -C 20 &
-    .venv/bin/python tools/device-simulator.py --broker mqtt://127.0.0.1:51883 \\
+    mosquitto_sub -h 127.0.0.1 -p 21883 -t 'devices/#' -v -C 20 &
+    .venv/bin/python tools/device-simulator.py --broker mqtt://127.0.0.1:21883 \\
         --device-count 5 --interval 0.5 --duration 3
 
     # CBOR envelopes, devices registered through the REST API first, status topics, repeatable

@@ -11,10 +11,10 @@
 #
 # Services (all on 127.0.0.1 only, non-default ports, data under ONE work folder
 # ${IOT_SERVICES_DIR:-/tmp/iot-platform-services}):
-#   postgres   PostgreSQL 15 (Debian)             127.0.0.1:55432
-#   mosquitto  Mosquitto 2.0 (Debian)             127.0.0.1:51883, mutual TLS :58883 (test CA in pki/)
-#   kafka      Apache Kafka (KRaft, Maven jars)   127.0.0.1:59092 (controller :59093)
-#   influxdb   InfluxDB OSS 1.8 (built with Go)   127.0.0.1:58086 (rpc :58088)
+#   postgres   PostgreSQL 15 (Debian)             127.0.0.1:25432
+#   mosquitto  Mosquitto 2.0 (Debian)             127.0.0.1:21883, mutual TLS :28883 (test CA in pki/)
+#   kafka      Apache Kafka (KRaft, Maven jars)   127.0.0.1:29092 (controller :29093)
+#   influxdb   InfluxDB OSS 1.8 (built with Go)   127.0.0.1:28086 (rpc :28088)
 #
 # Works unattended (CI=true, no stdin) on a fresh Debian 12 as root: everything
 # comes from Debian apt, Maven Central or the Go module proxy, nothing else.
@@ -26,13 +26,15 @@ WORK="${IOT_SERVICES_DIR:-/tmp/iot-platform-services}"
 CACHE="${IOT_SERVICES_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/iot-platform}"
 HOST=127.0.0.1
 
-PG_PORT=55432
-MQTT_PORT=51883
-MQTT_TLS_PORT=58883
-KAFKA_PORT=59092
-KAFKA_CONTROLLER_PORT=59093
-INFLUX_PORT=58086
-INFLUX_RPC_PORT=58088
+# Below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by default): a port in
+# it can be taken as the source port of any outgoing connection while a service restarts.
+PG_PORT=25432
+MQTT_PORT=21883
+MQTT_TLS_PORT=28883
+KAFKA_PORT=29092
+KAFKA_CONTROLLER_PORT=29093
+INFLUX_PORT=28086
+INFLUX_RPC_PORT=28088
 
 KAFKA_VERSION=3.8.1      # Scala 2.13 build; KRaft combined mode is production-ready here
 SLF4J_VERSION=1.7.36     # matches the slf4j-api Kafka 3.8 depends on
@@ -270,7 +272,7 @@ postgres_start() {
 	bin=$(pg_bindir)
 	postgres_init_cluster "$bin"
 	# A crash can leave a stale postmaster.pid; postgres itself copes with it.
-	as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -W start </dev/null >/dev/null 9>&-
+	as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -o "-p $PG_PORT" -W start </dev/null >/dev/null 9>&-
 }
 
 postgres_wait() {

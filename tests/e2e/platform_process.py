@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -19,16 +20,38 @@ ADMIN_KEY = "iotk_e2e0admin0key0_e2e-test-admin-secret-not-for-production"
 """Given to every test platform as security.admin_api_key."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_PORT_BAND = (12000, 19999)
+"""Where tests take their ports: under the kernel's ephemeral range (32768 and up by default)
+and away from the harness's services (2xxxx). A port that ``bind(0)`` found free is itself an
+ephemeral port, so any outgoing connection can take it before the platform binds it; that race
+once failed CI with ``address already in use``."""
+_handed_out: set[int] = set()
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A loopback port nobody holds now, never handed out twice in this test session."""
+    low = int(_EPHEMERAL_RANGE.read_text().split()[0]) if _EPHEMERAL_RANGE.exists() else 32768
+    first, last = _PORT_BAND[0], min(_PORT_BAND[1], low - 1)
+    for _ in range(200):
+        port = random.randint(first, last)
+        if port not in _handed_out and _bindable(port, kind):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free loopback port in {first}-{last}")
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port(socket.SOCK_DGRAM)
+
+
+def _bindable(port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @dataclass

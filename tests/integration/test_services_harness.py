@@ -25,12 +25,12 @@ DEFAULT_SERVICES_DIR = "/tmp/iot-platform-services"
 SERVICES_DIR = os.environ.get("IOT_SERVICES_DIR") or DEFAULT_SERVICES_DIR
 
 FIXED_ENV = {
-    "IOT_TEST_POSTGRES_URL": "postgresql+asyncpg://iot:iot@127.0.0.1:55432/iot_test",
-    "IOT_TEST_MQTT_URL": "mqtt://127.0.0.1:51883",
-    "IOT_TEST_MQTTS_URL": "mqtts://127.0.0.1:58883",
+    "IOT_TEST_POSTGRES_URL": "postgresql+asyncpg://iot:iot@127.0.0.1:25432/iot_test",
+    "IOT_TEST_MQTT_URL": "mqtt://127.0.0.1:21883",
+    "IOT_TEST_MQTTS_URL": "mqtts://127.0.0.1:28883",
     "IOT_TEST_PKI_DIR": f"{SERVICES_DIR}/pki",
-    "IOT_TEST_KAFKA_BROKERS": "127.0.0.1:59092",
-    "IOT_TEST_INFLUX_URL": "http://127.0.0.1:58086",
+    "IOT_TEST_KAFKA_BROKERS": "127.0.0.1:29092",
+    "IOT_TEST_INFLUX_URL": "http://127.0.0.1:28086",
     "IOT_TEST_INFLUX_BUCKET": "iot_test/autogen",
     "IOT_SERVICES_DIR": SERVICES_DIR,
 }
@@ -100,14 +100,14 @@ def test_env_output_can_be_evaluated_by_a_shell() -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["127.0.0.1:59092", "iot_test/autogen"]
+    assert result.stdout.splitlines() == ["127.0.0.1:29092", "iot_test/autogen"]
 
 
 def test_status_names_every_service_with_its_loopback_port() -> None:
     require_services_running()
     lines = status_lines()
 
-    ports = {"postgres": 55432, "mosquitto": 51883, "kafka": 59092, "influxdb": 58086}
+    ports = {"postgres": 25432, "mosquitto": 21883, "kafka": 29092, "influxdb": 28086}
     for name, port in ports.items():
         assert lines[name][2] == f"127.0.0.1:{port}", lines[name]
 

@@ -52,6 +52,9 @@ class EndDevice:
     app_s_key: bytes = b""
     fcnt_up: int = 0
     used_nonces: list[int] = field(default_factory=list)
+    rx2_dr: int = 0
+    """The RX2 data rate index and RX1 delay the last join accept told (DLSettings, RxDelay)."""
+    rx1_delay: int = 1
 
     def uplink(self, fport: int, payload: bytes, *, confirmed: bool = False, ack: bool = False,
                fcnt: int | None = None, mic_key: bytes | None = None) -> bytes:
@@ -80,6 +83,7 @@ class EndDevice:
         assert cmac4(self.app_key, phy[:1] + fields) == mic, "join accept MIC"
         app_nonce, net_id = fields[0:3], fields[3:6]
         self.dev_addr = int.from_bytes(fields[6:10], "little")
+        self.rx2_dr, self.rx1_delay = fields[10] & 0x0F, fields[11]
         nonce = le(self.used_nonces[-1], 2)
         self.nwk_s_key = aes_encrypt(self.app_key, (b"\x01" + app_nonce + net_id + nonce).ljust(16, b"\0"))
         self.app_s_key = aes_encrypt(self.app_key, (b"\x02" + app_nonce + net_id + nonce).ljust(16, b"\0"))
@@ -146,8 +150,9 @@ class Gateway:
         answer = self._receive(timeout)
         return answer is not None and answer[1:3] == token and answer[3] == 4
 
-    def downlink(self, timeout: float = 10.0) -> dict[str, Any] | None:
-        """The next PULL_RESP's txpk (answered with a TX_ACK), or None."""
+    def downlink(self, timeout: float = 10.0, error: str = "NONE") -> dict[str, Any] | None:
+        """The next PULL_RESP's txpk, or None. It is answered with a TX_ACK carrying ``error``
+        (``TOO_LATE``, say, as a forwarder does when the time to send has passed)."""
         give_up = time.monotonic() + timeout
         while (left := give_up - time.monotonic()) > 0:
             packet = self._receive(left)
@@ -155,7 +160,7 @@ class Gateway:
                 return None
             if packet[3] == 3:
                 self.sock.sendto(bytes([2]) + packet[1:3] + bytes([5]) + self.eui
-                                 + json.dumps({"txpk_ack": {"error": "NONE"}}).encode(), self.server)
+                                 + json.dumps({"txpk_ack": {"error": error}}).encode(), self.server)
                 txpk: dict[str, Any] = json.loads(packet[4:])["txpk"]
                 txpk["phy"] = base64.b64decode(txpk["data"])
                 return txpk

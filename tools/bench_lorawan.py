@@ -92,7 +92,7 @@ BIN = Path(sys.executable).parent
 ACCEPTED = 'iot_readings_accepted_total{protocol="lorawan"}'
 FRAMES = "iot_lorawan_frames_total{outcome="
 PACKETS = "iot_lorawan_gateway_packets_total{kind="
-NOT_REFUSED = {"accepted", "gathered_copy", "downlink_sent"}
+NOT_REFUSED = {"accepted", "gathered_copy", "downlink_sent", "downlink_rx1", "downlink_rx2"}
 """Outcomes of frames that were taken; any other outcome of an uplink here is a refusal."""
 ACK_TIMEOUT = 2.0
 T = TypeVar("T")

@@ -33,6 +33,9 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from iot_platform.domain.errors import InvalidValue
+from iot_platform.domain.lorawan.region import EU868_RX2_DATA_RATE, EU868_RX2_FREQUENCY_HZ, data_rate_index
+
 CONVENTIONAL_ENV: dict[str, tuple[str, str]] = {
     "DEVICE_DB_URL": ("eventstore", "url"),
     "TIMESERIES_DB_URL": ("timeseries", "url"),
@@ -146,6 +149,10 @@ class LorawanSettings(Section):
     """How long copies of one frame from several gateways are gathered before it is handled."""
     rx1_delay_seconds: int = Field(1, ge=1, le=15)
     join_accept_delay_seconds: int = Field(5, ge=1, le=15)
+    rx2_frequency_hz: int = Field(EU868_RX2_FREQUENCY_HZ, ge=863_000_000, le=870_000_000)
+    """RX2, a second after RX1: where a downlink goes when RX1 is missed or the gateway refuses it."""
+    rx2_data_rate: str = EU868_RX2_DATA_RATE
+    """An EU868 LoRa data rate (``SF12BW125`` is DR0, the default every device starts with)."""
     downlink_power_dbm: int = Field(14, ge=0, le=30)
     max_pending_frames: int = Field(10_000, ge=1)
     """Frames being gathered or handled at once; beyond this a flood is dropped and counted."""
@@ -161,6 +168,15 @@ class LorawanSettings(Section):
         if len(value) != 6 or any(c not in "0123456789abcdefABCDEF" for c in value):
             raise ValueError("must be 6 hex digits")
         return value.lower()
+
+    @field_validator("rx2_data_rate")
+    @classmethod
+    def _rx2_data_rate(cls, value: str) -> str:
+        try:
+            data_rate_index(value)
+        except InvalidValue as exc:
+            raise ValueError(exc.message) from None
+        return value.upper()
 
 
 class TelemetrySettings(Section):

@@ -4,7 +4,8 @@ frames built by the tests' own end device (tests/lorawan_sim.py), results read o
 Given registered gateways and devices, uplinks are stored once however many gateways heard
 them; replays, bad MICs, wrong keys and counters that went back are refused and counted; an
 OTAA device joins and then reports; a command goes out in the receive window after an uplink
-and is delivered by the device's ACK; and ChirpStack's MQTT uplinks (mosquitto_pub) land too.
+and is delivered by the device's ACK, or in RX2 when the gateway cannot send in RX1; and
+ChirpStack's MQTT uplinks (mosquitto_pub) land too.
 """
 
 from __future__ import annotations
@@ -187,6 +188,29 @@ def test_a_command_goes_out_after_the_next_uplink_and_the_ack_bit_delivers_it(
     assert txpk is not None
     down = device.read_downlink(txpk["phy"])
     assert (down["ack"], down["fport"], down["fcnt"]) == (True, None, 1)
+
+
+def test_a_downlink_the_gateway_cannot_send_in_rx1_goes_out_in_rx2_and_is_delivered(
+    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+) -> None:
+    device = abp(api, "lw-rx2", 0x26011BDB)
+    a, _ = gateways
+    assert a.pull()
+    issued = api.post("/devices/lw-rx2/commands", json={
+        "command": "reboot", "parameters": {"payload_hex": "01", "confirmed": False}})
+    assert issued.status_code in (201, 202), issued.text
+    command_id = issued.json()["command_id"]
+    assert a.push(device.uplink(1, TWO_TEMPERATURES))
+    rx1 = a.downlink(error="TOO_LATE")
+    assert rx1 is not None and (rx1["tmst"], rx1["freq"]) == (a.tmst + 1_000_000, 868.1)
+    rx2 = a.downlink()
+    assert rx2 is not None, "no RX2 after the gateway refused RX1"
+    assert (rx2["tmst"], rx2["freq"], rx2["datr"], rx2["phy"]) == (a.tmst + 2_000_000, 869.525, "SF12BW125", rx1["phy"])
+    down = device.read_downlink(rx2["phy"])
+    assert (down["confirmed"], down["payload"]) == (False, b"\x01")
+    eventually(lambda: api.get(f"/devices/lw-rx2/commands/{command_id}").json()["status"],
+               lambda s: s == "delivered")
+    assert frame_count(platform, "downlink_rx2") == 1
 
 
 def test_the_raw_codec_stores_hex_and_keys_are_sealed_at_rest(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -105,8 +106,10 @@ def abp_session(f_cnt_up: int | None = None) -> LoRaWANSession:
                           RootKeys(nwk_s_key=NWK, app_s_key=APP), f_cnt_up, 0)
 
 
-def rx(gateway: str = "aa555a0000000000", rssi: float = -60, snr: float = 7.0) -> RxInfo:
-    return RxInfo(gateway, 1_000_000, 868_100_000, "SF7BW125", "4/5", rssi, snr)
+def rx(gateway: str = "aa555a0000000000", rssi: float = -60, snr: float = 7.0, ago: float | None = None) -> RxInfo:
+    """A reception; ``ago``: how many seconds before now the gateway's PUSH_DATA came."""
+    heard_at = 0.0 if ago is None else time.monotonic() - ago
+    return RxInfo(gateway, 1_000_000, 868_100_000, "SF7BW125", "4/5", rssi, snr, heard_at=heard_at)
 
 
 def abp_device(fcnt: int = 0) -> EndDevice:
@@ -190,7 +193,7 @@ async def test_an_otaa_join_records_device_joined_and_sends_an_accept_the_device
     await ns.handle(device.uplink(1, CAYENNE), [rx()])
     assert ingest.candidates[0].metrics["temperature_3"] == 27.2
     await ns.handle(device.join_request(dev_nonce=7), [rx()])
-    assert outcomes == ["join_accepted", "accepted", "join_nonce_replay"] and len(radio.sent) == 1
+    assert outcomes == ["downlink_rx1", "join_accepted", "accepted", "join_nonce_replay"] and len(radio.sent) == 1
 
 
 async def test_mac_commands_on_port_0_make_no_reading() -> None:
@@ -199,3 +202,72 @@ async def test_mac_commands_on_port_0_make_no_reading() -> None:
     device.app_s_key = NWK  # FPort 0 is encrypted with the NwkSKey
     await ns.handle(device.uplink(0, b"\x02"), [rx()])
     assert ingest.candidates == [] and outcomes == ["accepted", "mac_commands"]
+
+
+# -- receive windows ----------------------------------------------------------------------
+
+
+async def test_a_downlink_the_gateway_could_not_send_in_rx1_goes_out_again_in_rx2() -> None:
+    ns, _, outcomes, radio = server(Sessions(abp_session()))
+    device = abp_device()
+    await ns.handle(device.uplink(1, CAYENNE, confirmed=True), [rx(ago=0.2)])
+    [(_, rx1)] = radio.sent
+    assert (rx1["tmst"], rx1["freq"], rx1["datr"]) == (2_000_000, 868.1, "SF7BW125")
+    await ns.transmitted(b"\x00\x01", "TOO_LATE")
+    [_, (gateway, rx2)] = radio.sent
+    assert gateway == "aa555a0000000000"
+    assert (rx2["tmst"], rx2["freq"], rx2["datr"], rx2["data"]) == (3_000_000, 869.525, "SF12BW125", rx1["data"])
+    assert device.read_downlink(base64.b64decode(rx2["data"]))["ack"] is True
+    await ns.transmitted(b"\x00\x02", "NONE")
+    assert outcomes == ["accepted", "downlink_rx1", "downlink_sent", "downlink_rx2"]
+
+
+async def test_an_rx2_the_gateway_also_refuses_is_given_up() -> None:
+    ns, _, outcomes, radio = server(Sessions(abp_session()))
+    await ns.handle(abp_device().uplink(1, CAYENNE, confirmed=True), [rx()])
+    await ns.transmitted(b"\x00\x01", "COLLISION_PACKET")
+    await ns.transmitted(b"\x00\x02", "TOO_LATE")
+    assert len(radio.sent) == 2 and outcomes[-1] == "downlink_tx_failed"
+
+
+async def test_an_error_rx2_would_meet_too_is_not_retried() -> None:
+    ns, _, outcomes, radio = server(Sessions(abp_session()))
+    await ns.handle(abp_device().uplink(1, CAYENNE, confirmed=True), [rx()])
+    await ns.transmitted(b"\x00\x01", "TX_POWER")
+    assert len(radio.sent) == 1 and outcomes[-1] == "downlink_tx_failed"
+
+
+async def test_a_downlink_ready_after_rx1_opened_goes_straight_to_rx2() -> None:
+    ns, _, outcomes, radio = server(Sessions(abp_session()))
+    await ns.handle(abp_device().uplink(1, CAYENNE, confirmed=True), [rx(ago=0.95)])
+    [(_, tx)] = radio.sent
+    assert (tx["tmst"], tx["freq"]) == (3_000_000, 869.525)
+    await ns.transmitted(b"\x00\x01", "TOO_LATE")  # nothing left to fall back on
+    assert len(radio.sent) == 1 and outcomes[-2:] == ["downlink_sent", "downlink_tx_failed"]
+
+
+async def test_a_downlink_ready_after_both_windows_is_not_sent() -> None:
+    ns, _, outcomes, radio = server(Sessions(abp_session()))
+    await ns.handle(abp_device().uplink(1, CAYENNE, confirmed=True), [rx(ago=1.95)])
+    assert radio.sent == [] and outcomes == ["accepted", "downlink_too_late", "downlink_no_gateway"]
+
+
+async def test_the_join_accept_names_the_configured_rx2_data_rate_and_falls_back_to_it() -> None:
+    store = InMemoryEventStore()
+    devices = DeviceCommandHandler(EventSourcedRepository(store, Device, 0))
+    await devices.register(RegisterDevice(
+        "lw-otaa", "th", protocol=Protocol.LORAWAN,
+        lorawan=LoRaWANProfile("0004a30b001c0530", Activation.OTAA, "cayenne_lpp", join_eui="70b3d57ed0000001")))
+    sessions = Sessions(LoRaWANSession("lw-otaa", "0004a30b001c0530", Activation.OTAA, "cayenne_lpp",
+                                       "70b3d57ed0000001", None, RootKeys(app_key=APP_KEY), None, 0))
+    radio = Radio()
+    ns = NetworkServer(sessions, devices, Ingest(), LorawanSettings(deduplication_ms=0, rx2_data_rate="SF9BW125"),
+                       lambda _: None)  # type: ignore[arg-type]
+    ns.gateway = radio  # type: ignore[assignment]
+    device = EndDevice(dev_eui=0x0004A30B001C0530, join_eui=0x70B3D57ED0000001, app_key=APP_KEY)
+    await ns.handle(device.join_request(dev_nonce=1), [rx(ago=0.2)])
+    await ns.transmitted(b"\x00\x01", "TOO_EARLY")
+    [(_, rx1), (_, rx2)] = radio.sent
+    assert (rx2["tmst"] - rx1["tmst"], rx2["freq"], rx2["datr"]) == (1_000_000, 869.525, "SF9BW125")
+    device.accept(base64.b64decode(rx2["data"]))
+    assert (device.rx2_dr, device.rx1_delay) == (3, 1)

@@ -16,8 +16,9 @@ import json
 import logging
 import os
 import struct
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, cast
 
@@ -93,6 +94,9 @@ class RxInfo:
     snr: float
     rf_chain: int = 0
     channel: int = 0
+    heard_at: float = field(default=0.0, compare=False)
+    """This process's monotonic clock when the PUSH_DATA came (0: unknown): how much of the
+    receive window's delay is left is told by it, not by the gateway's counter."""
 
     def as_dict(self) -> dict[str, object]:
         return {"gateway": self.gateway_eui, "rssi": self.rssi, "snr": self.snr,
@@ -105,6 +109,7 @@ def received(packet: Packet) -> tuple[list[tuple[RxInfo, bytes]], int]:
     assert packet.gateway_eui is not None
     found: list[tuple[RxInfo, bytes]] = []
     dropped = 0
+    heard_at = time.monotonic()
     for rxpk in (packet.body or {}).get("rxpk") or []:
         try:
             if rxpk.get("stat", 1) != 1 or rxpk.get("modu", "LORA") != "LORA":
@@ -121,6 +126,7 @@ def received(packet: Packet) -> tuple[list[tuple[RxInfo, bytes]], int]:
                 snr=float(rxpk.get("lsnr", 0.0)),
                 rf_chain=int(rxpk.get("rfch", 0)),
                 channel=int(rxpk.get("chan", 0)),
+                heard_at=heard_at,
             )
         except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
             dropped += 1

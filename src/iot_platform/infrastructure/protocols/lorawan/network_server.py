@@ -5,12 +5,14 @@ once, with every gateway's reception kept. A data frame is accepted only if its 
 under a session on its DevAddr with a frame counter above the last accepted one (replays and
 counters that went back are refused); its FRMPayload is then decrypted, decoded by the device's
 codec and ingested with the radio metadata. Join requests of OTAA devices are verified under
-the AppKey, a used DevNonce is refused, and the join accept goes out through the best gateway
-in RX1. After an uplink, the device's oldest pending command goes out in its RX1 window (class
-A); confirmed downlinks are delivered when the device's next uplink carries the ACK bit.
+the AppKey, a used DevNonce is refused, and the join accept goes out through the best gateway.
+After an uplink, the device's oldest pending command goes out in its receive window (class A);
+confirmed downlinks are delivered when the device's next uplink carries the ACK bit.
 
-Region parameters are EU868's (RX1 on the uplink's channel and data rate); other regions'
-channel plans are not built.
+Every downlink is aimed at RX1 and falls back to RX2 (a second later, on ``rx2_frequency_hz`` at
+``rx2_data_rate``) when RX1 is already past by the time it is ready, or when the gateway's
+TX_ACK says it could not send in RX1 (too late, too early, a collision, a frequency it cannot
+use). Region parameters are EU868's; other regions' channel plans are not built.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from iot_platform.domain.aggregate import EventContext
 from iot_platform.domain.commands import CommandStatus
 from iot_platform.domain.errors import DomainError
 from iot_platform.domain.lorawan import Activation, CounterVerdict, counter_candidates
+from iot_platform.domain.lorawan.region import data_rate_index
 from iot_platform.infrastructure.protocols.lorawan import phy
 from iot_platform.infrastructure.protocols.lorawan.codecs import UndecodablePayload, codec
 from iot_platform.infrastructure.protocols.lorawan.gwmp import GatewayServer, RxInfo, txpk
@@ -46,6 +49,36 @@ log = logging.getLogger(__name__)
 
 _ACTOR = EventContext(actor="network-server")
 _SESSION_CACHE_SECONDS = 30.0
+_LEAD_SECONDS = 0.1
+"""How long before a window opens its PULL_RESP must leave: the way to the gateway and its own
+scheduling margin. A window closer than this is taken as missed."""
+_RX2_WORTH_TRYING = frozenset({"TOO_LATE", "TOO_EARLY", "COLLISION_PACKET", "COLLISION_BEACON", "TX_FREQ"})
+"""TX_ACK errors that RX1's timing or channel caused, so RX2 may still work (TX_POWER and
+GPS_UNLOCKED would fail there too)."""
+_IN_FLIGHT_SECONDS = 60.0
+"""How long a PULL_RESP waits for its TX_ACK: a forwarder that never sends one is forgotten."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    tmst: int
+    frequency_hz: int
+    data_rate: str
+    coding_rate: str
+    rf_chain: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A PULL_RESP a gateway has yet to answer with its TX_ACK."""
+
+    gateway_eui: str
+    frame: bytes
+    fallback: tuple[_Window, ...]
+    command: tuple[str, str] | None
+    """(device id, command id) of an unconfirmed command: delivered once it went on the air."""
+    sent_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +124,9 @@ class NetworkServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._awaiting_ack: dict[str, str] = {}
         """device id -> the confirmed command sent to it, delivered by its next ACK."""
-        self._unconfirmed: dict[bytes, tuple[str, str]] = {}
-        """PULL_RESP token -> (device id, command id): delivered once the gateway sent it."""
+        self._in_flight: dict[bytes, _InFlight] = {}
+        """PULL_RESP token -> what was sent, to retry in RX2 or deliver on its TX_ACK."""
+        self._rx2_dr = data_rate_index(settings.rx2_data_rate)
         self.gateway: GatewayServer | None = None
         self._lanes: dict[bytes, tuple[asyncio.Lock, int]] = {}
         """One lane per DevAddr (DevEUI for joins): a device's frames are handled one at a time,
@@ -267,8 +301,8 @@ class NetworkServer:
             self._count("join_refused")
             return
         accept = phy.join_accept(app_key, app_nonce, self._net_id, dev_addr,
-                                 rx_delay=self._settings.rx1_delay_seconds)
-        if self._transmit(accept, receptions, self._settings.join_accept_delay_seconds) is None:
+                                 rx2_dr=self._rx2_dr, rx_delay=self._settings.rx1_delay_seconds)
+        if not self._transmit(accept, receptions, self._settings.join_accept_delay_seconds):
             self._count("join_no_gateway")
             return
         self._count("join_accepted")
@@ -308,40 +342,70 @@ class NetworkServer:
             f_port=downlink.f_port if downlink else None,
             payload=downlink.payload if downlink else b"",
         )
-        token = self._transmit(down, receptions, self._settings.rx1_delay_seconds)
-        if token is None:
+        unconfirmed = (session.device_id, message.command_id) if message and not confirmed else None
+        if not self._transmit(down, receptions, self._settings.rx1_delay_seconds, unconfirmed):
             self._count("downlink_no_gateway")  # a command stays pending for the next uplink
             return
         self._count("downlink_sent")
-        if message is not None:
-            if confirmed:
-                self._awaiting_ack[session.device_id] = message.command_id
-            else:
-                self._unconfirmed[token] = (session.device_id, message.command_id)
+        if message is not None and confirmed:
+            self._awaiting_ack[session.device_id] = message.command_id
 
-    def _transmit(self, frame: bytes, receptions: list[RxInfo], delay_seconds: int) -> bytes | None:
-        """Sends through the best gateway that has a downlink path; its PULL_RESP token."""
+    def _transmit(self, frame: bytes, receptions: list[RxInfo], delay_seconds: int,
+                  command: tuple[str, str] | None = None) -> bool:
+        """Sends through the best gateway that has a downlink path, in RX1 if it is still
+        ahead, else in RX2; False if no gateway can take it in either."""
         if self.gateway is None:
-            return None
+            return False
         reachable = [r for r in receptions if self.gateway.can_reach(r.gateway_eui)]
         if not reachable:
-            return None
+            return False
         best = max(reachable, key=lambda r: (r.snr, r.rssi))
-        tx = txpk(frame, tmst=best.tmst + delay_seconds * 1_000_000,
-                  frequency_hz=best.frequency_hz, data_rate=best.data_rate,
-                  coding_rate=best.coding_rate, power=self._settings.downlink_power_dbm,
-                  rf_chain=best.rf_chain)
-        return self.gateway.send(best.gateway_eui, tx)
+        windows = [
+            _Window(best.tmst + delay_seconds * 1_000_000, best.frequency_hz, best.data_rate,
+                    best.coding_rate, best.rf_chain, "rx1"),
+            _Window(best.tmst + (delay_seconds + 1) * 1_000_000, self._settings.rx2_frequency_hz,
+                    self._settings.rx2_data_rate, "4/5", 0, "rx2"),
+        ]
+        if best.heard_at:
+            elapsed = time.monotonic() - best.heard_at
+            windows = [w for w, opens in zip(windows, (delay_seconds, delay_seconds + 1), strict=True)
+                       if elapsed < opens - _LEAD_SECONDS]
+        if not windows:
+            self._count("downlink_too_late")
+            return False
+        return self._send(best.gateway_eui, frame, tuple(windows), command)
+
+    def _send(self, gateway_eui: str, frame: bytes, windows: tuple[_Window, ...],
+              command: tuple[str, str] | None) -> bool:
+        assert self.gateway is not None
+        window, *fallback = windows
+        tx = txpk(frame, tmst=window.tmst, frequency_hz=window.frequency_hz, data_rate=window.data_rate,
+                  coding_rate=window.coding_rate, power=self._settings.downlink_power_dbm,
+                  rf_chain=window.rf_chain)
+        token = self.gateway.send(gateway_eui, tx)
+        if token is None:
+            return False
+        now = time.monotonic()
+        for stale in [t for t, f in self._in_flight.items() if now - f.sent_at > _IN_FLIGHT_SECONDS]:
+            del self._in_flight[stale]
+        self._in_flight[token] = _InFlight(gateway_eui, frame, tuple(fallback), command, now)
+        self._count(f"downlink_{window.name}")
+        return True
 
     async def transmitted(self, token: bytes, error: str) -> None:
-        """A gateway's TX_ACK: an unconfirmed command is delivered once it went on the air."""
-        sent = self._unconfirmed.pop(token, None)
-        if error not in ("NONE", ""):
-            log.warning("gateway could not send a downlink: %s", error)
-            self._count("downlink_tx_failed")
+        """A gateway's TX_ACK: an unconfirmed command is delivered once it went on the air; a
+        downlink RX1 could not carry is tried again in RX2."""
+        flight = self._in_flight.pop(token, None)
+        if error in ("NONE", ""):
+            if flight is not None and flight.command is not None:
+                await self._finish(*flight.command, CommandStatus.DELIVERED)
             return
-        if sent is not None:
-            await self._finish(*sent, CommandStatus.DELIVERED)
+        if (flight is not None and flight.fallback and error in _RX2_WORTH_TRYING
+                and self._send(flight.gateway_eui, flight.frame, flight.fallback, flight.command)):
+            log.info("gateway %s could not send in RX1 (%s); RX2 instead", flight.gateway_eui, error)
+            return
+        log.warning("gateway could not send a downlink: %s", error)
+        self._count("downlink_tx_failed")
 
     async def _acknowledged(self, device_id: str) -> None:
         command_id = self._awaiting_ack.pop(device_id, None)

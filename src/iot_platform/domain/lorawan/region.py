@@ -1,0 +1,27 @@
+"""The EU868 regional parameters the network server schedules downlinks by (RP002-1.0.x).
+
+Only EU868 is built: RX1 answers on the uplink's own channel and data rate, RX2 on one fixed
+channel and data rate a second later. A device learns the RX2 data rate as a DR index (the join
+accept's DLSettings), which is why the names are kept in DR order.
+"""
+
+from __future__ import annotations
+
+from iot_platform.domain.errors import InvalidValue
+
+EU868_DATA_RATES: tuple[str, ...] = (
+    "SF12BW125", "SF11BW125", "SF10BW125", "SF9BW125", "SF8BW125", "SF7BW125", "SF7BW250",
+)
+"""DR0 to DR6, the LoRa data rates (DR7 is FSK, which gateways forwarding LoRa do not use)."""
+
+EU868_RX2_FREQUENCY_HZ = 869_525_000
+EU868_RX2_DATA_RATE = "SF12BW125"
+
+
+def data_rate_index(name: str) -> int:
+    """The DR index of an EU868 LoRa data rate (``SF9BW125`` -> 3)."""
+    try:
+        return EU868_DATA_RATES.index(name.upper())
+    except ValueError:
+        raise InvalidValue(f"{name!r} is not an EU868 LoRa data rate ({', '.join(EU868_DATA_RATES)})",
+                           field="data_rate") from None

@@ -57,13 +57,14 @@ class EndDevice:
     rx1_delay: int = 1
 
     def uplink(self, fport: int, payload: bytes, *, confirmed: bool = False, ack: bool = False,
-               fcnt: int | None = None, mic_key: bytes | None = None) -> bytes:
-        """A data uplink; ``fcnt`` defaults to the next counter (which is then consumed)."""
+               fcnt: int | None = None, mic_key: bytes | None = None, f_opts: bytes = b"") -> bytes:
+        """A data uplink; ``fcnt`` defaults to the next counter (which is then consumed);
+        ``f_opts``: MAC commands, in the clear."""
         if fcnt is None:
             fcnt, self.fcnt_up = self.fcnt_up, self.fcnt_up + 1
         mhdr = 0x80 if confirmed else 0x40
-        fctrl = 0x20 if ack else 0x00
-        body = (bytes([mhdr]) + le(self.dev_addr, 4) + bytes([fctrl]) + le(fcnt & 0xFFFF, 2)
+        fctrl = (0x20 if ack else 0x00) | len(f_opts)
+        body = (bytes([mhdr]) + le(self.dev_addr, 4) + bytes([fctrl]) + le(fcnt & 0xFFFF, 2) + f_opts
                 + bytes([fport]) + keystream_xor(self.app_s_key, payload, 0, self.dev_addr, fcnt))
         b0 = bytes([0x49, 0, 0, 0, 0, 0]) + le(self.dev_addr, 4) + le(fcnt, 4) + bytes([0, len(body)])
         return body + cmac4(mic_key or self.nwk_s_key, b0 + body)
@@ -104,6 +105,7 @@ class EndDevice:
         data = body[opts_end + 1:]
         key = self.nwk_s_key if fport == 0 else self.app_s_key
         return {"confirmed": mtype == 5, "ack": bool(fctrl & 0x20), "fcnt": fcnt, "fport": fport,
+                "f_opts": body[8:opts_end],
                 "payload": keystream_xor(key, data, 1, dev_addr, fcnt) if data else b""}
 
 

@@ -109,7 +109,7 @@ from iot_platform.infrastructure.protocols.lorawan.store import SqlGateways, Sql
 from iot_platform.infrastructure.access.store import SqlApiKeys, SqlUsers
 from iot_platform.infrastructure.access.tokens import JwtSigner
 from iot_platform.infrastructure.mqtt.broker_security import SERVICE_IDENTITY
-from iot_platform.infrastructure.mqtt.tls import tls_parameters
+from iot_platform.infrastructure.mqtt.tls import ServiceIdentity, tls_parameters
 from iot_platform.infrastructure.pki.authority import CertificateAuthority
 from iot_platform.infrastructure.pki.claims import SqlClaims
 from iot_platform.infrastructure.pki.store import SqlCertificates
@@ -267,6 +267,8 @@ class Platform:
     access: AccessService
     access_keys: SqlApiKeys
     pki: CertificateAuthority
+    broker_tls: MutualTls | None
+    """The embedded broker's mutual-TLS listener, when ``security.mutual_tls_required``."""
     pki_store: SqlCertificates
     certificates: CertificateProvisioning
     claims: ClaimProvisioning
@@ -357,10 +359,11 @@ class Platform:
             self.pki.init()
             log.info("device CA created under %s", Path(self.settings.security.ca_cert_path).parent)
         await self.pki.publish_crl()
-        if _mutual_tls(self.settings)[0] is not None:
-            host = self.settings.mqtt.host
-            self.pki.service_certificate("broker", host, tuple(dict.fromkeys((host, "127.0.0.1", "localhost"))))
-            self.pki.service_certificate("platform", SERVICE_IDENTITY)
+        if self.broker_tls is not None:
+            host, password = self.settings.mqtt.host, self.broker_tls.key_password.encode()
+            self.pki.service_certificate("broker", host, password,
+                                         tuple(dict.fromkeys((host, "127.0.0.1", "localhost"))))
+            self.pki.service_certificate("platform", SERVICE_IDENTITY, password)
 
     def _consume(self, roles: Collection[str], front: bool) -> None:
         """One Kafka consumer per sink whose role runs here; the live feed follows every
@@ -482,12 +485,13 @@ def build_platform(settings: Settings) -> Platform:
         read_your_writes_timeout=settings.api.read_your_writes_timeout_seconds,
         on_change=directory.forget,
     )
-    commands = _commands(settings, engine, store, runner)
+    security = settings.security
+    box = SecretBox.from_config(security.encryption_key.get_secret_value(), security.encryption_key_file)
+    broker_tls, identity = _mutual_tls(settings, box.derive(b"iot-platform service keys").hex())
+    commands = _commands(settings, engine, store, runner, identity)
     feed = LiveFeed(settings.analytics.stream_buffer)
     alerting = _alerting(settings, engine, store, runner, directory, feed, commands.publisher)
     rate = InProcessIngestionRate()
-    security = settings.security
-    box = SecretBox.from_config(security.encryption_key.get_secret_value(), security.encryption_key_file)
     sessions, gateways = SqlLoRaWANDevices(engine, box), SqlGateways(engine)
     lw = settings.lorawan
     chirpstack = ChirpStackUplinks(sessions, lw.chirpstack_topic) if lw.chirpstack_uplinks else None
@@ -499,7 +503,8 @@ def build_platform(settings: Settings) -> Platform:
         security.ca_cert_path, security.ca_key_path,
         (lambda: passphrase.encode()) if passphrase else (lambda: box.derive(b"iot-platform ca keys").hex().encode()),
         security.ca_key_type, security.device_cert_validity_days, security.crl_path, issued)
-    telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands, chirpstack, oscore)
+    telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands, chirpstack, oscore,
+                           broker_tls, identity)
     listener = None
     if lw.enabled:
         server = NetworkServer(sessions, devices, telemetry.ingest, lw,
@@ -560,6 +565,7 @@ def build_platform(settings: Settings) -> Platform:
                              lambda: datetime.now(UTC), security.token_ttl_seconds),
         access_keys=access_keys,
         pki=pki,
+        broker_tls=broker_tls,
         pki_store=issued,
         certificates=certificates,
         claims=ClaimProvisioning(claim_store, devices, certificates, registered, lambda: datetime.now(UTC)),
@@ -570,19 +576,22 @@ def build_platform(settings: Settings) -> Platform:
     )
 
 
-def _mutual_tls(settings: Settings) -> tuple[MutualTls | None, tuple[str, str, str] | None]:
+def _mutual_tls(settings: Settings, key_password: str) -> tuple[MutualTls | None, ServiceIdentity | None]:
     """With ``security.mutual_tls_required`` and the embedded broker: its listener's files, and
-    the platform's own client identity (both certificates made at start from the device CA)."""
+    the platform's own client identity (both certificates made at start from the device CA,
+    their keys encrypted under ``key_password``, derived from the encryption key)."""
     if not (settings.security.mutual_tls_required and settings.mqtt.embedded_broker):
         return None, None
     pki = Path(settings.security.ca_cert_path).parent
     chain = str(pki / "chain.pem")
-    return (MutualTls(chain, str(pki / "broker.crt"), str(pki / "broker.key"), settings.security.crl_path),
-            (chain, str(pki / "platform.crt"), str(pki / "platform.key")))
+    return (MutualTls(chain, str(pki / "broker.crt"), str(pki / "broker.key"), key_password,
+                      settings.security.crl_path),
+            ServiceIdentity(chain, str(pki / "platform.crt"), str(pki / "platform.key"), key_password))
 
 
 def _commands(
-    settings: Settings, engine: AsyncEngine, store: SqlAlchemyEventStore, runner: ProjectionRunner
+    settings: Settings, engine: AsyncEngine, store: SqlAlchemyEventStore, runner: ProjectionRunner,
+    identity: ServiceIdentity | None,
 ) -> Commands:
     s, mqtt = settings.commands, settings.mqtt
     clock = SystemClock()
@@ -609,7 +618,7 @@ def _commands(
             password=mqtt.password.get_secret_value() or None,
             keep_alive=mqtt.keep_alive,
             timeout=s.publish_timeout_seconds,
-            tls=tls_parameters(mqtt, _mutual_tls(settings)[1]),
+            tls=tls_parameters(mqtt, identity),
             reconnect_initial=mqtt.reconnect_initial_seconds,
             reconnect_max=mqtt.reconnect_max_seconds,
         )
@@ -716,6 +725,8 @@ def _telemetry(
     commands: Commands,
     foreign: ChirpStackUplinks | None,
     oscore: OscoreContexts,
+    broker_tls: MutualTls | None,
+    identity: ServiceIdentity | None,
 ) -> Telemetry:
     ts, limits, streaming = settings.timeseries, settings.telemetry, settings.streaming
     store = timeseries_store(settings)
@@ -758,7 +769,7 @@ def _telemetry(
     mqtt_settings = settings.mqtt
     broker = None
     if mqtt_settings.embedded_broker:
-        broker = EmbeddedBroker(mqtt_settings.host, mqtt_settings.port, mutual_tls=_mutual_tls(settings)[0])
+        broker = EmbeddedBroker(mqtt_settings.host, mqtt_settings.port, mutual_tls=broker_tls)
     mqtt = None
     if mqtt_settings.enabled:
         mqtt = MqttIngestion(
@@ -768,7 +779,7 @@ def _telemetry(
             metrics,
             on_ack=_AckRecorder(commands.handler, metrics),
             foreign=foreign,
-            tls=tls_parameters(mqtt_settings, _mutual_tls(settings)[1]),
+            tls=tls_parameters(mqtt_settings, identity),
         )
     telemetry = Telemetry(
         store=store,

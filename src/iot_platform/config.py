@@ -97,6 +97,8 @@ class MqttSettings(Section):
     tls_cert_file: str = ""
     """The platform's own service certificate (mutual TLS); its CN is its MQTT username."""
     tls_key_file: str = ""
+    tls_key_password: SecretStr = SecretStr("")
+    """The passphrase of an encrypted ``tls_key_file`` (never logged)."""
     identity_property: str = ""
     """The MQTT 5 user property in which the broker stamps each message with its publisher's
     authenticated identity (tools/mosquitto/identity_plugin.c: ``iot-identity``). Set, a

@@ -4,8 +4,8 @@ frames built by the tests' own end device (tests/lorawan_sim.py), results read o
 Given registered gateways and devices, uplinks are stored once however many gateways heard
 them; replays, bad MICs, wrong keys and counters that went back are refused and counted; an
 OTAA device joins and then reports; a command goes out in the receive window after an uplink
-and is delivered by the device's ACK, or in RX2 when the gateway cannot send in RX1; and
-ChirpStack's MQTT uplinks (mosquitto_pub) land too.
+and is delivered by the device's ACK, or in RX2 when the gateway cannot send in RX1; a link
+check is answered; and ChirpStack's MQTT uplinks (mosquitto_pub) land too.
 """
 
 from __future__ import annotations
@@ -32,6 +32,15 @@ APP = "ec925802ae430ca77fd3dd73cb2cc588"
 APP_KEY = "2b7e151628aed2a6abf7158809cf4f3c"
 GW_A, GW_B = "aa555a0000000000", "aa555a0000000001"
 TWO_TEMPERATURES = bytes.fromhex("03670110056700FF")  # Cayenne LPP: 27.2 on 3, 25.5 on 5
+RX1_DELAY = 3
+"""Seconds; longer than the 1 s default so that a loaded test machine never misses RX1, which
+sends a downlink to RX2 instead (one test makes it so on purpose)."""
+
+
+@pytest.fixture
+def platform(tmp_path: Path, e2e_database_url: str) -> Iterator[RunningPlatform]:
+    with running_platform(tmp_path, e2e_database_url, IOT_LORAWAN__RX1_DELAY_SECONDS=str(RX1_DELAY)) as running:
+        yield running
 
 
 def abp(api: httpx.Client, device_id: str, dev_addr: int, codec: str = "cayenne_lpp",
@@ -43,6 +52,12 @@ def abp(api: httpx.Client, device_id: str, dev_addr: int, codec: str = "cayenne_
     assert response.status_code == 201, response.text
     return EndDevice(dev_eui=dev_addr, dev_addr=dev_addr, nwk_s_key=bytes.fromhex(NWK),
                      app_s_key=bytes.fromhex(APP))
+
+
+def issue(api: httpx.Client, device_id: str, command: str, parameters: dict[str, Any]) -> str:
+    issued = api.post(f"/devices/{device_id}/commands", json={"command": command, "parameters": parameters})
+    assert issued.status_code in (201, 202), issued.text
+    return str(issued.json()["command_id"])
 
 
 def add_gateway(api: httpx.Client, eui: str) -> None:
@@ -149,6 +164,7 @@ def test_an_otaa_device_joins_then_reports_and_a_replayed_join_is_refused(
     assert txpk is not None, "no join accept"
     assert txpk["tmst"] == a.tmst + 5_000_000 and txpk["freq"] == 868.1 and txpk["ipol"] is True
     device.accept(txpk["phy"])
+    assert device.rx1_delay == RX1_DELAY and device.rx2_dr == 0  # told by the join accept
     assert a.push(device.uplink(1, TWO_TEMPERATURES))
     [reading] = eventually(lambda: readings(api, "lw-otaa"), lambda r: len(r) == 1)
     assert reading["metrics"]["temperature_3"] == 27.2
@@ -168,14 +184,11 @@ def test_a_command_goes_out_after_the_next_uplink_and_the_ack_bit_delivers_it(
     device = abp(api, "lw-1", 0x26011BDA)
     a, _ = gateways
     assert a.pull()
-    issued = api.post("/devices/lw-1/commands", json={
-        "command": "set_interval", "parameters": {"payload_hex": "0a3c", "fport": 10}})
-    assert issued.status_code in (201, 202), issued.text
-    command_id = issued.json()["command_id"]
+    command_id = issue(api, "lw-1", "set_interval", {"payload_hex": "0a3c", "fport": 10})
     assert a.push(device.uplink(1, TWO_TEMPERATURES))
     txpk = a.downlink()
     assert txpk is not None, "no downlink"
-    assert txpk["tmst"] == a.tmst + 1_000_000
+    assert txpk["tmst"] == a.tmst + RX1_DELAY * 1_000_000
     down = device.read_downlink(txpk["phy"])
     assert (down["confirmed"], down["fport"], down["payload"], down["fcnt"]) == (True, 10, b"\x0a\x3c", 0)
     status = lambda: api.get(f"/devices/lw-1/commands/{command_id}").json()["status"]  # noqa: E731
@@ -196,21 +209,34 @@ def test_a_downlink_the_gateway_cannot_send_in_rx1_goes_out_in_rx2_and_is_delive
     device = abp(api, "lw-rx2", 0x26011BDB)
     a, _ = gateways
     assert a.pull()
-    issued = api.post("/devices/lw-rx2/commands", json={
-        "command": "reboot", "parameters": {"payload_hex": "01", "confirmed": False}})
-    assert issued.status_code in (201, 202), issued.text
-    command_id = issued.json()["command_id"]
+    command_id = issue(api, "lw-rx2", "reboot", {"payload_hex": "01", "confirmed": False})
     assert a.push(device.uplink(1, TWO_TEMPERATURES))
     rx1 = a.downlink(error="TOO_LATE")
-    assert rx1 is not None and (rx1["tmst"], rx1["freq"]) == (a.tmst + 1_000_000, 868.1)
+    assert rx1 is not None and (rx1["tmst"], rx1["freq"]) == (a.tmst + RX1_DELAY * 1_000_000, 868.1)
     rx2 = a.downlink()
     assert rx2 is not None, "no RX2 after the gateway refused RX1"
-    assert (rx2["tmst"], rx2["freq"], rx2["datr"], rx2["phy"]) == (a.tmst + 2_000_000, 869.525, "SF12BW125", rx1["phy"])
+    assert (rx2["tmst"], rx2["freq"], rx2["datr"], rx2["phy"]) == (a.tmst + (RX1_DELAY + 1) * 1_000_000, 869.525,
+                                                                "SF12BW125", rx1["phy"])
     down = device.read_downlink(rx2["phy"])
     assert (down["confirmed"], down["payload"]) == (False, b"\x01")
     eventually(lambda: api.get(f"/devices/lw-rx2/commands/{command_id}").json()["status"],
                lambda s: s == "delivered")
     assert frame_count(platform, "downlink_rx2") == 1
+
+
+def test_a_link_check_request_is_answered_with_the_margin_and_the_gateway_count(
+    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+) -> None:
+    device = abp(api, "lw-link", 0x26011BDC)
+    a, b = gateways
+    assert a.pull()
+    frame = device.uplink(1, TWO_TEMPERATURES, f_opts=b"\x02")  # LinkCheckReq
+    assert a.push(frame, snr=7.5) and b.push(frame, snr=-3.0)
+    txpk = a.downlink()
+    assert txpk is not None, "no LinkCheckAns"
+    # SF7's demodulation floor is -7.5 dB: 7.5 dB of SNR is a margin of 15; two gateways heard it.
+    assert device.read_downlink(txpk["phy"])["f_opts"] == bytes([0x02, 15, 2])
+    eventually(lambda: readings(api, "lw-link"), lambda r: len(r) == 1)
 
 
 def test_the_raw_codec_stores_hex_and_keys_are_sealed_at_rest(

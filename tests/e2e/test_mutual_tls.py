@@ -28,7 +28,15 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 
+KEY_PASSWORD = "service-key-passphrase-e2e"
+
+
 def tls_env(tmp_path: Path, pki: Path, mqtts_url: str) -> dict[str, str]:
+    """The platform's service key is an encrypted copy of the harness's (``openssl pkey``), as
+    an operator keeps it at rest; ``mqtt.tls_key_password`` opens it."""
+    encrypted = tmp_path / "platform-encrypted.key"
+    subprocess.run(["openssl", "pkey", "-in", str(pki / "platform.key"), "-aes256", "-passout",
+                    f"pass:{KEY_PASSWORD}", "-out", str(encrypted)], check=True, timeout=30)
     return {
         "IOT_SECURITY__CERTIFICATE_AUTHORITY": "imported",
         "IOT_SECURITY__CA_CERT_PATH": str(tmp_path / "pki" / "ca.crt"),
@@ -39,7 +47,8 @@ def tls_env(tmp_path: Path, pki: Path, mqtts_url: str) -> dict[str, str]:
         "IOT_MQTT__CLIENT_ID": f"tls-{uuid4().hex[:8]}",
         "IOT_MQTT__TLS_CA_FILE": str(pki / "chain.pem"),
         "IOT_MQTT__TLS_CERT_FILE": str(pki / "platform.crt"),
-        "IOT_MQTT__TLS_KEY_FILE": str(pki / "platform.key"),
+        "IOT_MQTT__TLS_KEY_FILE": str(encrypted),
+        "IOT_MQTT__TLS_KEY_PASSWORD": KEY_PASSWORD,
         "IOT_MQTT__IDENTITY_PROPERTY": "iot-identity",  # stamped by the harness's broker plugin
     }
 
@@ -96,6 +105,7 @@ def test_devices_with_certificates_publish_only_to_their_own_topics_until_revoke
         assert [r["metrics"]["temperature"] for r in got] == [21.5]  # the marker alone
         anonymous = publish(pki, port, f"devices/{mine}/telemetry", None)
         assert anonymous.returncode != 0
+        assert KEY_PASSWORD not in (platform.workdir / "platform.log").read_text()
         serial = api.get(f"/devices/{mine}/certificates").json()["items"][0]["serial"]
         assert api.post(f"/devices/{mine}/certificates/{serial}/revoke", json={"reason": "key_compromise"}).status_code == 204
         subprocess.run(["bash", str(REPO / "tools" / "services.sh"), "reload", "mosquitto"], check=True,
@@ -154,3 +164,5 @@ def test_the_embedded_broker_enforces_the_same_rules_with_mutual_tls_required(tm
         assert api.post(f"/devices/e-1/certificates/{serial}/revoke", json={}).status_code == 204
         assert publish(tmp_path, platform.mqtt_port, "devices/e-1/telemetry", device, "311").returncode != 0
         assert len(readings(api, "e-1")) == 1
+    for name in ("broker", "platform"):  # the broker's and the platform's own keys, at rest
+        assert (tmp_path / "data" / "pki" / f"{name}.key").read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY")

@@ -61,6 +61,7 @@ def test_the_iot_prefixed_name_beats_the_conventional_one(monkeypatch: pytest.Mo
         ("nonsense:\n  a: 1\n", "nonsense"),
         ("security:\n  encryption_key: short\n", "security.encryption_key"),
         ("lorawan:\n  net_id: xyz\n", "lorawan.net_id"),
+        ("lorawan:\n  rx2_data_rate: SF13BW125\n", "lorawan.rx2_data_rate"),
         ("mqtt:\n  broker_url: mqtts://h:8883\n", "mqtt.broker_url"),
     ],
 )

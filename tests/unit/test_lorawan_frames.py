@@ -52,7 +52,24 @@ def test_a_downlink_built_by_the_platform_is_read_by_the_device() -> None:
     device = EndDevice(dev_eui=1, dev_addr=0x26011BDA, nwk_s_key=NWK, app_s_key=APP)
     down = phy.data_down(NWK, APP, "26011bda", 3, confirmed=True, ack=True, f_port=10, payload=b"\x01\x02")
     assert device.read_downlink(down) == {"confirmed": True, "ack": True, "fcnt": 3, "fport": 10,
-                                          "payload": b"\x01\x02"}
+                                          "f_opts": b"", "payload": b"\x01\x02"}
+
+
+def test_mac_answers_ride_in_the_downlink_fopts_in_the_clear() -> None:
+    device = EndDevice(dev_eui=1, dev_addr=0x26011BDA, nwk_s_key=NWK, app_s_key=APP)
+    down = phy.data_down(NWK, APP, "26011bda", 4, f_opts=phy.link_check_answer(300, 3), f_port=2, payload=b"\x07")
+    read = device.read_downlink(down)
+    assert (read["f_opts"], read["fport"], read["payload"]) == (bytes([0x02, 254, 3]), 2, b"\x07")
+    with pytest.raises(ValueError):
+        phy.data_down(NWK, APP, "26011bda", 4, f_opts=bytes(16))
+
+
+def test_uplink_mac_commands_are_read_by_their_known_sizes() -> None:
+    commands, complete = phy.mac_commands(bytes([0x02, 0x06, 0xFE, 0x14, 0x03, 0x07, 0x0D]))
+    assert [(c.cid, c.payload) for c in commands] == [(2, b""), (6, b"\xfe\x14"), (3, b"\x07"), (0x0D, b"")]
+    assert complete
+    assert phy.mac_commands(bytes([0x02, 0x80, 0x02])) == ([phy.MacCommand(2, b"")], False)  # 0x80: proprietary
+    assert phy.mac_commands(bytes([0x06, 0xFE]))[1] is False  # cut short
 
 
 @pytest.mark.parametrize("frame", [b"", b"\x40\x01\x02", bytes([0x41]) + bytes(12), bytes([0xE0]) + bytes(12),

@@ -196,12 +196,31 @@ async def test_an_otaa_join_records_device_joined_and_sends_an_accept_the_device
     assert outcomes == ["downlink_rx1", "join_accepted", "accepted", "join_nonce_replay"] and len(radio.sent) == 1
 
 
-async def test_mac_commands_on_port_0_make_no_reading() -> None:
-    ns, ingest, outcomes, _ = server(Sessions(abp_session()))
+async def test_mac_commands_on_port_0_make_no_reading_and_a_link_check_is_answered() -> None:
+    ns, ingest, outcomes, radio = server(Sessions(abp_session()))
     device = abp_device()
     device.app_s_key = NWK  # FPort 0 is encrypted with the NwkSKey
-    await ns.handle(device.uplink(0, b"\x02"), [rx()])
-    assert ingest.candidates == [] and outcomes == ["accepted", "mac_commands"]
+    await ns.handle(device.uplink(0, b"\x02"), [rx(snr=4.0), rx("aa555a0000000001", snr=-1.0)])
+    assert ingest.candidates == [] and outcomes[:2] == ["accepted", "mac_commands"]
+    [(_, tx)] = radio.sent
+    # LinkCheckAns: 4 dB above SF7's -7.5 dB floor is a margin of 12 (rounded), two gateways.
+    assert device.read_downlink(base64.b64decode(tx["data"]))["f_opts"] == bytes([0x02, 12, 2])
+
+
+async def test_a_link_check_in_fopts_beside_a_reading_is_answered_in_the_downlink_fopts() -> None:
+    ns, ingest, outcomes, radio = server(Sessions(abp_session()))
+    device = abp_device()
+    await ns.handle(device.uplink(1, CAYENNE, f_opts=bytes([0x06, 0xFE, 0x14, 0x02])), [rx(snr=-20.0)])
+    assert ingest.candidates[0].metrics["temperature_3"] == 27.2
+    [(_, tx)] = radio.sent
+    down = device.read_downlink(base64.b64decode(tx["data"]))
+    assert (down["f_opts"], down["fport"], down["ack"]) == (bytes([0x02, 0, 1]), None, False)
+
+
+async def test_mac_commands_without_a_link_check_send_nothing_and_unknown_ones_are_counted() -> None:
+    ns, _, outcomes, radio = server(Sessions(abp_session()))
+    await ns.handle(abp_device().uplink(1, CAYENNE, f_opts=bytes([0x06, 0xFE, 0x14, 0x80, 0x02])), [rx()])
+    assert radio.sent == [] and outcomes == ["accepted", "mac_commands", "mac_unreadable"]
 
 
 # -- receive windows ----------------------------------------------------------------------

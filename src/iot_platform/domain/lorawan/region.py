@@ -25,3 +25,17 @@ def data_rate_index(name: str) -> int:
     except ValueError:
         raise InvalidValue(f"{name!r} is not an EU868 LoRa data rate ({', '.join(EU868_DATA_RATES)})",
                            field="data_rate") from None
+
+
+_DEMODULATION_FLOOR_DB = {7: -7.5, 8: -10.0, 9: -12.5, 10: -15.0, 11: -17.5, 12: -20.0}
+"""The lowest SNR a LoRa receiver still demodulates at each spreading factor."""
+
+
+def link_margin(snr: float, data_rate: str) -> int:
+    """How many dB an uplink was heard above the floor of its spreading factor (LinkCheckAns);
+    0 for a data rate that is not LoRa SF7-SF12, as a gateway may report anything."""
+    try:
+        floor = _DEMODULATION_FLOOR_DB[int(data_rate.upper().removeprefix("SF").split("BW")[0])]
+    except (KeyError, ValueError):
+        return 0
+    return max(0, round(snr - floor))

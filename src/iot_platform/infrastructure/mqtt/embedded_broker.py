@@ -8,6 +8,7 @@ Mosquitto (or another MQTT 5 broker), which the platform's shared subscriptions 
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,25 @@ class MutualTls:
     ca_file: str
     cert_file: str
     key_file: str
+    key_password: str
+    """The broker's key is encrypted at rest; amqtt cannot be given its passphrase."""
     crl_file: str
+
+
+class _Broker(Broker):  # type: ignore[misc]
+    """amqtt's broker, loading an encrypted server key. amqtt loads the key file itself with no
+    passphrase (OpenSSL would then ask on the terminal), so its context factory is replaced;
+    pyproject pins the amqtt releases this private method is known in."""
+
+    def __init__(self, config: dict[str, Any], key_password: str | None) -> None:
+        super().__init__(config)
+        self._key_password = key_password
+
+    def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=listener.get("cafile"))
+        context.load_cert_chain(listener["certfile"], listener["keyfile"], self._key_password)
+        context.verify_mode = ssl.CERT_OPTIONAL  # the plugins refuse a client without one
+        return context
 
 
 class EmbeddedBroker:
@@ -44,11 +63,12 @@ class EmbeddedBroker:
                 "iot_platform.infrastructure.mqtt.broker_security.DeviceTopics": {},
             }
         self._config: dict[str, Any] = {"listeners": {"default": listener}, "plugins": plugins}
+        self._key_password = mutual_tls.key_password if mutual_tls else None
         self._address = f"{host}:{port}"
         self._broker: Broker | None = None
 
     async def start(self) -> None:
-        self._broker = Broker(self._config)
+        self._broker = _Broker(self._config, self._key_password)
         try:
             await self._broker.start()
         except Exception as exc:  # amqtt wraps the bind error; say what to change instead

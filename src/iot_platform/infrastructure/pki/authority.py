@@ -166,14 +166,17 @@ class CertificateAuthority:
         return self.chain_path.read_text()
 
     # -- the platform's own certificates --------------------------------------------------
-    def service_certificate(self, name: str, common_name: str, server_hosts: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    def service_certificate(self, name: str, common_name: str, key_password: bytes,
+                            server_hosts: tuple[str, ...] = ()) -> tuple[Path, Path]:
         """A certificate for the platform itself (the embedded broker's server side, or its
-        own client identity), made or renewed when missing or within 30 days of expiry. Its
-        key is stored unencrypted (mode 0600): TLS stacks read it at every start."""
+        own client identity), made or renewed when missing, within 30 days of expiry, or when
+        its key does not open with ``key_password`` (kept unencrypted by an older release, or
+        sealed under another encryption key). The key is encrypted at rest (PKCS#8, mode 0600)."""
         cert_path, key_path = self._dir / f"{name}.crt", self._dir / f"{name}.key"
         if cert_path.exists() and key_path.exists():
             current = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            if current.not_valid_after_utc - _now() > dt.timedelta(days=30):
+            if (current.not_valid_after_utc - _now() > dt.timedelta(days=30)
+                    and _opens(key_path.read_bytes(), key_password)):
                 return cert_path, key_path
         ca_cert, ca_key = self._issuer()
         key = _new_key("ec")
@@ -200,7 +203,7 @@ class CertificateAuthority:
         descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "wb") as out:
             out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()))
+                                        serialization.BestAvailableEncryption(key_password)))
         cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         return cert_path, key_path
 
@@ -290,3 +293,12 @@ class CertificateAuthority:
         temporary.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
         temporary.replace(self._crl_path)
         return crl
+
+
+def _opens(key_pem: bytes, password: bytes) -> bool:
+    """An encrypted key that ``password`` opens (an unencrypted one does not count)."""
+    try:
+        serialization.load_pem_private_key(key_pem, password)
+    except (TypeError, ValueError):  # TypeError: not encrypted; ValueError: another password
+        return False
+    return True

@@ -7,7 +7,8 @@ counters that went back are refused); its FRMPayload is then decrypted, decoded 
 codec and ingested with the radio metadata. Join requests of OTAA devices are verified under
 the AppKey, a used DevNonce is refused, and the join accept goes out through the best gateway.
 After an uplink, the device's oldest pending command goes out in its receive window (class A);
-confirmed downlinks are delivered when the device's next uplink carries the ACK bit.
+confirmed downlinks are delivered when the device's next uplink carries the ACK bit. A
+LinkCheckReq (in FOpts or on FPort 0) is answered in the next downlink's FOpts.
 
 Every downlink is aimed at RX1 and falls back to RX2 (a second later, on ``rx2_frequency_hz`` at
 ``rx2_data_rate``) when RX1 is already past by the time it is ready, or when the gateway's
@@ -40,7 +41,7 @@ from iot_platform.domain.aggregate import EventContext
 from iot_platform.domain.commands import CommandStatus
 from iot_platform.domain.errors import DomainError
 from iot_platform.domain.lorawan import Activation, CounterVerdict, counter_candidates
-from iot_platform.domain.lorawan.region import data_rate_index
+from iot_platform.domain.lorawan.region import data_rate_index, link_margin
 from iot_platform.infrastructure.protocols.lorawan import phy
 from iot_platform.infrastructure.protocols.lorawan.codecs import UndecodablePayload, codec
 from iot_platform.infrastructure.protocols.lorawan.gwmp import GatewayServer, RxInfo, txpk
@@ -227,16 +228,29 @@ class NetworkServer:
         self._count("accepted")
         if frame.ack:
             await self._acknowledged(session.device_id)
-        if frame.f_port == 0:
-            # MAC commands only, encrypted with the NwkSKey; they are read but not acted on
-            # (no ADR or link checks yet), and make no reading.
+        mac = frame.f_opts
+        if frame.f_port == 0:  # MAC commands only, encrypted with the NwkSKey: no reading
             assert session.nwk_s_key is not None
-            commands = phy.crypt_payload(session.nwk_s_key, frame.frm_payload, True, frame.dev_addr, f_cnt)
-            log.debug("MAC commands from %s: %s", session.device_id, commands.hex())
-            self._count("mac_commands")
+            mac = phy.crypt_payload(session.nwk_s_key, frame.frm_payload, True, frame.dev_addr, f_cnt)
         elif frame.f_port is not None:
             await self._ingest.ingest([self._candidate(session, frame, f_cnt, receptions)], "lorawan")
-        await self._downlink(session, frame, receptions)
+        answers = self._answer_mac(session.device_id, mac, receptions) if mac else b""
+        await self._downlink(session, frame, receptions, answers)
+
+    def _answer_mac(self, device_id: str, data: bytes, receptions: list[RxInfo]) -> bytes:
+        """The answers to an uplink's MAC commands, for the next downlink's FOpts. A
+        LinkCheckReq is answered; the others are read and counted but not acted on (no ADR)."""
+        commands, complete = phy.mac_commands(data)
+        self._count("mac_commands")
+        if not complete:
+            log.info("MAC commands from %s not all readable: %s", device_id, data.hex())
+            self._count("mac_unreadable")
+        answers = b""
+        for command in commands:
+            if command.cid == phy.LINK_CHECK:
+                best = max(receptions, key=lambda r: (r.snr, r.rssi))
+                answers += phy.link_check_answer(link_margin(best.snr, best.data_rate), len(receptions))
+        return answers[:15]  # what FOpts can hold; a device asks once per uplink anyway
 
     @staticmethod
     def _match(
@@ -317,7 +331,7 @@ class NetworkServer:
 
     # -- downlinks ------------------------------------------------------------------------
     async def _downlink(
-        self, session: LoRaWANSession, frame: phy.DataFrame, receptions: list[RxInfo]
+        self, session: LoRaWANSession, frame: phy.DataFrame, receptions: list[RxInfo], mac_answers: bytes
     ) -> None:
         message = None
         if self._commands is not None:
@@ -330,7 +344,7 @@ class NetworkServer:
                 await self._finish(session.device_id, message.command_id, CommandStatus.FAILED,
                                    {"error": f"not a LoRaWAN command: {exc}"})
                 message = None
-        if message is None and not frame.confirmed:
+        if message is None and not frame.confirmed and not mac_answers:
             return
         assert session.nwk_s_key is not None and session.app_s_key is not None
         assert session.dev_addr is not None
@@ -340,7 +354,7 @@ class NetworkServer:
             session.nwk_s_key, session.app_s_key, session.dev_addr, f_cnt,
             confirmed=confirmed, ack=frame.confirmed,
             f_port=downlink.f_port if downlink else None,
-            payload=downlink.payload if downlink else b"",
+            payload=downlink.payload if downlink else b"", f_opts=mac_answers,
         )
         unconfirmed = (session.device_id, message.command_id) if message and not confirmed else None
         if not self._transmit(down, receptions, self._settings.rx1_delay_seconds, unconfirmed):

@@ -178,15 +178,53 @@ def join_accept(
 
 def data_down(
     nwk_s_key: bytes, app_s_key: bytes, dev_addr: str, f_cnt: int, *, confirmed: bool = False,
-    ack: bool = False, f_port: int | None = None, payload: bytes = b"",
+    ack: bool = False, f_port: int | None = None, payload: bytes = b"", f_opts: bytes = b"",
 ) -> bytes:
-    """A downlink data frame to a device (class A receive window)."""
+    """A downlink data frame to a device (class A receive window); ``f_opts``: MAC commands,
+    in the clear as LoRaWAN 1.0 sends them."""
     if payload and f_port is None:
         raise ValueError("a payload needs an FPort")
+    if len(f_opts) > 15 or (f_opts and f_port == 0):
+        raise ValueError("FOpts hold at most 15 bytes, and none beside FPort 0")
     mtype = MType.CONFIRMED_DOWN if confirmed else MType.UNCONFIRMED_DOWN
-    fctrl = 0x20 if ack else 0
-    signed = bytes([mtype << 5]) + _wire(dev_addr) + struct.pack("<BH", fctrl, f_cnt & 0xFFFF)
+    fctrl = (0x20 if ack else 0) | len(f_opts)
+    signed = bytes([mtype << 5]) + _wire(dev_addr) + struct.pack("<BH", fctrl, f_cnt & 0xFFFF) + f_opts
     if f_port is not None:
         key = nwk_s_key if f_port == 0 else app_s_key
         signed += bytes([f_port]) + crypt_payload(key, payload, False, dev_addr, f_cnt)
     return signed + data_mic(nwk_s_key, signed, False, dev_addr, f_cnt)
+
+
+# -- MAC commands ---------------------------------------------------------------------------
+
+LINK_CHECK = 0x02
+_UPLINK_MAC_SIZES = {0x02: 0, 0x03: 1, 0x04: 0, 0x05: 1, 0x06: 2, 0x07: 1, 0x08: 0, 0x09: 0, 0x0A: 1, 0x0D: 0}
+"""CID -> payload bytes of each MAC command a 1.0.x device sends (LinkCheckReq, LinkADRAns,
+DutyCycleAns, RXParamSetupAns, DevStatusAns, NewChannelAns, RXTimingSetupAns, TxParamSetupAns,
+DlChannelAns, DeviceTimeReq)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MacCommand:
+    cid: int
+    payload: bytes
+
+
+def mac_commands(data: bytes) -> tuple[list[MacCommand], bool]:
+    """The MAC commands in FOpts (or a decrypted FPort 0 payload), and whether all of it could
+    be read: an unknown CID has no known length, so reading stops there."""
+    found: list[MacCommand] = []
+    at = 0
+    while at < len(data):
+        size = _UPLINK_MAC_SIZES.get(data[at])
+        if size is None or at + 1 + size > len(data):
+            return found, False
+        found.append(MacCommand(data[at], data[at + 1:at + 1 + size]))
+        at += 1 + size
+    return found, True
+
+
+def link_check_answer(margin_db: int, gateways: int) -> bytes:
+    """LinkCheckAns: the link margin above the demodulation floor (dB, 0-254) and how many
+    gateways heard the request."""
+    return bytes([LINK_CHECK, max(0, min(254, margin_db)), max(0, min(255, gateways))])

@@ -106,7 +106,10 @@ def abp_session(f_cnt_up: int | None = None) -> LoRaWANSession:
                           RootKeys(nwk_s_key=NWK, app_s_key=APP), f_cnt_up, 0)
 
 
-def rx(gateway: str = "aa555a0000000000", rssi: float = -60, snr: float = 7.0, ago: float | None = None) -> RxInfo:
+GW = "aa555a0000000000"
+
+
+def rx(gateway: str = GW, rssi: float = -60, snr: float = 7.0, ago: float | None = None) -> RxInfo:
     """A reception; ``ago``: how many seconds before now the gateway's PUSH_DATA came."""
     heard_at = 0.0 if ago is None else time.monotonic() - ago
     return RxInfo(gateway, 1_000_000, 868_100_000, "SF7BW125", "4/5", rssi, snr, heard_at=heard_at)
@@ -232,27 +235,27 @@ async def test_a_downlink_the_gateway_could_not_send_in_rx1_goes_out_again_in_rx
     await ns.handle(device.uplink(1, CAYENNE, confirmed=True), [rx(ago=0.2)])
     [(_, rx1)] = radio.sent
     assert (rx1["tmst"], rx1["freq"], rx1["datr"]) == (2_000_000, 868.1, "SF7BW125")
-    await ns.transmitted(b"\x00\x01", "TOO_LATE")
+    await ns.transmitted(GW, b"\x00\x01", "TOO_LATE")
     [_, (gateway, rx2)] = radio.sent
     assert gateway == "aa555a0000000000"
     assert (rx2["tmst"], rx2["freq"], rx2["datr"], rx2["data"]) == (3_000_000, 869.525, "SF12BW125", rx1["data"])
     assert device.read_downlink(base64.b64decode(rx2["data"]))["ack"] is True
-    await ns.transmitted(b"\x00\x02", "NONE")
+    await ns.transmitted(GW, b"\x00\x02", "NONE")
     assert outcomes == ["accepted", "downlink_rx1", "downlink_sent", "downlink_rx2"]
 
 
 async def test_an_rx2_the_gateway_also_refuses_is_given_up() -> None:
     ns, _, outcomes, radio = server(Sessions(abp_session()))
     await ns.handle(abp_device().uplink(1, CAYENNE, confirmed=True), [rx()])
-    await ns.transmitted(b"\x00\x01", "COLLISION_PACKET")
-    await ns.transmitted(b"\x00\x02", "TOO_LATE")
+    await ns.transmitted(GW, b"\x00\x01", "COLLISION_PACKET")
+    await ns.transmitted(GW, b"\x00\x02", "TOO_LATE")
     assert len(radio.sent) == 2 and outcomes[-1] == "downlink_tx_failed"
 
 
 async def test_an_error_rx2_would_meet_too_is_not_retried() -> None:
     ns, _, outcomes, radio = server(Sessions(abp_session()))
     await ns.handle(abp_device().uplink(1, CAYENNE, confirmed=True), [rx()])
-    await ns.transmitted(b"\x00\x01", "TX_POWER")
+    await ns.transmitted(GW, b"\x00\x01", "TX_POWER")
     assert len(radio.sent) == 1 and outcomes[-1] == "downlink_tx_failed"
 
 
@@ -261,7 +264,7 @@ async def test_a_downlink_ready_after_rx1_opened_goes_straight_to_rx2() -> None:
     await ns.handle(abp_device().uplink(1, CAYENNE, confirmed=True), [rx(ago=0.95)])
     [(_, tx)] = radio.sent
     assert (tx["tmst"], tx["freq"]) == (3_000_000, 869.525)
-    await ns.transmitted(b"\x00\x01", "TOO_LATE")  # nothing left to fall back on
+    await ns.transmitted(GW, b"\x00\x01", "TOO_LATE")  # nothing left to fall back on
     assert len(radio.sent) == 1 and outcomes[-2:] == ["downlink_sent", "downlink_tx_failed"]
 
 
@@ -285,8 +288,17 @@ async def test_the_join_accept_names_the_configured_rx2_data_rate_and_falls_back
     ns.gateway = radio  # type: ignore[assignment]
     device = EndDevice(dev_eui=0x0004A30B001C0530, join_eui=0x70B3D57ED0000001, app_key=APP_KEY)
     await ns.handle(device.join_request(dev_nonce=1), [rx(ago=0.2)])
-    await ns.transmitted(b"\x00\x01", "TOO_EARLY")
+    await ns.transmitted(GW, b"\x00\x01", "TOO_EARLY")
     [(_, rx1), (_, rx2)] = radio.sent
     assert (rx2["tmst"] - rx1["tmst"], rx2["freq"], rx2["datr"]) == (1_000_000, 869.525, "SF9BW125")
     device.accept(base64.b64decode(rx2["data"]))
     assert (device.rx2_dr, device.rx1_delay) == (3, 1)
+
+
+async def test_a_tx_ack_is_matched_by_its_gateway_as_well_as_its_token() -> None:
+    ns, _, _, radio = server(Sessions(abp_session()))
+    await ns.handle(abp_device().uplink(1, CAYENNE, confirmed=True), [rx()])
+    await ns.transmitted("aa555a0000000001", b"\x00\x01", "TOO_LATE")  # another gateway's token 1
+    assert len(radio.sent) == 1
+    await ns.transmitted(GW, b"\x00\x01", "TOO_LATE")
+    assert len(radio.sent) == 2

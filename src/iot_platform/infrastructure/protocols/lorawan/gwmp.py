@@ -147,7 +147,8 @@ def txpk(phy: bytes, *, tmst: int, frequency_hz: int, data_rate: str, coding_rat
 
 
 PushHandler = Callable[[RxInfo, bytes], None]
-TxAckHandler = Callable[[bytes, str], Awaitable[None]]
+TxAckHandler = Callable[[str, bytes, str], Awaitable[None]]
+"""(gateway EUI, PULL_RESP token, error) of a TX_ACK."""
 GatewayCheck = Callable[[str], Awaitable[bool]]
 Count = Callable[[str], None]
 
@@ -164,6 +165,7 @@ class GatewayServer(asyncio.DatagramProtocol):
         self._count = count
         self._transport: asyncio.DatagramTransport | None = None
         self._pull_addresses: dict[str, tuple[str, int]] = {}
+        self._token = int.from_bytes(os.urandom(2))
         self._tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -204,7 +206,7 @@ class GatewayServer(asyncio.DatagramProtocol):
             else:
                 error = ((packet.body or {}).get("txpk_ack") or {}).get("error", "NONE")
                 self._count("tx_ack")
-                await self._on_tx_ack(packet.token, str(error))
+                await self._on_tx_ack(packet.gateway_eui, packet.token, str(error))
         except Exception:  # one gateway's packet must never stop the server
             log.exception("GWMP packet from %s failed", packet.gateway_eui)
 
@@ -214,7 +216,10 @@ class GatewayServer(asyncio.DatagramProtocol):
         addr = self._pull_addresses.get(gateway_eui)
         if addr is None or self._transport is None:
             return None
-        token = os.urandom(2)
+        # Counted, not random: a TX_ACK is matched by its token, and random ones would collide
+        # among a gateway's PULL_RESPs awaiting theirs long before 65,536 are sent.
+        self._token = (self._token + 1) & 0xFFFF
+        token = self._token.to_bytes(2, "big")
         body = json.dumps({"txpk": tx}, separators=(",", ":")).encode()
         self._transport.sendto(struct.pack("B2sB", VERSION, token, Ident.PULL_RESP) + body, addr)
         return token

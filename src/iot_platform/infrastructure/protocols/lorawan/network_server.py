@@ -125,8 +125,9 @@ class NetworkServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._awaiting_ack: dict[str, str] = {}
         """device id -> the confirmed command sent to it, delivered by its next ACK."""
-        self._in_flight: dict[bytes, _InFlight] = {}
-        """PULL_RESP token -> what was sent, to retry in RX2 or deliver on its TX_ACK."""
+        self._in_flight: dict[tuple[str, bytes], _InFlight] = {}
+        """(gateway EUI, PULL_RESP token) -> what was sent, to retry in RX2 or deliver on its
+        TX_ACK; oldest first."""
         self._rx2_dr = data_rate_index(settings.rx2_data_rate)
         self.gateway: GatewayServer | None = None
         self._lanes: dict[bytes, tuple[asyncio.Lock, int]] = {}
@@ -400,25 +401,28 @@ class NetworkServer:
         if token is None:
             return False
         now = time.monotonic()
-        for stale in [t for t, f in self._in_flight.items() if now - f.sent_at > _IN_FLIGHT_SECONDS]:
-            del self._in_flight[stale]
-        self._in_flight[token] = _InFlight(gateway_eui, frame, tuple(fallback), command, now)
+        while self._in_flight:
+            oldest = next(iter(self._in_flight))
+            if now - self._in_flight[oldest].sent_at <= _IN_FLIGHT_SECONDS:
+                break
+            del self._in_flight[oldest]
+        self._in_flight[(gateway_eui, token)] = _InFlight(gateway_eui, frame, tuple(fallback), command, now)
         self._count(f"downlink_{window.name}")
         return True
 
-    async def transmitted(self, token: bytes, error: str) -> None:
+    async def transmitted(self, gateway_eui: str, token: bytes, error: str) -> None:
         """A gateway's TX_ACK: an unconfirmed command is delivered once it went on the air; a
         downlink RX1 could not carry is tried again in RX2."""
-        flight = self._in_flight.pop(token, None)
+        flight = self._in_flight.pop((gateway_eui, token), None)
         if error in ("NONE", ""):
             if flight is not None and flight.command is not None:
                 await self._finish(*flight.command, CommandStatus.DELIVERED)
             return
         if (flight is not None and flight.fallback and error in _RX2_WORTH_TRYING
                 and self._send(flight.gateway_eui, flight.frame, flight.fallback, flight.command)):
-            log.info("gateway %s could not send in RX1 (%s); RX2 instead", flight.gateway_eui, error)
+            log.info("gateway %s could not send in RX1 (%s); RX2 instead", gateway_eui, error)
             return
-        log.warning("gateway could not send a downlink: %s", error)
+        log.warning("gateway %s could not send a downlink: %s", gateway_eui, error)
         self._count("downlink_tx_failed")
 
     async def _acknowledged(self, device_id: str) -> None:

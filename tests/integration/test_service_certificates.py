@@ -7,11 +7,14 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker, MutualTls
 from iot_platform.infrastructure.pki.authority import CertificateAuthority
+from tests.e2e.platform_process import free_port
 
 PASSWORD = b"derived-service-key-passphrase"
 
@@ -55,3 +58,19 @@ def test_a_key_left_unencrypted_or_sealed_under_another_passphrase_is_replaced(t
     assert key.public_key() == certificate.public_key()
     ca.service_certificate("platform", "iot-platform", b"another-encryption-key")
     assert serialization.load_pem_private_key(key_path.read_bytes(), b"another-encryption-key")
+
+
+@pytest.mark.asyncio
+async def test_a_broker_key_that_does_not_match_its_certificate_stops_the_broker_naming_both_files(
+    tmp_path: Path,
+) -> None:
+    ca = authority(tmp_path)
+    cert_path, key_path = ca.service_certificate("broker", "127.0.0.1", PASSWORD, ("127.0.0.1",))
+    key_path.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(PASSWORD)))
+    tls = MutualTls(str(ca.chain_path), str(cert_path), str(key_path), PASSWORD.decode(), str(tmp_path / "crl.pem"))
+    assert PASSWORD.decode() not in repr(tls)
+    broker = EmbeddedBroker("127.0.0.1", free_port(), mutual_tls=tls)
+    with pytest.raises(RuntimeError, match="cannot load .*broker.crt and .*broker.key"):
+        await broker.start()

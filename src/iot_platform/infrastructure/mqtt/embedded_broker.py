@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from amqtt.broker import Broker
@@ -25,9 +25,13 @@ class MutualTls:
     ca_file: str
     cert_file: str
     key_file: str
-    key_password: str
-    """The broker's key is encrypted at rest; amqtt cannot be given its passphrase."""
+    key_password: str = field(repr=False)
+    """The passphrase of the broker's key, which is encrypted at rest."""
     crl_file: str
+
+
+class _UnreadableKey(RuntimeError):
+    pass
 
 
 class _Broker(Broker):  # type: ignore[misc]
@@ -40,8 +44,12 @@ class _Broker(Broker):  # type: ignore[misc]
         self._key_password = key_password
 
     def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=listener.get("cafile"))
-        context.load_cert_chain(listener["certfile"], listener["keyfile"], self._key_password)
+        try:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=listener.get("cafile"))
+            context.load_cert_chain(listener["certfile"], listener["keyfile"], self._key_password)
+        except (ssl.SSLError, OSError) as exc:
+            raise _UnreadableKey(f"the embedded MQTT broker cannot load {listener['certfile']} and "
+                                 f"{listener['keyfile']} ({exc}); delete both to have them made again") from None
         context.verify_mode = ssl.CERT_OPTIONAL  # the plugins refuse a client without one
         return context
 
@@ -73,6 +81,8 @@ class EmbeddedBroker:
             await self._broker.start()
         except Exception as exc:  # amqtt wraps the bind error; say what to change instead
             self._broker = None
+            if isinstance(exc.__cause__, _UnreadableKey):
+                raise RuntimeError(str(exc.__cause__)) from None
             raise RuntimeError(
                 f"the embedded MQTT broker cannot listen on {self._address} ({exc}); another "
                 "broker may be running there: set mqtt.broker_url to a free port, or "

@@ -4,7 +4,7 @@ configured CA chain, and the platform presents its own service certificate."""
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiomqtt
 
@@ -19,7 +19,7 @@ class ServiceIdentity:
     ca_file: str
     cert_file: str
     key_file: str
-    key_password: str
+    key_password: str = field(repr=False)
 
 
 def tls_parameters(settings: MqttSettings, service: ServiceIdentity | None = None

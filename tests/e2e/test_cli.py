@@ -67,3 +67,12 @@ def test_devices_survive_a_restart_and_a_rebuild_reproduces_the_registry(
         ).json()
     assert after == before
     assert len(after["items"]) == 12
+
+
+def test_a_service_certificate_needs_a_ca_and_a_choice_about_its_key(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'iot.db'}"
+    undecided = cli(tmp_path, url, "ca", "service-cert", "mosquitto", "--host", "127.0.0.1")
+    assert undecided.returncode == 2 and "--key-password-stdin" in undecided.stderr
+    no_ca = cli(tmp_path, url, "ca", "service-cert", "mosquitto", "--host", "127.0.0.1", "--unencrypted-key")
+    assert no_ca.returncode == 1 and "no device CA" in no_ca.stderr and "ca init" in no_ca.stderr
+    assert not (tmp_path / "mosquitto.key").exists()

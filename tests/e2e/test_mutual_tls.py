@@ -5,13 +5,17 @@ username, confines each device to its own topics (ACL) and enforces the CRL. The
 imports that CA (``iot-platform ca import``), writes its CRL where Mosquitto reads it, and
 subscribes over TLS with its own service certificate. Then, with ``mosquitto_pub``:
 a provisioned device's reading is stored; another device's topic is refused; a revoked
-certificate, or none, fails the TLS handshake.
+certificate, or none, fails the TLS handshake. The embedded broker is held to the same rules,
+and a Mosquitto of the test's own is set up from the platform's CA alone (``ca service-cert``).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -20,7 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import require_service
-from tests.e2e.platform_process import BIN, RunningPlatform, platform_env, running_platform
+from tests.e2e.platform_process import BIN, RunningPlatform, free_port, platform_env, running_platform
 from tests.e2e.test_pki import make_csr
 from tests.e2e.test_telemetry import eventually, readings, register
 
@@ -166,3 +170,64 @@ def test_the_embedded_broker_enforces_the_same_rules_with_mutual_tls_required(tm
         assert len(readings(api, "e-1")) == 1
     for name in ("broker", "platform"):  # the broker's and the platform's own keys, at rest
         assert (tmp_path / "data" / "pki" / f"{name}.key").read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY")
+
+
+def test_an_external_mosquitto_set_up_from_the_platform_s_own_ca(tmp_path: Path, e2e_database_url: str) -> None:
+    """The README's scaled-out shape with no CA of one's own: ``ca init``, ``ca service-cert``
+    for Mosquitto's server side and for the platform's client identity, a Mosquitto configured
+    as the README says, and a device the platform provisioned publishing through it."""
+    port = free_port()
+    base = {"IOT_MQTT__EMBEDDED_BROKER": "false"}
+    ca = lambda *args, stdin=None: subprocess.run(  # noqa: E731
+        [str(BIN / "iot-platform"), "ca", *args], cwd=tmp_path, env=platform_env(e2e_database_url, **base),
+        input=stdin, capture_output=True, text=True, timeout=60)
+    assert ca("init").returncode == 0
+    broker_dir = tmp_path / "broker"
+    made = ca("service-cert", "mosquitto", "--host", "127.0.0.1", "--unencrypted-key", "--out", str(broker_dir))
+    assert made.returncode == 0, made.stderr
+    made = ca("service-cert", "platform", "--cn", "iot-platform", "--key-password-stdin", "--out", str(broker_dir),
+              stdin=f"{KEY_PASSWORD}\n")
+    assert made.returncode == 0, made.stderr
+    assert (broker_dir / "platform.key").read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY")
+    (broker_dir / "acl").write_text("user iot-platform\ntopic readwrite #\n\n"
+                                    "pattern readwrite devices/%u/#\npattern readwrite sensors/%u/#\n")
+    (broker_dir / "mosquitto.conf").write_text("\n".join([
+        f"user {getpass.getuser()}", "persistence false", f"log_dest file {broker_dir / 'mosquitto.log'}",
+        f"acl_file {broker_dir / 'acl'}", f"listener {port} 127.0.0.1", f"cafile {broker_dir / 'chain.pem'}",
+        f"certfile {broker_dir / 'mosquitto.crt'}", f"keyfile {broker_dir / 'mosquitto.key'}",
+        "require_certificate true", "use_identity_as_username true",
+        f"crlfile {tmp_path / 'data' / 'pki' / 'crl.pem'}", ""]))
+    broker = subprocess.Popen(["mosquitto", "-c", str(broker_dir / "mosquitto.conf")])
+    try:
+        _wait_for_listener(port, broker, broker_dir / "mosquitto.log")
+        env = {**base, "IOT_MQTT__BROKER_URL": f"mqtts://127.0.0.1:{port}",
+               "IOT_MQTT__CLIENT_ID": f"own-ca-{uuid4().hex[:8]}",
+               "IOT_MQTT__TLS_CA_FILE": str(broker_dir / "chain.pem"),
+               "IOT_MQTT__TLS_CERT_FILE": str(broker_dir / "platform.crt"),
+               "IOT_MQTT__TLS_KEY_FILE": str(broker_dir / "platform.key"),
+               "IOT_MQTT__TLS_KEY_PASSWORD": KEY_PASSWORD}
+        with running_platform(tmp_path, e2e_database_url, **env) as platform, \
+                httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
+            register(api, "own-1")
+            device = provision(api, tmp_path, "own-1")
+            (tmp_path / "chain.pem").write_text(api.get("/pki/ca").text)  # what a device is given
+            sent = publish(tmp_path, port, "devices/own-1/telemetry", device)
+            assert sent.returncode == 0, sent.stderr
+            eventually(lambda: readings(api, "own-1"), lambda r: len(r) == 1)
+            refused = publish(tmp_path, port, "devices/own-2/telemetry", device)
+            assert "Not authorized" in refused.stdout + refused.stderr
+    finally:
+        broker.terminate()
+        broker.wait(timeout=30)
+
+
+def _wait_for_listener(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    give_up = time.monotonic() + 30
+    while time.monotonic() < give_up:
+        if process.poll() is not None:
+            raise RuntimeError(f"mosquitto exited: {log.read_text() if log.exists() else ''}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("mosquitto did not listen in 30 s")

@@ -178,6 +178,15 @@ class CertificateAuthority:
             if (current.not_valid_after_utc - _now() > dt.timedelta(days=30)
                     and _opens(key_path.read_bytes(), key_password)):
                 return cert_path, key_path
+        return self.issue_service_certificate(self._dir, name, common_name, key_password, server_hosts)
+
+    def issue_service_certificate(self, directory: Path, name: str, common_name: str,
+                                  key_password: bytes | None, server_hosts: tuple[str, ...] = (),
+                                  days: int = 365) -> tuple[Path, Path]:
+        """``name.crt`` and ``name.key`` (mode 0600) in ``directory``, from the issuing CA: a
+        server certificate for ``server_hosts`` (IP addresses or DNS names) if any are given,
+        else a client one. The key is encrypted under ``key_password``; None leaves it in the
+        clear, for a server such as Mosquitto that cannot be given a passphrase."""
         ca_cert, ca_key = self._issuer()
         key = _new_key("ec")
         now = _now()
@@ -186,7 +195,7 @@ class CertificateAuthority:
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(ca_cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=365))
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(
                 [ExtendedKeyUsageOID.SERVER_AUTH if server_hosts else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
@@ -200,10 +209,14 @@ class CertificateAuthority:
                     names.append(x509.DNSName(host))
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         certificate = builder.sign(ca_key, _SIGNATURE_HASH)
+        directory.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(key_password) if key_password else serialization.NoEncryption())
         descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # a file that was there keeps its mode through os.open
         with os.fdopen(descriptor, "wb") as out:
-            out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                        serialization.BestAvailableEncryption(key_password)))
+            out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
         cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         return cert_path, key_path
 

@@ -331,6 +331,41 @@ def ca_import(ctx: click.Context, cert_path: Path, key_path: Path, chain_path: P
     click.echo("device CA imported")
 
 
+@ca.command("service-cert")
+@click.argument("name")
+@click.option("--cn", "common_name", help="The subject's CN (default NAME); a client's CN is its MQTT username.")
+@click.option("--host", "hosts", multiple=True,
+              help="Make a server certificate for this IP address or DNS name (repeatable); none: a client one.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where NAME.crt, NAME.key and chain.pem are written.")
+@click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True)
+@click.option("--key-password-stdin", is_flag=True, help="Encrypt the key with a password read from stdin.")
+@click.option("--unencrypted-key", is_flag=True,
+              help="Leave the key in the clear (mode 0600), for a server that cannot be given a passphrase.")
+@click.pass_context
+def ca_service_cert(ctx: click.Context, name: str, common_name: str | None, hosts: tuple[str, ...], out_dir: Path,
+                    days: int, key_password_stdin: bool, unencrypted_key: bool) -> None:
+    """Issue a certificate from the device CA for a service: an external broker's server side
+    (--host), or the platform's own client identity (--cn iot-platform) on such a broker."""
+    if key_password_stdin == unencrypted_key:
+        raise click.UsageError("choose --key-password-stdin (an encrypted key) or --unencrypted-key")
+    password = sys.stdin.readline().rstrip("\n").encode() if key_password_stdin else None
+    if key_password_stdin and not password:
+        raise click.UsageError("the key password read from stdin is empty")
+    settings = _settings(ctx)
+
+    async def issue(platform: Platform) -> tuple[Path, Path]:
+        if not platform.pki.exists():
+            raise click.ClickException(f"no device CA at {settings.security.ca_cert_path}: run iot-platform ca init "
+                                       "(or start the platform once)")
+        cert, key = platform.pki.issue_service_certificate(out_dir, name, common_name or name, password, hosts, days)
+        (out_dir / "chain.pem").write_text(platform.pki.chain())
+        return cert, key
+
+    cert, key = _with_platform(settings, issue)
+    click.echo(f"{cert}, {key} ({'encrypted' if password else 'unencrypted'}) and {out_dir / 'chain.pem'} written")
+
+
 _ROLE_CHOICE = click.Choice(["admin", "fleet_manager", "firmware_engineer", "viewer", "device"])
 
 

@@ -57,13 +57,14 @@ class EndDevice:
     rx1_delay: int = 1
 
     def uplink(self, fport: int, payload: bytes, *, confirmed: bool = False, ack: bool = False,
-               fcnt: int | None = None, mic_key: bytes | None = None, f_opts: bytes = b"") -> bytes:
+               fcnt: int | None = None, mic_key: bytes | None = None, f_opts: bytes = b"",
+               adr: bool = False, adr_ack_req: bool = False) -> bytes:
         """A data uplink; ``fcnt`` defaults to the next counter (which is then consumed);
-        ``f_opts``: MAC commands, in the clear."""
+        ``f_opts``: MAC commands, in the clear; ``adr``: the network may choose its data rate."""
         if fcnt is None:
             fcnt, self.fcnt_up = self.fcnt_up, self.fcnt_up + 1
         mhdr = 0x80 if confirmed else 0x40
-        fctrl = (0x20 if ack else 0x00) | len(f_opts)
+        fctrl = (0x80 if adr else 0) | (0x40 if adr_ack_req else 0) | (0x20 if ack else 0) | len(f_opts)
         body = (bytes([mhdr]) + le(self.dev_addr, 4) + bytes([fctrl]) + le(fcnt & 0xFFFF, 2) + f_opts
                 + bytes([fport]) + keystream_xor(self.app_s_key, payload, 0, self.dev_addr, fcnt))
         b0 = bytes([0x49, 0, 0, 0, 0, 0]) + le(self.dev_addr, 4) + le(fcnt, 4) + bytes([0, len(body)])
@@ -135,13 +136,13 @@ class Gateway:
             return None
 
     def push(self, *frames: bytes, rssi: float = -60.0, snr: float = 7.5, crc_ok: bool = True,
-             timeout: float = 2.0) -> bool:
+             timeout: float = 2.0, datr: str = "SF7BW125") -> bool:
         """PUSH_DATA with the frames; True if PUSH_ACK came back with the token."""
         rxpk = []
         for phy in frames:
             self.tmst += 2_000_000
             rxpk.append({"tmst": self.tmst, "chan": 0, "rfch": 0, "freq": 868.1, "stat": 1 if crc_ok else -1,
-                         "modu": "LORA", "datr": "SF7BW125", "codr": "4/5", "rssi": rssi, "lsnr": snr,
+                         "modu": "LORA", "datr": datr, "codr": "4/5", "rssi": rssi, "lsnr": snr,
                          "size": len(phy), "data": base64.b64encode(phy).decode()})
         token = self._send(0, json.dumps({"rxpk": rxpk}).encode())
         answer = self._receive(timeout)

@@ -156,6 +156,12 @@ class LorawanSettings(Section):
     rx2_data_rate: str = EU868_RX2_DATA_RATE
     """An EU868 LoRa data rate (``SF12BW125`` is DR0, the default every device starts with)."""
     downlink_power_dbm: int = Field(14, ge=0, le=30)
+    adr_enabled: bool = True
+    """Adaptive data rate for devices that set the ADR bit: LinkADRReq from their uplinks' SNR."""
+    adr_margin_db: float = Field(10.0, ge=0, le=30)
+    """The installation margin ADR keeps above what a data rate needs."""
+    adr_history: int = Field(20, ge=1, le=64)
+    """How many of a device's uplinks one ADR decision is taken over."""
     max_pending_frames: int = Field(10_000, ge=1)
     """Frames being gathered or handled at once; beyond this a flood is dropped and counted."""
     gateway_cache_seconds: float = Field(10.0, ge=0)

@@ -5,7 +5,8 @@ Given registered gateways and devices, uplinks are stored once however many gate
 them; replays, bad MICs, wrong keys and counters that went back are refused and counted; an
 OTAA device joins and then reports; a command goes out in the receive window after an uplink
 and is delivered by the device's ACK, or in RX2 when the gateway cannot send in RX1; a link
-check is answered; and ChirpStack's MQTT uplinks (mosquitto_pub) land too.
+check is answered and ADR moves a device to a faster data rate; and ChirpStack's MQTT uplinks
+(mosquitto_pub) land too.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ APP = "ec925802ae430ca77fd3dd73cb2cc588"
 APP_KEY = "2b7e151628aed2a6abf7158809cf4f3c"
 GW_A, GW_B = "aa555a0000000000", "aa555a0000000001"
 TWO_TEMPERATURES = bytes.fromhex("03670110056700FF")  # Cayenne LPP: 27.2 on 3, 25.5 on 5
+ADR_HISTORY = 3
+"""Uplinks per ADR decision (20 by default)."""
 RX1_DELAY = 3
 """Seconds; longer than the 1 s default so that a loaded test machine never misses RX1, which
 sends a downlink to RX2 instead (one test makes it so on purpose)."""
@@ -39,7 +42,8 @@ sends a downlink to RX2 instead (one test makes it so on purpose)."""
 
 @pytest.fixture
 def platform(tmp_path: Path, e2e_database_url: str) -> Iterator[RunningPlatform]:
-    with running_platform(tmp_path, e2e_database_url, IOT_LORAWAN__RX1_DELAY_SECONDS=str(RX1_DELAY)) as running:
+    with running_platform(tmp_path, e2e_database_url, IOT_LORAWAN__RX1_DELAY_SECONDS=str(RX1_DELAY),
+                          IOT_LORAWAN__ADR_HISTORY=str(ADR_HISTORY)) as running:
         yield running
 
 
@@ -237,6 +241,24 @@ def test_a_link_check_request_is_answered_with_the_margin_and_the_gateway_count(
     # SF7's demodulation floor is -7.5 dB: 7.5 dB of SNR is a margin of 15; two gateways heard it.
     assert device.read_downlink(txpk["phy"])["f_opts"] == bytes([0x02, 15, 2])
     eventually(lambda: readings(api, "lw-link"), lambda r: len(r) == 1)
+
+
+def test_adr_moves_a_device_heard_well_at_sf12_to_dr5(
+    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+) -> None:
+    device = abp(api, "lw-adr", 0x26011BDD)
+    a, _ = gateways
+    assert a.pull()
+    for _ in range(ADR_HISTORY):
+        assert a.push(device.uplink(1, TWO_TEMPERATURES, adr=True), snr=5.0, datr="SF12BW125")
+    txpk = a.downlink()
+    assert txpk is not None, "no LinkADRReq"
+    assert txpk["datr"] == "SF12BW125"  # RX1 answers at the uplink's data rate
+    # LinkADRReq: DR5 at full power, on every channel the device has (ChMaskCntl 6), once.
+    assert device.read_downlink(txpk["phy"])["f_opts"] == bytes([0x03, 0x50, 0x00, 0x00, 0x61])
+    assert a.push(device.uplink(1, TWO_TEMPERATURES, adr=True, f_opts=b"\x03\x07"), snr=2.0, datr="SF7BW125")
+    eventually(lambda: frame_count(platform, "adr_accepted"), lambda n: n == 1)
+    assert len(eventually(lambda: readings(api, "lw-adr"), lambda r: len(r) == ADR_HISTORY + 1)) == ADR_HISTORY + 1
 
 
 def test_the_raw_codec_stores_hex_and_keys_are_sealed_at_rest(

@@ -109,22 +109,23 @@ def abp_session(f_cnt_up: int | None = None) -> LoRaWANSession:
 GW = "aa555a0000000000"
 
 
-def rx(gateway: str = GW, rssi: float = -60, snr: float = 7.0, ago: float | None = None) -> RxInfo:
+def rx(gateway: str = GW, rssi: float = -60, snr: float = 7.0, ago: float | None = None,
+       data_rate: str = "SF7BW125") -> RxInfo:
     """A reception; ``ago``: how many seconds before now the gateway's PUSH_DATA came."""
     heard_at = 0.0 if ago is None else time.monotonic() - ago
-    return RxInfo(gateway, 1_000_000, 868_100_000, "SF7BW125", "4/5", rssi, snr, heard_at=heard_at)
+    return RxInfo(gateway, 1_000_000, 868_100_000, data_rate, "4/5", rssi, snr, heard_at=heard_at)
 
 
 def abp_device(fcnt: int = 0) -> EndDevice:
     return EndDevice(dev_eui=0x26011BDA, dev_addr=0x26011BDA, nwk_s_key=NWK, app_s_key=APP, fcnt_up=fcnt)
 
 
-def server(sessions: Sessions, devices: DeviceCommandHandler | None = None, dedup_ms: int = 0
+def server(sessions: Sessions, devices: DeviceCommandHandler | None = None, dedup_ms: int = 0, **settings: Any
            ) -> tuple[NetworkServer, Ingest, list[str], Radio]:
     ingest, outcomes, radio = Ingest(), [], Radio()
     store = InMemoryEventStore()
     ns = NetworkServer(sessions, devices or DeviceCommandHandler(EventSourcedRepository(store, Device, 0)),
-                       ingest, LorawanSettings(deduplication_ms=dedup_ms), outcomes.append)  # type: ignore[arg-type]
+                       ingest, LorawanSettings(deduplication_ms=dedup_ms, **settings), outcomes.append)  # type: ignore[arg-type]
     ns.gateway = radio  # type: ignore[assignment]
     return ns, ingest, outcomes, radio
 
@@ -302,3 +303,46 @@ async def test_a_tx_ack_is_matched_by_its_gateway_as_well_as_its_token() -> None
     assert len(radio.sent) == 1
     await ns.transmitted(GW, b"\x00\x01", "TOO_LATE")
     assert len(radio.sent) == 2
+
+
+# -- adaptive data rate -------------------------------------------------------------------
+
+
+async def test_adr_asks_a_device_heard_well_at_sf12_for_dr5_and_takes_its_answer() -> None:
+    ns, _, outcomes, radio = server(Sessions(abp_session()), adr_history=3)
+    device = abp_device()
+    for _ in range(2):
+        await ns.handle(device.uplink(1, CAYENNE, adr=True), [rx(snr=5.0, data_rate="SF12BW125")])
+    assert radio.sent == []  # two uplinks are not yet a history to decide on
+    await ns.handle(device.uplink(1, CAYENNE, adr=True), [rx(snr=4.0, data_rate="SF12BW125")])
+    [(_, tx)] = radio.sent
+    # +5 dB over SF12's -20 dB floor, less the 10 dB margin, is 15 dB: five steps to DR5.
+    assert device.read_downlink(base64.b64decode(tx["data"]))["f_opts"] == bytes([0x03, 0x50, 0x00, 0x00, 0x61])
+    await ns.handle(device.uplink(1, CAYENNE, adr=True, f_opts=b"\x03\x07"), [rx(snr=2.0, data_rate="SF7BW125")])
+    assert outcomes.count("adr_requested") == 1 and "adr_accepted" in outcomes and len(radio.sent) == 1
+
+
+async def test_a_refused_or_unanswered_link_adr_request_is_counted_and_asked_again_later() -> None:
+    ns, _, outcomes, radio = server(Sessions(abp_session()), adr_history=1)
+    device = abp_device()
+    await ns.handle(device.uplink(1, CAYENNE, adr=True), [rx(snr=5.0, data_rate="SF12BW125")])
+    await ns.handle(device.uplink(1, CAYENNE, adr=True, f_opts=b"\x03\x06"), [rx(snr=5.0, data_rate="SF12BW125")])
+    assert "adr_refused" in outcomes and len(radio.sent) == 2  # refused (channel mask not taken), asked again
+    await ns.handle(device.uplink(1, CAYENNE, adr=True), [rx(snr=5.0, data_rate="SF12BW125")])
+    assert "adr_unanswered" in outcomes and outcomes.count("adr_requested") == 3
+
+
+async def test_without_the_adr_bit_or_with_adr_off_nothing_is_asked() -> None:
+    for adr, enabled in ((False, True), (True, False)):
+        ns, _, outcomes, radio = server(Sessions(abp_session()), adr_history=1, adr_enabled=enabled)
+        await ns.handle(abp_device().uplink(1, CAYENNE, adr=adr), [rx(snr=5.0, data_rate="SF12BW125")])
+        assert radio.sent == [] and "adr_requested" not in outcomes
+
+
+async def test_an_adr_ack_request_gets_a_downlink_even_with_nothing_to_say() -> None:
+    ns, _, _, radio = server(Sessions(abp_session()))
+    device = abp_device()
+    await ns.handle(device.uplink(1, CAYENNE, adr=True, adr_ack_req=True), [rx()])
+    [(_, tx)] = radio.sent
+    down = device.read_downlink(base64.b64decode(tx["data"]))
+    assert (down["f_opts"], down["fport"], down["ack"]) == (b"", None, False)

@@ -30,6 +30,16 @@ def data_rate_index(name: str) -> int:
 _DEMODULATION_FLOOR_DB = {7: -7.5, 8: -10.0, 9: -12.5, 10: -15.0, 11: -17.5, 12: -20.0}
 """The lowest SNR a LoRa receiver still demodulates at each spreading factor."""
 
+EU868_MAX_ADR_DATA_RATE = 5
+"""ADR raises a device's data rate up to DR5 (SF7BW125); DR6 takes a 250 kHz channel."""
+EU868_MAX_TX_POWER_INDEX = 7
+"""TXPower 0 is the maximum EIRP (16 dBm), each step 2 dB less, down to 7 (2 dBm)."""
+
+
+def demodulation_floor(data_rate: int) -> float:
+    """The lowest SNR (dB) at which an EU868 data rate (DR0-DR6) is still received."""
+    return _DEMODULATION_FLOOR_DB[12 - min(data_rate, 5)]
+
 
 def link_margin(snr: float, data_rate: str) -> int:
     """How many dB an uplink was heard above the floor of its spreading factor (LinkCheckAns);

@@ -8,7 +8,9 @@ codec and ingested with the radio metadata. Join requests of OTAA devices are ve
 the AppKey, a used DevNonce is refused, and the join accept goes out through the best gateway.
 After an uplink, the device's oldest pending command goes out in its receive window (class A);
 confirmed downlinks are delivered when the device's next uplink carries the ACK bit. A
-LinkCheckReq (in FOpts or on FPort 0) is answered in the next downlink's FOpts.
+LinkCheckReq (in FOpts or on FPort 0) is answered in the next downlink's FOpts, and so is a
+device that sets the ADR bit, with a LinkADRReq when its uplinks' SNR leaves room for a faster
+data rate or less power (domain/lorawan/adr.py).
 
 Every downlink is aimed at RX1 and falls back to RX2 (a second later, on ``rx2_frequency_hz`` at
 ``rx2_data_rate``) when RX1 is already past by the time it is ready, or when the gateway's
@@ -23,8 +25,9 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from iot_platform.application.commands.commands import AcknowledgeCommand, CommandMessage
@@ -39,8 +42,9 @@ from iot_platform.application.telemetry.model import Candidate, MetricValue, Rej
 from iot_platform.config import LorawanSettings
 from iot_platform.domain.aggregate import EventContext
 from iot_platform.domain.commands import CommandStatus
-from iot_platform.domain.errors import DomainError
+from iot_platform.domain.errors import DomainError, InvalidValue
 from iot_platform.domain.lorawan import Activation, CounterVerdict, counter_candidates
+from iot_platform.domain.lorawan.adr import LinkSettings, adr_decision
 from iot_platform.domain.lorawan.region import data_rate_index, link_margin
 from iot_platform.infrastructure.protocols.lorawan import phy
 from iot_platform.infrastructure.protocols.lorawan.codecs import UndecodablePayload, codec
@@ -68,6 +72,16 @@ class _Window:
     coding_rate: str
     rf_chain: int
     name: str
+
+
+@dataclass(slots=True)
+class _Adr:
+    """A device's ADR state, kept by the process that hears it (a restart starts it afresh)."""
+
+    current: LinkSettings
+    snrs: deque[float] = field(default_factory=deque)
+    asked: LinkSettings | None = None
+    """Asked for in the last downlink; its LinkADRAns is due in the next uplink."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +143,7 @@ class NetworkServer:
         """(gateway EUI, PULL_RESP token) -> what was sent, to retry in RX2 or deliver on its
         TX_ACK; oldest first."""
         self._rx2_dr = data_rate_index(settings.rx2_data_rate)
+        self._adr: dict[str, _Adr] = {}
         self.gateway: GatewayServer | None = None
         self._lanes: dict[bytes, tuple[asyncio.Lock, int]] = {}
         """One lane per DevAddr (DevEUI for joins): a device's frames are handled one at a time,
@@ -235,23 +250,74 @@ class NetworkServer:
             mac = phy.crypt_payload(session.nwk_s_key, frame.frm_payload, True, frame.dev_addr, f_cnt)
         elif frame.f_port is not None:
             await self._ingest.ingest([self._candidate(session, frame, f_cnt, receptions)], "lorawan")
-        answers = self._answer_mac(session.device_id, mac, receptions) if mac else b""
-        await self._downlink(session, frame, receptions, answers)
+        answers = self._answer_mac(session.device_id, mac, receptions) if mac else []
+        answers += self._adapt(session.device_id, frame, receptions)
+        f_opts = b""
+        for answer in answers:  # what FOpts can hold (15 bytes); the rest waits for another uplink
+            if len(f_opts) + len(answer) <= 15:
+                f_opts += answer
+        await self._downlink(session, frame, receptions, f_opts)
 
-    def _answer_mac(self, device_id: str, data: bytes, receptions: list[RxInfo]) -> bytes:
-        """The answers to an uplink's MAC commands, for the next downlink's FOpts. A
-        LinkCheckReq is answered; the others are read and counted but not acted on (no ADR)."""
+    def _answer_mac(self, device_id: str, data: bytes, receptions: list[RxInfo]) -> list[bytes]:
+        """The answers to an uplink's MAC commands, for the next downlink's FOpts: a
+        LinkCheckReq is answered and a LinkADRAns taken; the others are read and counted but
+        not acted on."""
         commands, complete = phy.mac_commands(data)
         self._count("mac_commands")
         if not complete:
             log.info("MAC commands from %s not all readable: %s", device_id, data.hex())
             self._count("mac_unreadable")
-        answers = b""
+        answers = []
         for command in commands:
             if command.cid == phy.LINK_CHECK:
                 best = max(receptions, key=lambda r: (r.snr, r.rssi))
-                answers += phy.link_check_answer(link_margin(best.snr, best.data_rate), len(receptions))
-        return answers[:15]  # what FOpts can hold; a device asks once per uplink anyway
+                answers.append(phy.link_check_answer(link_margin(best.snr, best.data_rate), len(receptions)))
+            elif command.cid == phy.LINK_ADR:
+                self._adr_answered(device_id, command)
+        return answers
+
+    # -- adaptive data rate ---------------------------------------------------------------
+    def _adapt(self, device_id: str, frame: phy.DataFrame, receptions: list[RxInfo]) -> list[bytes]:
+        """A LinkADRReq once the device's last ``adr_history`` uplinks leave room for a faster
+        data rate or less power (or call for more power)."""
+        if not (self._settings.adr_enabled and frame.adr):
+            self._adr.pop(device_id, None)
+            return []
+        best = max(receptions, key=lambda r: (r.snr, r.rssi))
+        try:
+            data_rate = data_rate_index(best.data_rate)
+        except InvalidValue:
+            return []  # not an EU868 LoRa data rate: nothing to decide from
+        state = self._adr.get(device_id)
+        if state is None:
+            state = self._adr[device_id] = _Adr(LinkSettings(data_rate, 0))
+        if state.asked is not None:  # the downlink that asked was lost, or ignored
+            state.asked = None
+            self._count("adr_unanswered")
+        state.current = LinkSettings(data_rate, state.current.tx_power)
+        state.snrs.append(best.snr)
+        if len(state.snrs) < self._settings.adr_history:
+            return []
+        wanted = adr_decision(list(state.snrs), state.current, self._settings.adr_margin_db)
+        state.snrs.popleft()
+        if wanted == state.current:
+            return []
+        state.asked = wanted
+        state.snrs.clear()  # the next decision is taken over uplinks at the new settings
+        self._count("adr_requested")
+        return [phy.link_adr_request(wanted.data_rate, wanted.tx_power)]
+
+    def _adr_answered(self, device_id: str, answer: phy.MacCommand) -> None:
+        state = self._adr.get(device_id)
+        if state is None or state.asked is None:
+            return
+        if phy.link_adr_accepted(answer):
+            state.current = state.asked
+            self._count("adr_accepted")
+        else:
+            log.info("%s refused LinkADRReq %s: status %s", device_id, state.asked, answer.payload.hex())
+            self._count("adr_refused")
+        state.asked = None
 
     @staticmethod
     def _match(
@@ -309,6 +375,7 @@ class NetworkServer:
             self._count("join_nonce_replay")
             return
         self._sessions_cache.pop(session.dev_addr or "", None)
+        self._adr.pop(session.device_id, None)  # a new session starts at the device's defaults
         try:
             await self._devices.join(RecordJoin(session.device_id, dev_addr))
         except (DomainError, ApplicationError) as exc:  # suspended or decommissioned
@@ -345,7 +412,7 @@ class NetworkServer:
                 await self._finish(session.device_id, message.command_id, CommandStatus.FAILED,
                                    {"error": f"not a LoRaWAN command: {exc}"})
                 message = None
-        if message is None and not frame.confirmed and not mac_answers:
+        if message is None and not frame.confirmed and not mac_answers and not frame.adr_ack_req:
             return
         assert session.nwk_s_key is not None and session.app_s_key is not None
         assert session.dev_addr is not None

@@ -45,6 +45,8 @@ class DataFrame:
     mtype: MType
     dev_addr: str
     adr: bool
+    adr_ack_req: bool
+    """Uplink: the device has heard no downlink for ADR_ACK_LIMIT uplinks and asks for one."""
     ack: bool
     """Uplink: the device acknowledges the last confirmed downlink."""
     f_cnt16: int
@@ -108,6 +110,7 @@ def parse(phy: bytes) -> DataFrame | JoinRequest:
         mtype=mtype,
         dev_addr=_hex(signed[1:5]),
         adr=bool(fctrl & 0x80),
+        adr_ack_req=bool(fctrl & 0x40) and mtype in (MType.UNCONFIRMED_UP, MType.CONFIRMED_UP),
         ack=bool(fctrl & 0x20),
         f_cnt16=f_cnt16,
         f_opts=signed[8:opts_end],
@@ -198,6 +201,7 @@ def data_down(
 # -- MAC commands ---------------------------------------------------------------------------
 
 LINK_CHECK = 0x02
+LINK_ADR = 0x03
 _UPLINK_MAC_SIZES = {0x02: 0, 0x03: 1, 0x04: 0, 0x05: 1, 0x06: 2, 0x07: 1, 0x08: 0, 0x09: 0, 0x0A: 1, 0x0D: 0}
 """CID -> payload bytes of each MAC command a 1.0.x device sends (LinkCheckReq, LinkADRAns,
 DutyCycleAns, RXParamSetupAns, DevStatusAns, NewChannelAns, RXTimingSetupAns, TxParamSetupAns,
@@ -228,3 +232,14 @@ def link_check_answer(margin_db: int, gateways: int) -> bytes:
     """LinkCheckAns: the link margin above the demodulation floor (dB, 0-254) and how many
     gateways heard the request."""
     return bytes([LINK_CHECK, max(0, min(254, margin_db)), max(0, min(255, gateways))])
+
+
+def link_adr_request(data_rate: int, tx_power: int, nb_trans: int = 1) -> bytes:
+    """LinkADRReq asking for a data rate and TXPower index on every channel the device has
+    (EU868 ChMaskCntl 6: all defined channels on, whatever the mask says)."""
+    return bytes([LINK_ADR, (data_rate & 0x0F) << 4 | (tx_power & 0x0F), 0, 0, 6 << 4 | (nb_trans & 0x0F)])
+
+
+def link_adr_accepted(answer: MacCommand) -> bool:
+    """Whether a LinkADRAns acknowledges the channel mask, the data rate and the power."""
+    return answer.cid == LINK_ADR and len(answer.payload) == 1 and answer.payload[0] & 0x07 == 0x07

@@ -90,6 +90,14 @@ def gateways(platform: RunningPlatform, api: httpx.Client) -> Iterator[tuple[Gat
     b.close()
 
 
+@pytest.fixture
+def a(gateways: tuple[Gateway, Gateway]) -> Gateway:
+    """Gateway A with its downlink path open (it has sent PULL_DATA)."""
+    gateway, _ = gateways
+    assert gateway.pull()
+    return gateway
+
+
 def test_an_uplink_heard_by_two_gateways_is_stored_once_with_both_receptions(
     platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
 ) -> None:
@@ -153,7 +161,7 @@ def test_an_unknown_gateway_gets_no_answer_and_is_counted(platform: RunningPlatf
 
 
 def test_an_otaa_device_joins_then_reports_and_a_replayed_join_is_refused(
-    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+    platform: RunningPlatform, api: httpx.Client, a: Gateway
 ) -> None:
     response = api.post("/devices", json={
         "device_id": "lw-otaa", "device_type": "lora-th", "protocol": "lorawan",
@@ -161,8 +169,6 @@ def test_an_otaa_device_joins_then_reports_and_a_replayed_join_is_refused(
                     "app_key": APP_KEY, "codec": "cayenne_lpp"}})
     assert response.status_code == 201, response.text
     device = EndDevice(dev_eui=0x0004A30B001C0530, join_eui=0x70B3D57ED0000001, app_key=bytes.fromhex(APP_KEY))
-    a, _ = gateways
-    assert a.pull()
     assert a.push(device.join_request(dev_nonce=0x0102))
     txpk = a.downlink()
     assert txpk is not None, "no join accept"
@@ -183,11 +189,9 @@ def test_an_otaa_device_joins_then_reports_and_a_replayed_join_is_refused(
 
 
 def test_a_command_goes_out_after_the_next_uplink_and_the_ack_bit_delivers_it(
-    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+    platform: RunningPlatform, api: httpx.Client, a: Gateway
 ) -> None:
     device = abp(api, "lw-1", 0x26011BDA)
-    a, _ = gateways
-    assert a.pull()
     command_id = issue(api, "lw-1", "set_interval", {"payload_hex": "0a3c", "fport": 10})
     assert a.push(device.uplink(1, TWO_TEMPERATURES))
     txpk = a.downlink()
@@ -208,11 +212,9 @@ def test_a_command_goes_out_after_the_next_uplink_and_the_ack_bit_delivers_it(
 
 
 def test_a_downlink_the_gateway_cannot_send_in_rx1_goes_out_in_rx2_and_is_delivered(
-    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+    platform: RunningPlatform, api: httpx.Client, a: Gateway
 ) -> None:
     device = abp(api, "lw-rx2", 0x26011BDB)
-    a, _ = gateways
-    assert a.pull()
     command_id = issue(api, "lw-rx2", "reboot", {"payload_hex": "01", "confirmed": False})
     assert a.push(device.uplink(1, TWO_TEMPERATURES))
     rx1 = a.downlink(error="TOO_LATE")
@@ -244,11 +246,9 @@ def test_a_link_check_request_is_answered_with_the_margin_and_the_gateway_count(
 
 
 def test_adr_moves_a_device_heard_well_at_sf12_to_dr5(
-    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+    platform: RunningPlatform, api: httpx.Client, a: Gateway
 ) -> None:
     device = abp(api, "lw-adr", 0x26011BDD)
-    a, _ = gateways
-    assert a.pull()
     for _ in range(ADR_HISTORY):
         assert a.push(device.uplink(1, TWO_TEMPERATURES, adr=True), snr=5.0, datr="SF12BW125")
     txpk = a.downlink()

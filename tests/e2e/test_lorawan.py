@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,21 @@ def test_a_link_check_request_is_answered_with_the_margin_and_the_gateway_count(
     # SF7's demodulation floor is -7.5 dB: 7.5 dB of SNR is a margin of 15; two gateways heard it.
     assert device.read_downlink(txpk["phy"])["f_opts"] == bytes([0x02, 15, 2])
     eventually(lambda: readings(api, "lw-link"), lambda r: len(r) == 1)
+
+
+def test_a_device_time_request_is_answered_with_gps_time(
+    platform: RunningPlatform, api: httpx.Client, a: Gateway
+) -> None:
+    device = abp(api, "lw-time", 0x26011BDE)
+    asked = time.time()
+    assert a.push(device.uplink(1, TWO_TEMPERATURES, f_opts=b"\x0d"))  # DeviceTimeReq
+    txpk = a.downlink()
+    assert txpk is not None, "no DeviceTimeAns"
+    f_opts = device.read_downlink(txpk["phy"])["f_opts"]
+    assert f_opts[0] == 0x0D and len(f_opts) == 6
+    gps = int.from_bytes(f_opts[1:5], "little") + f_opts[5] / 256
+    unix = gps + 315_964_800 - 18  # GPS epoch 1980-01-06, 18 leap seconds behind
+    assert asked - 1 <= unix <= time.time() + 1
 
 
 def test_adr_moves_a_device_heard_well_at_sf12_to_dr5(

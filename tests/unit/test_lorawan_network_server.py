@@ -346,3 +346,23 @@ async def test_an_adr_ack_request_gets_a_downlink_even_with_nothing_to_say() -> 
     [(_, tx)] = radio.sent
     down = device.read_downlink(base64.b64decode(tx["data"]))
     assert (down["f_opts"], down["fport"], down["ack"]) == (b"", None, False)
+
+
+async def test_a_device_time_request_is_answered_with_the_gateway_s_gps_time() -> None:
+    ns, _, _, radio = server(Sessions(abp_session()))
+    device = abp_device()
+    heard = replace(rx(), gps_time_ms=1_417_000_000_500)  # GPS seconds 1,417,000,000.5
+    await ns.handle(device.uplink(1, CAYENNE, f_opts=b"\x0d"), [rx("aa555a0000000001"), heard])
+    [(_, tx)] = radio.sent
+    assert device.read_downlink(base64.b64decode(tx["data"]))["f_opts"] == (
+        b"\x0d" + (1_417_000_000).to_bytes(4, "little") + bytes([128]))
+
+
+async def test_without_a_gps_fix_the_time_is_the_platform_s_clock_when_the_uplink_came() -> None:
+    ns, _, _, radio = server(Sessions(abp_session()))
+    device = abp_device()
+    # 2026-12-01T00:00:00Z is 1,796,083,200 Unix seconds: GPS 1,480,118,418 with the 18 leap seconds.
+    await ns.handle(device.uplink(1, CAYENNE, f_opts=b"\x0d"), [replace(rx(), heard_utc=1_796_083_200.25)])
+    [(_, tx)] = radio.sent
+    assert device.read_downlink(base64.b64decode(tx["data"]))["f_opts"] == (
+        b"\x0d" + (1_480_118_418).to_bytes(4, "little") + bytes([64]))

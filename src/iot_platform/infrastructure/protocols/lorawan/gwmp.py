@@ -97,6 +97,10 @@ class RxInfo:
     heard_at: float = field(default=0.0, compare=False)
     """This process's monotonic clock when the PUSH_DATA came (0: unknown): how much of the
     receive window's delay is left is told by it, not by the gateway's counter."""
+    heard_utc: float = field(default=0.0, compare=False)
+    """The wall clock (Unix seconds) then, for a device asking the time (0: unknown)."""
+    gps_time_ms: int | None = field(default=None, compare=False)
+    """The gateway's GPS time of the reception (rxpk ``tmms``), when it has a GPS fix."""
 
     def as_dict(self) -> dict[str, object]:
         return {"gateway": self.gateway_eui, "rssi": self.rssi, "snr": self.snr,
@@ -109,7 +113,7 @@ def received(packet: Packet) -> tuple[list[tuple[RxInfo, bytes]], int]:
     assert packet.gateway_eui is not None
     found: list[tuple[RxInfo, bytes]] = []
     dropped = 0
-    heard_at = time.monotonic()
+    heard_at, heard_utc = time.monotonic(), time.time()
     for rxpk in (packet.body or {}).get("rxpk") or []:
         try:
             if rxpk.get("stat", 1) != 1 or rxpk.get("modu", "LORA") != "LORA":
@@ -127,6 +131,8 @@ def received(packet: Packet) -> tuple[list[tuple[RxInfo, bytes]], int]:
                 rf_chain=int(rxpk.get("rfch", 0)),
                 channel=int(rxpk.get("chan", 0)),
                 heard_at=heard_at,
+                heard_utc=heard_utc,
+                gps_time_ms=int(rxpk["tmms"]) if rxpk.get("tmms") is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
             dropped += 1

@@ -8,7 +8,8 @@ codec and ingested with the radio metadata. Join requests of OTAA devices are ve
 the AppKey, a used DevNonce is refused, and the join accept goes out through the best gateway.
 After an uplink, the device's oldest pending command goes out in its receive window (class A);
 confirmed downlinks are delivered when the device's next uplink carries the ACK bit. A
-LinkCheckReq (in FOpts or on FPort 0) is answered in the next downlink's FOpts, and so is a
+LinkCheckReq or DeviceTimeReq (in FOpts or on FPort 0) is answered in the next downlink's
+FOpts, and so is a
 device that sets the ADR bit, with a LinkADRReq when its uplinks' SNR leaves room for a faster
 data rate or less power (domain/lorawan/adr.py).
 
@@ -114,6 +115,15 @@ def _downlink_of(message: CommandMessage) -> _Downlink:
     if len(payload) > 51:  # the smallest maximum (EU868 DR0); larger ones may not fit
         raise ValueError("payload_hex is over 51 bytes")
     return _Downlink(f_port, payload, bool(params.get("confirmed", True)))
+
+
+def _heard_gps(receptions: Sequence[RxInfo]) -> float:
+    """GPS seconds at the end of an uplink: a gateway's GPS timestamp if one has a fix, else
+    this process's clock when the first copy came (late by the way from the gateway)."""
+    for reception in receptions:
+        if reception.gps_time_ms is not None:
+            return reception.gps_time_ms / 1000
+    return phy.gps_seconds(min((r.heard_utc for r in receptions if r.heard_utc), default=time.time()))
 
 
 class NetworkServer:
@@ -259,9 +269,9 @@ class NetworkServer:
         await self._downlink(session, frame, receptions, f_opts)
 
     def _answer_mac(self, device_id: str, data: bytes, receptions: list[RxInfo]) -> list[bytes]:
-        """The answers to an uplink's MAC commands, for the next downlink's FOpts: a
-        LinkCheckReq is answered and a LinkADRAns taken; the others are read and counted but
-        not acted on."""
+        """The answers to an uplink's MAC commands, for the next downlink's FOpts: LinkCheckReq
+        and DeviceTimeReq are answered and a LinkADRAns taken; the others are read and counted
+        but not acted on."""
         commands, complete = phy.mac_commands(data)
         self._count("mac_commands")
         if not complete:
@@ -274,6 +284,8 @@ class NetworkServer:
                 answers.append(phy.link_check_answer(link_margin(best.snr, best.data_rate), len(receptions)))
             elif command.cid == phy.LINK_ADR:
                 self._adr_answered(device_id, command)
+            elif command.cid == phy.DEVICE_TIME:
+                answers.append(phy.device_time_answer(_heard_gps(receptions)))
         return answers
 
     # -- adaptive data rate ---------------------------------------------------------------

@@ -202,6 +202,7 @@ def data_down(
 
 LINK_CHECK = 0x02
 LINK_ADR = 0x03
+DEVICE_TIME = 0x0D
 _UPLINK_MAC_SIZES = {0x02: 0, 0x03: 1, 0x04: 0, 0x05: 1, 0x06: 2, 0x07: 1, 0x08: 0, 0x09: 0, 0x0A: 1, 0x0D: 0}
 """CID -> payload bytes of each MAC command a 1.0.x device sends (LinkCheckReq, LinkADRAns,
 DutyCycleAns, RXParamSetupAns, DevStatusAns, NewChannelAns, RXTimingSetupAns, TxParamSetupAns,
@@ -243,3 +244,19 @@ def link_adr_request(data_rate: int, tx_power: int, nb_trans: int = 1) -> bytes:
 def link_adr_accepted(answer: MacCommand) -> bool:
     """Whether a LinkADRAns acknowledges the channel mask, the data rate and the power."""
     return answer.cid == LINK_ADR and len(answer.payload) == 1 and answer.payload[0] & 0x07 == 0x07
+
+
+GPS_EPOCH_UNIX = 315_964_800
+"""1980-01-06T00:00:00Z, where GPS time starts."""
+GPS_LEAP_SECONDS = 18
+"""GPS time runs ahead of UTC by the leap seconds since 1980: 18 since 2017-01-01 (none since)."""
+
+
+def gps_seconds(unix_seconds: float) -> float:
+    return unix_seconds - GPS_EPOCH_UNIX + GPS_LEAP_SECONDS
+
+
+def device_time_answer(gps: float) -> bytes:
+    """DeviceTimeAns (1.0.3): whole GPS seconds (32 bits) and the fraction in 1/256 s."""
+    whole = int(gps)
+    return bytes([DEVICE_TIME]) + struct.pack("<IB", whole & 0xFFFFFFFF, int((gps - whole) * 256) & 0xFF)

@@ -263,7 +263,7 @@ class NetworkServer:
         answers = self._answer_mac(session.device_id, mac, receptions) if mac else []
         answers += self._adapt(session.device_id, frame, receptions)
         f_opts = b""
-        for answer in answers:  # what FOpts can hold (15 bytes); the rest waits for another uplink
+        for answer in answers:  # what FOpts holds (15 bytes, more than the answers to one uplink take)
             if len(f_opts) + len(answer) <= 15:
                 f_opts += answer
         await self._downlink(session, frame, receptions, f_opts)

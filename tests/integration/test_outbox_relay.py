@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 from uuid import uuid4
@@ -152,10 +153,15 @@ async def test_projections_fed_from_the_topic_equal_a_rebuild_from_the_store(
     runner = ProjectionRunner(engine, store, fed, batch_size=4)
     feed = KafkaProjectionFeed(brokers, topic, f"test-{uuid4().hex[:8]}", runner, serializer)
     following = asyncio.create_task(feed.run())
+    give_up = time.monotonic() + 60  # fail with the counts rather than hang
     try:
-        while await runner.position() < total:
+        # The feed's own count, not just the checkpoints: the runner commits them before the
+        # feed counts what it applied, and cancelling in between would lose the count.
+        while feed.applied < total:
             assert not following.done(), following
+            assert time.monotonic() < give_up, (feed.applied, feed.repeats, await runner.position())
             await asyncio.sleep(0.1)
+        assert await runner.position() == total
     finally:
         following.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.platform_process import RunningPlatform, running_platform
+from tests.e2e.platform_process import RunningPlatform, free_udp_port, running_platform
 from tests.e2e.test_device_api import assert_unprocessable
 from tests.e2e.test_telemetry import eventually, mosquitto_pub, readings
 from tests.lorawan_sim import EndDevice, Gateway
@@ -210,6 +210,33 @@ def test_a_command_goes_out_after_the_next_uplink_and_the_ack_bit_delivers_it(
     assert txpk is not None
     down = device.read_downlink(txpk["phy"])
     assert (down["ack"], down["fport"], down["fcnt"]) == (True, None, 1)
+
+
+def test_an_ack_heard_after_a_restart_still_delivers_the_confirmed_command(
+    tmp_path: Path, e2e_database_url: str
+) -> None:
+    """The process that sent a confirmed downlink is gone when the device's ACK comes: the
+    command read model says what the ACK acknowledges."""
+    env = {"IOT_LORAWAN__RX1_DELAY_SECONDS": str(RX1_DELAY), "IOT_LORAWAN__PORT": str(free_udp_port())}
+    with running_platform(tmp_path, e2e_database_url, **env) as platform, \
+            httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
+        device = abp(api, "lw-restart", 0x26011BDF)
+        add_gateway(api, GW_A)
+        gateway = Gateway(GW_A, platform.lorawan_port)
+        assert gateway.pull()
+        command_id = issue(api, "lw-restart", "set_interval", {"payload_hex": "0a3c"})
+        assert gateway.push(device.uplink(1, TWO_TEMPERATURES))
+        txpk = gateway.downlink()
+        assert txpk is not None and device.read_downlink(txpk["phy"])["confirmed"] is True
+    with running_platform(tmp_path, e2e_database_url, **env) as platform, \
+            httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
+        assert api.get(f"/devices/lw-restart/commands/{command_id}").json()["status"] == "sent"
+        assert gateway.pull()
+        assert gateway.push(device.uplink(1, TWO_TEMPERATURES, ack=True))
+        eventually(lambda: api.get(f"/devices/lw-restart/commands/{command_id}").json()["status"],
+                   lambda s: s == "delivered")
+        assert gateway.downlink(timeout=RX1_DELAY + 1.5) is None  # not sent a second time
+    gateway.close()
 
 
 def test_a_downlink_the_gateway_cannot_send_in_rx1_goes_out_in_rx2_and_is_delivered(

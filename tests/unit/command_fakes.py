@@ -51,8 +51,10 @@ class InMemoryCommandQueries:
                 (r.event for r in self._store.events if (r.stream_type, r.aggregate_id) == ("device_command", command_id)),
             )
             assert c.status is not None and c.issued_at is not None and c.expires_at is not None
+            sends = [r.event.occurred_at for r in self._store.events
+                     if r.aggregate_id == command_id and r.event.event_type() == "CommandSent"]
             views.append(CommandView(c.id, c.device_id, c.command, c.parameters, c.status, c.result, "test",
-                                     c.issued_at, c.expires_at, None, None, None, c.version))
+                                     c.issued_at, c.expires_at, sends[-1] if sends else None, None, None, c.version))
         return views
 
     async def get(self, command_id: str) -> CommandView | None:

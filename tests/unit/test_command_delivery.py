@@ -211,3 +211,18 @@ async def test_an_acknowledgement_must_name_a_command_of_that_device(world: Worl
         await world.ack("nope", CommandStatus.SUCCEEDED)
     with pytest.raises(NotFound):
         await world.status.get("d2", command_id)
+
+
+async def test_the_last_command_sent_and_not_confirmed_is_what_a_lorawan_ack_acknowledges(world: World) -> None:
+    await world.device("lw", Protocol.LORAWAN)
+    first = await world.delivery.issue(IssueCommand("lw", "a", {"payload_hex": "01"}))
+    second = await world.delivery.issue(IssueCommand("lw", "b", {"payload_hex": "02", "confirmed": False}))
+    assert await world.delivery.last_sent("lw") is None  # nothing sent yet
+    assert (await world.delivery.take("lw", "lorawan")).command_id == first.command_id  # type: ignore[union-attr]
+    world.clock.advance(1)
+    assert (await world.delivery.take("lw", "lorawan")).command_id == first.command_id  # type: ignore[union-attr]
+    assert await world.delivery.last_sent("lw") == first.command_id
+    await world.ack(first.command_id, CommandStatus.DELIVERED, "lw")
+    assert (await world.delivery.take("lw", "lorawan")).command_id == second.command_id  # type: ignore[union-attr]
+    assert await world.delivery.last_sent("lw") == second.command_id
+    assert await world.delivery.last_sent("lw", confirmed_only=True) is None  # an unconfirmed one draws no ACK

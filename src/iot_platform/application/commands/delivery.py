@@ -23,6 +23,7 @@ from iot_platform.application.commands.ports import (
     DeliveryFailed,
 )
 from iot_platform.application.errors import ApplicationError
+from iot_platform.domain.commands import CommandStatus
 from iot_platform.domain.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,16 @@ class CommandDelivery:
             if message is not None:
                 return message
         return None
+
+    async def last_sent(self, device_id: str, confirmed_only: bool = False) -> str | None:
+        """The command most recently sent to the device and not yet confirmed: what a
+        LoRaWAN ACK bit acknowledges when the process that sent it is gone (restarted, or
+        another one heard the ACK). ``confirmed_only``: among those whose ``confirmed``
+        parameter is not false (an unconfirmed downlink draws no ACK)."""
+        sent = [view for view in await self._queries.pending(device_id, self._clock.now())
+                if view.status is CommandStatus.SENT and view.sent_at is not None
+                and not (confirmed_only and view.parameters.get("confirmed", True) is False)]
+        return max(sent, key=lambda view: view.sent_at or view.issued_at).command_id if sent else None
 
     async def _push(self, command_id: str) -> bool:
         if self._publisher is None:

@@ -505,7 +505,12 @@ class NetworkServer:
         self._count("downlink_tx_failed")
 
     async def _acknowledged(self, device_id: str) -> None:
+        """An uplink's ACK bit: the confirmed command sent to the device is delivered. The one
+        this process sent, or else the last confirmed one the read model has as sent (sent by
+        a process since restarted, or by another one)."""
         command_id = self._awaiting_ack.pop(device_id, None)
+        if command_id is None and self._commands is not None:
+            command_id = await self._commands.last_sent(device_id, confirmed_only=True)
         if command_id is not None:
             await self._finish(device_id, command_id, CommandStatus.DELIVERED)
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import cbor2
 import httpx
 
-from bench_common import fmt, free_port, log, new_api_key, percentile, scrape
+from bench_common import fmt, free_port, log, new_api_key, percentile, scrape, wait_ready
 
 BIN = Path(sys.executable).parent
 STORED = 'iot_sink_readings_total{sink="storage"}'
@@ -204,16 +204,7 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http}", timeout=60,
                                      headers={"Authorization": f"Bearer {api_key}"}) as api:
-            give_up = time.monotonic() + 90
-            while True:
-                try:
-                    if (await api.get("/ready")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > give_up or platform.poll() is not None:
-                    raise RuntimeError(f"the platform did not start (see {workdir}/platform.log)")
-                await asyncio.sleep(0.1)
+            await wait_ready(api, platform, workdir)
             log(f"registering {len(devices):,} devices ...")
             pending = iter(devices)
 

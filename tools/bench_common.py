@@ -3,11 +3,14 @@ key and its Prometheus figures. Imported by the scripts beside it (``tools/`` is
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 import socket
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -53,3 +56,18 @@ async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
             except ValueError:
                 pass
     return values
+
+
+async def wait_ready(api: httpx.AsyncClient, platform: subprocess.Popen[bytes], workdir: Path,
+                     deadline: float = 90.0) -> None:
+    """Until the platform's /ready answers 200; fails if it exits or takes over ``deadline``."""
+    give_up = time.monotonic() + deadline
+    while True:
+        try:
+            if (await api.get("/ready")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > give_up or platform.poll() is not None:
+            raise RuntimeError(f"the platform did not start (see {workdir}/platform.log)")
+        await asyncio.sleep(0.1)

@@ -80,7 +80,7 @@ from typing import TypeVar
 
 import httpx
 
-from bench_common import fmt, free_port, log, new_api_key, percentile, scrape
+from bench_common import fmt, free_port, log, new_api_key, percentile, scrape, wait_ready
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
@@ -643,16 +643,7 @@ async def main_async(args: argparse.Namespace) -> int:
     o: SendResult | None = None
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http}", timeout=60, headers=headers) as api:
-            give_up = time.monotonic() + 90
-            while True:
-                try:
-                    if (await api.get("/ready")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > give_up or platform.poll() is not None:
-                    raise RuntimeError(f"the platform did not start (see {workdir}/platform.log)")
-                await asyncio.sleep(0.1)
+            await wait_ready(api, platform, workdir)
             for i, eui in enumerate(euis):
                 response = await api.post("/api/lorawan/gateways", json={"gateway_eui": eui, "name": f"gw{i}"})
                 if response.status_code != 201:

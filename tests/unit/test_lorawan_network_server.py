@@ -178,7 +178,8 @@ async def test_a_payload_the_codec_cannot_read_is_handed_on_as_undecodable() -> 
     assert ingest.candidates[0].rejection is not None and ingest.candidates[0].metrics == {}
 
 
-async def test_an_otaa_join_records_device_joined_and_sends_an_accept_the_device_can_use() -> None:
+async def otaa_server(**settings: Any) -> tuple[NetworkServer, Ingest, list[str], Radio, InMemoryEventStore, EndDevice]:
+    """A registered OTAA device that has not joined yet, its server, and the device itself."""
     store = InMemoryEventStore()
     devices = DeviceCommandHandler(EventSourcedRepository(store, Device, 0))
     await devices.register(RegisterDevice(
@@ -186,8 +187,13 @@ async def test_an_otaa_join_records_device_joined_and_sends_an_accept_the_device
         lorawan=LoRaWANProfile("0004a30b001c0530", Activation.OTAA, "cayenne_lpp", join_eui="70b3d57ed0000001")))
     sessions = Sessions(LoRaWANSession("lw-otaa", "0004a30b001c0530", Activation.OTAA, "cayenne_lpp",
                                        "70b3d57ed0000001", None, RootKeys(app_key=APP_KEY), None, 0))
-    ns, ingest, outcomes, radio = server(sessions, devices)
+    ns, ingest, outcomes, radio = server(sessions, devices, **settings)
     device = EndDevice(dev_eui=0x0004A30B001C0530, join_eui=0x70B3D57ED0000001, app_key=APP_KEY)
+    return ns, ingest, outcomes, radio, store, device
+
+
+async def test_an_otaa_join_records_device_joined_and_sends_an_accept_the_device_can_use() -> None:
+    ns, ingest, outcomes, radio, store, device = await otaa_server()
     await ns.handle(device.join_request(dev_nonce=7), [rx()])
     [(_, tx)] = radio.sent
     assert tx["tmst"] == 1_000_000 + 5_000_000
@@ -276,18 +282,7 @@ async def test_a_downlink_ready_after_both_windows_is_not_sent() -> None:
 
 
 async def test_the_join_accept_names_the_configured_rx2_data_rate_and_falls_back_to_it() -> None:
-    store = InMemoryEventStore()
-    devices = DeviceCommandHandler(EventSourcedRepository(store, Device, 0))
-    await devices.register(RegisterDevice(
-        "lw-otaa", "th", protocol=Protocol.LORAWAN,
-        lorawan=LoRaWANProfile("0004a30b001c0530", Activation.OTAA, "cayenne_lpp", join_eui="70b3d57ed0000001")))
-    sessions = Sessions(LoRaWANSession("lw-otaa", "0004a30b001c0530", Activation.OTAA, "cayenne_lpp",
-                                       "70b3d57ed0000001", None, RootKeys(app_key=APP_KEY), None, 0))
-    radio = Radio()
-    ns = NetworkServer(sessions, devices, Ingest(), LorawanSettings(deduplication_ms=0, rx2_data_rate="SF9BW125"),
-                       lambda _: None)  # type: ignore[arg-type]
-    ns.gateway = radio  # type: ignore[assignment]
-    device = EndDevice(dev_eui=0x0004A30B001C0530, join_eui=0x70B3D57ED0000001, app_key=APP_KEY)
+    ns, _, _, radio, _, device = await otaa_server(rx2_data_rate="SF9BW125")
     await ns.handle(device.join_request(dev_nonce=1), [rx(ago=0.2)])
     await ns.transmitted(GW, b"\x00\x01", "TOO_EARLY")
     [(_, rx1), (_, rx2)] = radio.sent

@@ -198,7 +198,7 @@ ensure_packages() {
 	have mosquitto || missing+=(mosquitto)
 	have mosquitto_sub || missing+=(mosquitto-clients)
 	have kcat || missing+=(kcat)
-	have coap-client || missing+=(libcoap3-bin) # libcoap's client: tests talk CoAP as devices do
+	have coap-client-notls || missing+=(libcoap3-bin) # libcoap's client (coap-client-notls): tests talk CoAP as devices do
 	have curl || missing+=(curl ca-certificates)
 	have openssl || missing+=(openssl)
 	have gcc || missing+=(gcc libc6-dev)

@@ -70,6 +70,7 @@ from iot_platform.infrastructure.mqtt.command_channel import MqttCommandChannel
 from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker, MutualTls
 from iot_platform.infrastructure.mqtt.publisher import MqttPublisher
 from iot_platform.infrastructure.observability import PlatformMetrics
+from iot_platform.infrastructure.payloads import PayloadLimits
 from iot_platform.infrastructure.persistence import migrate
 from iot_platform.infrastructure.persistence.database import create_engine
 from iot_platform.infrastructure.projections.kafka_feed import KafkaProjectionFeed
@@ -333,7 +334,10 @@ class Platform:
         self._spawn(self.commands.sweeper.run(), "command-expiry")
         self._spawn(_every(3600, self.certificates.retire_superseded), "certificate-renewals")
         if telemetry.mqtt is not None:
-            self._spawn(telemetry.mqtt.run(), "mqtt-ingestion")
+            self._spawn(_supervised("MQTT consumer", telemetry.mqtt.run,
+                                    self.metrics.mqtt_consumer_restarts.labels,
+                                    self.settings.mqtt.reconnect_initial_seconds,
+                                    self.settings.mqtt.reconnect_max_seconds), "mqtt-ingestion")
         log.info("platform started (event store: %s, time series: %s)",
                  self.engine.url.get_backend_name(), self.settings.timeseries.backend)
 
@@ -436,6 +440,33 @@ async def _every(seconds: float, work: Callable[[], Awaitable[object]]) -> None:
             await work()
         except Exception:  # the next round tries again
             log.exception("periodic %s failed", getattr(work, "__name__", work))
+
+
+async def _supervised(
+    name: str, work: Callable[[], Awaitable[None]], restarts: Callable[[str], Any],
+    initial: float, longest: float,
+) -> None:
+    """Runs ``work`` for good: if it ends or dies (it should not: it catches what it can),
+    it is logged once with the reason, counted under that reason, and restarted after an
+    exponential back-off (reset once a run has lasted a minute)."""
+    delay = initial
+    while True:
+        started = time.monotonic()
+        try:
+            await work()
+            reason = "returned"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = type(exc).__name__
+            log.error("%s died (%s: %s); restarting in %.1fs", name, reason, str(exc)[:200], delay)
+        else:
+            log.error("%s ended unexpectedly; restarting in %.1fs", name, delay)
+        restarts(reason).inc()
+        if time.monotonic() - started > 60:
+            delay = initial
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, longest)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -766,6 +797,7 @@ def _telemetry(
         ),
         rate=rate,
     )
+    payload_limits = PayloadLimits(limits.max_payload_bytes, limits.max_nesting_depth, limits.max_payload_items)
     mqtt_settings = settings.mqtt
     broker = None
     if mqtt_settings.embedded_broker:
@@ -780,6 +812,8 @@ def _telemetry(
             on_ack=_AckRecorder(commands.handler, metrics),
             foreign=foreign,
             tls=tls_parameters(mqtt_settings, identity),
+            limits=payload_limits,
+            dead_letter=dead_letters.message if dead_letters is not None else None,
         )
     telemetry = Telemetry(
         store=store,

@@ -92,6 +92,8 @@ class MqttSettings(Section):
     pipeline: int = Field(4, ge=1)
     reconnect_initial_seconds: float = Field(0.5, gt=0)
     reconnect_max_seconds: float = Field(30.0, gt=0)
+    stall_seconds: float = Field(30.0, gt=0)
+    """``/ready`` says ``mqtt: stalled`` when messages have waited this long with none handled."""
     tls_ca_file: str = ""
     """With ``mqtts://``: the CA chain the broker's certificate is checked against."""
     tls_cert_file: str = ""

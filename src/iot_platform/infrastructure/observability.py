@@ -59,6 +59,15 @@ class PlatformMetrics:
         self.mqtt_reconnects = Counter(
             "iot_mqtt_reconnects", "Reconnections to the MQTT broker", registry=r
         )
+        self.mqtt_message_failures = Counter(
+            "iot_mqtt_message_failures",
+            "MQTT messages dropped because handling them raised an error of their own",
+            ["stage", "error"], registry=r,
+        )
+        self.mqtt_consumer_restarts = Counter(
+            "iot_mqtt_consumer_restarts",
+            "Restarts of the MQTT consumer task after it ended unexpectedly", ["reason"], registry=r,
+        )
         self.http_requests = Counter(
             "iot_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
         )

@@ -127,6 +127,18 @@ class KafkaDeadLetters:
         await producer.send_and_wait(self.topic, record.value, key=record.key, headers=headers)
         self.sent += 1
 
+    async def message(self, source_topic: str, payload: bytes, reason: str, error: str) -> None:
+        """A device's message the platform could not handle (MQTT), kept as it came."""
+        producer = await self._producer.get()
+        headers = [
+            ("reason", reason.encode()),
+            ("error", error[:_ERROR_LIMIT].encode(errors="replace")),
+            ("source_topic", source_topic.encode(errors="replace")),
+            ("failed_at", datetime.now(UTC).isoformat().encode()),
+        ]
+        await asyncio.wait_for(producer.send_and_wait(self.topic, payload, headers=headers), 10)
+        self.sent += 1
+
     def refused(self, reading: Reading, reason: str) -> None:
         """A sink's own verdict that a reading can never be handled (in the sink's task)."""
         group, records = _sources.get(("", {}))

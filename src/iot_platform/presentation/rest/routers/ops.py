@@ -21,8 +21,9 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(platform: PlatformDep) -> JSONResponse:
-    """Ready to take traffic: the event store and the time-series store answer, and the MQTT
-    subscription (when enabled) is up."""
+    """Ready to take traffic: the event store and the time-series store answer, and MQTT
+    ingestion (when enabled) is subscribed and not stalled (messages waiting, none handled
+    for ``mqtt.stall_seconds``)."""
     checks: dict[str, str] = {}
     for name, probe in (("eventstore", platform.store.check), ("timeseries", platform.telemetry.store.check)):
         try:
@@ -32,7 +33,7 @@ async def ready(platform: PlatformDep) -> JSONResponse:
             log.warning("readiness: %s unreachable: %s", name, type(exc).__name__)
             checks[name] = f"unavailable: {type(exc).__name__}"
     if platform.telemetry.mqtt is not None:
-        checks["mqtt"] = "ok" if platform.telemetry.mqtt.subscribed.is_set() else "not subscribed"
+        checks["mqtt"] = platform.telemetry.mqtt.health()
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
         status_code=200 if ok else 503,

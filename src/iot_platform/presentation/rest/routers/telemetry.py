@@ -20,6 +20,7 @@ from iot_platform.application.telemetry.model import (
 )
 from iot_platform.application.telemetry.queries import BASIC_FUNCTIONS, InvalidQuery
 from iot_platform.presentation.mqtt.contract import candidate_from_body, undecodable
+from iot_platform.presentation.rest.bodies import BoundedJsonRoute
 from iot_platform.presentation.rest.dependencies import PlatformDep
 from iot_platform.presentation.rest.errors import FieldError, error_body
 from iot_platform.presentation.rest.schemas.telemetry import (
@@ -43,7 +44,7 @@ from iot_platform.presentation.wire import (
     parse_timestamp,
 )
 
-router = APIRouter(tags=["telemetry"])
+router = APIRouter(tags=["telemetry"], route_class=BoundedJsonRoute)
 
 Writer = Annotated[Principal, Depends(require("telemetry:write"))]
 Reader = Annotated[Principal, Depends(require("telemetry:read"))]

@@ -1,0 +1,89 @@
+"""One bad message never stops ingestion (issue 12, defects 2 and 9), with real clients.
+
+The reproduction: ``mosquitto_pub -t devices/ANY/telemetry -m '{"x":[[[...1,000 deep...]]]}'``
+used to raise RecursionError inside the MQTT consumer; the batch that held it never finished,
+every later batch waited behind it, readings published afterwards were lost and ``/ready``
+still said MQTT was fine. Now the message is a rejected reading (``nesting_too_deep``), the
+next reading is stored, and the platform stays ready.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import require_service
+from tests.e2e.platform_process import RunningPlatform, running_platform
+from tests.e2e.test_telemetry import eventually, mosquitto_pub, readings, register
+
+DEEP = '{"x":' + "[" * 1000 + "]" * 1000 + "}"
+"""About 2 KB: the issue's payload."""
+
+
+def _metrics(platform: RunningPlatform) -> str:
+    return httpx.get(f"{platform.base_url}/metrics/", headers=platform.headers, timeout=30).text
+
+
+def _ready(platform: RunningPlatform) -> httpx.Response:
+    return httpx.get(f"{platform.base_url}/ready", timeout=30)
+
+
+def _deep_message_then_a_reading(platform: RunningPlatform, api: httpx.Client, device: str) -> None:
+    """Given a registered device, when the deep message and then a normal reading are
+    published, then the reading is stored, the deep one counted, and the platform ready."""
+    register(api, device)
+    mosquitto_pub(platform.mqtt_port, "devices/ANY/telemetry", message=DEEP)
+    mosquitto_pub(platform.mqtt_port, f"devices/{device}/telemetry",
+                  message=json.dumps({"message_id": "after-deep", "metrics": {"temperature": 21.5}}))
+    got = eventually(lambda: readings(api, device), lambda r: len(r) == 1)
+    assert got[0]["metrics"] == {"temperature": 21.5}
+    assert 'iot_readings_rejected_total{protocol="mqtt",reason="nesting_too_deep"} 1.0' in _metrics(platform)
+    ready = _ready(platform)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["mqtt"] == "ok"
+
+
+def test_a_deep_message_on_the_embedded_broker_does_not_stop_ingestion(
+    platform: RunningPlatform, api: httpx.Client
+) -> None:
+    _deep_message_then_a_reading(platform, api, "sensor-001")
+
+
+def test_a_deep_message_on_mosquitto_does_not_stop_ingestion(tmp_path: Path, postgres_url: str) -> None:
+    """The same through the harness Mosquitto (the platform on an external broker)."""
+    mqtt_url = require_service("IOT_TEST_MQTT_URL", "Mosquitto")
+    import asyncio
+
+    from tests.conftest import reset_postgres
+
+    asyncio.run(reset_postgres(postgres_url))
+    env = {
+        "IOT_MQTT__EMBEDDED_BROKER": "false",
+        "IOT_MQTT__BROKER_URL": mqtt_url,
+        "IOT_MQTT__CLIENT_ID": f"e2e-deep-{tmp_path.name}",
+        "IOT_MQTT__SHARED_SUBSCRIPTION_GROUP": f"e2e-deep-{tmp_path.name}",
+        "IOT_MQTT__SESSION_EXPIRY_SECONDS": "30",
+    }
+    with running_platform(tmp_path, postgres_url, **env) as platform:
+        with httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
+            _deep_message_then_a_reading(platform, api, f"deep-{tmp_path.name[-8:]}")
+
+
+def test_a_deep_http_telemetry_body_is_a_422_naming_the_body(
+    platform: RunningPlatform, api: httpx.Client
+) -> None:
+    """Given the deep document as an HTTP telemetry body, then 422 naming ``body`` (not a
+    400 that names nothing), counted as a rejected reading; the next reading is stored."""
+    register(api, "sensor-001")
+    deep_event = '{"device_id": "sensor-001", "metrics": {"x": ' + "[" * 1000 + "]" * 1000 + "}}"
+    for route, body in (("/telemetry", deep_event), ("/telemetry/batch", f"[{deep_event}]")):
+        response = api.post(route, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "validation_error"
+        assert error["message"].startswith("body: payload is nested deeper than")
+    assert 'iot_readings_rejected_total{protocol="http",reason="nesting_too_deep"} 2.0' in _metrics(platform)
+    stored = api.post("/telemetry", json={"device_id": "sensor-001", "metrics": {"temperature": 20.0}})
+    assert stored.status_code == 201, stored.text

@@ -248,32 +248,33 @@ class MqttIngestion:
         candidates: list[Candidate] = []
         sources: list[aiomqtt.Message] = []
         foreign: list[Candidate] = []
-        statuses: list[StatusReport] = []
-        acks: list[CommandAck] = []
+        foreign_sources: list[aiomqtt.Message] = []
+        statuses: list[tuple[StatusReport, aiomqtt.Message]] = []
+        acks: list[tuple[CommandAck, aiomqtt.Message]] = []
         try:
             for message in batch:
                 try:
-                    await self._classify(message, candidates, sources, foreign, statuses, acks)
+                    await self._classify(message, candidates, sources, foreign, foreign_sources, statuses, acks)
                 except MESSAGE_ERRORS as exc:
                     await self._failed(message, "decode", exc)
             if foreign and self._foreign is not None:  # other devices than the batch's own
-                await self._ingest_isolated(foreign, None, self._foreign.protocol, None)
+                await self._ingest_isolated(foreign, foreign_sources, self._foreign.protocol, None)
             if candidates:
                 await self._ingest_isolated(candidates, sources, "mqtt", order)
         finally:
             if order is not None and not order.queued.is_set():
                 await order.done()  # no readings, or it failed before ingesting: let the next go
-        for status in statuses:
+        for status, source in statuses:
             try:
                 await self._on_status(status)
             except MESSAGE_ERRORS as exc:
-                await self._failed(None, "status", exc, f"devices/{status.device_id}/status")
+                await self._failed(source, "status", exc)
         if self._on_ack is not None:
-            for ack in acks:
+            for ack, source in acks:
                 try:
                     await self._on_ack(ack)
                 except MESSAGE_ERRORS as exc:
-                    await self._failed(None, "command_ack", exc, f"devices/{ack.device_id}/commands/ack")
+                    await self._failed(source, "command_ack", exc)
         if previous is not None:
             await previous  # a failed earlier batch fails this one: acknowledge in order or not at all
         for message in batch:
@@ -287,12 +288,14 @@ class MqttIngestion:
         candidates: list[Candidate],
         sources: list[aiomqtt.Message],
         foreign: list[Candidate],
-        statuses: list[StatusReport],
-        acks: list[CommandAck],
+        foreign_sources: list[aiomqtt.Message],
+        statuses: list[tuple[StatusReport, aiomqtt.Message]],
+        acks: list[tuple[CommandAck, aiomqtt.Message]],
     ) -> None:
         body = _payload(message)
         if self._foreign is not None and self._foreign.matches(message.topic.value):
             foreign.append(await self._foreign.candidate(message.topic.value, body))
+            foreign_sources.append(message)
             self._metrics.mqtt_messages.labels("foreign_uplink").inc()
             return
         parsed = parse_message(message.topic.value, body, self._limits)
@@ -307,10 +310,10 @@ class MqttIngestion:
             sources.append(message)
             self._metrics.mqtt_messages.labels("telemetry").inc()
         elif isinstance(parsed, StatusReport):
-            statuses.append(parsed)
+            statuses.append((parsed, message))
             self._metrics.mqtt_messages.labels("status").inc()
         elif isinstance(parsed, CommandAck) and self._on_ack is not None:
-            acks.append(parsed)
+            acks.append((parsed, message))
             self._metrics.mqtt_messages.labels("command_ack").inc()
         elif isinstance(parsed, MalformedAck):
             self._log_once("command_ack_malformed", "malformed command acknowledgement from %s: %s",
@@ -322,7 +325,7 @@ class MqttIngestion:
     async def _ingest_isolated(
         self,
         candidates: list[Candidate],
-        sources: list[aiomqtt.Message] | None,
+        sources: list[aiomqtt.Message],
         protocol: str,
         order: BatchOrder | None,
     ) -> None:
@@ -337,10 +340,9 @@ class MqttIngestion:
                 try:
                     outcomes.extend(await self._ingest.ingest([candidate], protocol))
                 except MESSAGE_ERRORS as exc:
-                    source = sources[i] if sources is not None else None
-                    await self._failed(source, "ingest", exc, f"devices/{candidate.device_id}/telemetry")
+                    await self._failed(sources[i], "ingest", exc)
                     outcomes.append(None)
-        if sources is None or self._dead_letter is None:
+        if self._dead_letter is None:
             return
         for outcome, message in zip(outcomes, sources, strict=False):
             if outcome is not None and outcome.status is Status.REJECTED and outcome.reason in _UNREADABLE:

@@ -18,6 +18,7 @@ from typing import Any
 
 from iot_platform.application.lorawan.ports import LoRaWANDevices
 from iot_platform.application.telemetry.model import NS_PER_SECOND, Candidate, MetricValue, Rejection
+from iot_platform.infrastructure.payloads import PayloadRejected, decode_json
 from iot_platform.infrastructure.protocols.lorawan.codecs import UndecodablePayload, codec
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
@@ -66,14 +67,15 @@ class ChirpStackUplinks:
         size = len(payload)
         fallback = topic.split("/")[3] if topic.count("/") >= 3 else topic
         try:
-            event = json.loads(payload)
+            event = decode_json(payload)  # bounded: a deep document is refused, not a RecursionError
             if not isinstance(event, dict):
                 raise ValueError("the event is not an object")
             info = event.get("deviceInfo") or {}
             dev_eui = str(info.get("devEui") or fallback).lower()
         except ValueError as exc:
             return Candidate(fallback, None, {}, payload_bytes=size,
-                             rejection=Rejection.UNDECODABLE, detail=f"not a ChirpStack uplink: {exc}")
+                             rejection=exc.reason if isinstance(exc, PayloadRejected) else Rejection.UNDECODABLE,
+                             detail=f"not a ChirpStack uplink: {exc}")
         session = await self._sessions.by_dev_eui(dev_eui)
         device_id = session.device_id if session is not None else dev_eui
         rx = [r for r in event.get("rxInfo") or [] if isinstance(r, dict)]

@@ -87,3 +87,34 @@ def test_a_deep_http_telemetry_body_is_a_422_naming_the_body(
     assert 'iot_readings_rejected_total{protocol="http",reason="nesting_too_deep"} 2.0' in _metrics(platform)
     stored = api.post("/telemetry", json={"device_id": "sensor-001", "metrics": {"temperature": 20.0}})
     assert stored.status_code == 201, stored.text
+
+
+def test_on_kafka_the_deep_message_is_dead_lettered_and_listed(tmp_path: Path, e2e_database_url: str) -> None:
+    """Where there is a dead-letter path (streaming.backend kafka), the refused message is
+    kept there as it came: ``iot-platform dlq list`` shows it with its reason and MQTT topic."""
+    import subprocess
+    from uuid import uuid4
+
+    from tests.e2e.platform_process import BIN, platform_env
+
+    brokers = require_service("IOT_TEST_KAFKA_BROKERS", "Kafka")
+    run = uuid4().hex[:8]
+    env = {
+        "IOT_STREAMING__BACKEND": "kafka",
+        "IOT_STREAMING__BROKERS": brokers,
+        "IOT_STREAMING__TOPICS__SENSOR_DATA": f"readings-{run}",
+        "IOT_STREAMING__TOPICS__DOMAIN_EVENTS": f"events-{run}",
+        "IOT_STREAMING__TOPICS__DEAD_LETTER": f"dead-{run}",
+        "IOT_STREAMING__CONSUMER_GROUP": f"e2e-{run}",
+    }
+
+    def dlq_list() -> str:
+        return subprocess.run([str(BIN / "iot-platform"), "dlq", "list"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120, env=platform_env(e2e_database_url, **env), check=True).stdout
+
+    with running_platform(tmp_path, e2e_database_url, **env) as platform:
+        with httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
+            _deep_message_then_a_reading(platform, api, "sensor-001")
+        listed = eventually(dlq_list, lambda out: "1 dead letters" in out, deadline=60)
+        [letter] = [line for line in listed.splitlines() if "\t" in line]
+        assert "\tnesting_too_deep\tmqtt:devices/ANY/telemetry\t" in letter

@@ -31,6 +31,8 @@ class DeadLetter:
     @property
     def source(self) -> str:
         h = self.headers
+        if "mqtt_topic" in h:  # a device's MQTT message (never replayed: no Kafka source)
+            return f"mqtt:{h['mqtt_topic']}"
         return f"{h.get('source_topic', '?')}[{h.get('source_partition', '?')}]@{h.get('source_offset', '?')}"
 
 

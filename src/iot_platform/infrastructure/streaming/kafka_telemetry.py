@@ -127,13 +127,15 @@ class KafkaDeadLetters:
         await producer.send_and_wait(self.topic, record.value, key=record.key, headers=headers)
         self.sent += 1
 
-    async def message(self, source_topic: str, payload: bytes, reason: str, error: str) -> None:
-        """A device's message the platform could not handle (MQTT), kept as it came."""
+    async def message(self, mqtt_topic: str, payload: bytes, reason: str, error: str) -> None:
+        """A device's MQTT message the platform could not handle, kept as it came. Its topic is
+        the ``mqtt_topic`` header, not ``source_topic``: ``dlq replay`` sends letters back to
+        their Kafka source topic, and an MQTT message has none (it is listed, not replayed)."""
         producer = await self._producer.get()
         headers = [
             ("reason", reason.encode()),
             ("error", error[:_ERROR_LIMIT].encode(errors="replace")),
-            ("source_topic", source_topic.encode(errors="replace")),
+            ("mqtt_topic", mqtt_topic.encode(errors="replace")),
             ("failed_at", datetime.now(UTC).isoformat().encode()),
         ]
         await asyncio.wait_for(producer.send_and_wait(self.topic, payload, headers=headers), 10)

@@ -63,6 +63,9 @@ def test_the_iot_prefixed_name_beats_the_conventional_one(monkeypatch: pytest.Mo
         ("lorawan:\n  net_id: xyz\n", "lorawan.net_id"),
         ("lorawan:\n  rx2_data_rate: SF13BW125\n", "lorawan.rx2_data_rate"),
         ("mqtt:\n  broker_url: mqtts://h:8883\n", "mqtt.broker_url"),
+        ("telemetry:\n  max_nesting_depth: 500\n", "telemetry.max_nesting_depth"),
+        ("telemetry:\n  max_payload_items: 0\n", "telemetry.max_payload_items"),
+        ("mqtt:\n  stall_seconds: 0\n", "mqtt.stall_seconds"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:

@@ -204,14 +204,12 @@ class MqttIngestion:
             if not task.cancelled() and task.exception() is not None and not failed.done():
                 failed.set_result(task.exception())  # type: ignore[arg-type]
 
+        following: asyncio.Future[Any] | None = None
         try:
             while True:
-                following: asyncio.Future[Any] = asyncio.ensure_future(anext(messages))
+                following = asyncio.ensure_future(anext(messages))
                 await asyncio.wait([following, failed], return_when=asyncio.FIRST_COMPLETED)
                 if failed.done():
-                    following.cancel()
-                    with contextlib.suppress(BaseException):
-                        await following
                     raise _BatchFailed(_describe(failed.result()))
                 batch = [following.result()]
                 while len(messages) > 0 and len(batch) < self._settings.max_batch:
@@ -227,6 +225,10 @@ class MqttIngestion:
                     watched: list[asyncio.Future[Any]] = [*in_flight, failed]
                     await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if following is not None and not following.done():
+                following.cancel()  # waiting for the next message: none is taken, none lost
+                with contextlib.suppress(BaseException):
+                    await following
             # Unacknowledged batches are redelivered by the broker; their stored readings are
             # then recognised as duplicates. (Copy: done-callbacks shrink the set meanwhile.)
             pending = list(in_flight)

@@ -118,3 +118,16 @@ def test_on_kafka_the_deep_message_is_dead_lettered_and_listed(tmp_path: Path, e
         listed = eventually(dlq_list, lambda out: "1 dead letters" in out, deadline=60)
         [letter] = [line for line in listed.splitlines() if "\t" in line]
         assert "\tnesting_too_deep\tmqtt:devices/ANY/telemetry\t" in letter
+
+
+def test_malformed_http_telemetry_bodies_are_a_422_naming_the_body(
+    platform: RunningPlatform, api: httpx.Client
+) -> None:
+    """Not JSON, or an integer of 5,000 digits (the standard library's json raised ValueError
+    for it: a 400 naming nothing): 422 naming ``body``."""
+    register(api, "sensor-001")
+    for body in ('{"device_id": "sensor-001", "metrics": {"t": 1}', '{"device_id": "sensor-001", "message_id": '
+                 + "9" * 5000 + ', "metrics": {"t": 1}}'):
+        response = api.post("/telemetry", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["message"].startswith("body: invalid JSON")

@@ -103,7 +103,7 @@ def test_kill_9_mid_stream_then_restart_stores_every_acknowledged_reading_once(
         "IOT_MQTT__EMBEDDED_BROKER": "false",
         "IOT_MQTT__BROKER_URL": mqtt_url,
         "IOT_MQTT__CLIENT_ID": f"e2e-{name}",  # the same on restart: the session resumes
-        "IOT_MQTT__SESSION_EXPIRY_SECONDS": "600",
+        "IOT_MQTT__SESSION_EXPIRY_SECONDS": "120",  # outlives the restart, not the test by much
     }
     device = name
     with running_platform(tmp_path, database_url, **env) as first:

@@ -114,6 +114,15 @@ def test_shared_cbor_cannot_amplify_past_the_item_budget() -> None:
     assert refused.value.reason is Rejection.PAYLOAD_TOO_LARGE
 
 
+@pytest.mark.parametrize("payload", [cbor2.dumps({"message_id": 10**5000, "t": 1}),
+                                     cbor2.dumps({"t": 1, "tags": {"a": -(10**5000)}})])
+def test_a_huge_cbor_bignum_is_a_rejected_reading(payload: bytes) -> None:
+    """A bignum of a few KB decodes to an int that str() refuses (ValueError: 4,300 digits)."""
+    parsed = parse_message("devices/d1/telemetry", payload)
+    assert isinstance(parsed, Candidate) and parsed.rejection is Rejection.UNDECODABLE
+    assert parsed.detail == "an integer in the payload is over 128 bits"
+
+
 def test_check_shape_counts_values() -> None:
     check_shape({"a": [1, 2, 3]}, PayloadLimits(max_items=5))
     with pytest.raises(PayloadRejected):
@@ -186,3 +195,18 @@ def test_the_mqtt_contract_never_raises(topic: str, payload: bytes) -> None:
     assert parsed is None or isinstance(parsed, Candidate | StatusReport | CommandAck | MalformedAck)
     ack = command_ack("dev", payload, LIMITS)
     assert isinstance(ack, CommandAck | MalformedAck)
+
+
+cbor_tag_heads = st.integers(min_value=0, max_value=300).map(lambda t: cbor2.dumps(cbor2.CBORTag(t, None))[:-1])
+"""A semantic tag's head (date, bignum, decimal, regexp, shared reference...) without its content."""
+
+
+@FUZZ
+@given(st.lists(st.one_of(cbor_tag_heads, st.binary(max_size=12)), max_size=12))
+def test_cbor_semantic_tags_with_arbitrary_content_never_raise_anything_but_wire_error(parts: list[bytes]) -> None:
+    """cbor2 decodes tags through the standard library (datetime, Decimal, re, uuid...),
+    whose own errors on nonsense must come out as a rejected payload too."""
+    payload = b"".join(parts)
+    _decodes_or_rejects(payload)
+    parsed = parse_message("devices/dev/telemetry", payload, LIMITS)
+    assert isinstance(parsed, Candidate)

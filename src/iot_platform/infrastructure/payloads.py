@@ -31,6 +31,11 @@ JSON_PARSER_MAX_DEPTH = 200
 """pydantic-core's own ceiling: JSON nested deeper is refused by the parser itself."""
 
 
+MAX_INTEGER_BITS = 128
+"""Larger integers (a CBOR bignum, say) are refused: no metric, id or timestamp needs them, and
+turning a 4,300-digit one into text raises ``ValueError`` wherever it happens."""
+
+
 @dataclass(frozen=True)
 class PayloadLimits:
     """What one payload may be; ``telemetry.max_payload_bytes``/``max_nesting_depth``/
@@ -74,6 +79,8 @@ def check_shape(value: Any, limits: PayloadLimits = DEFAULT_LIMITS) -> None:
             raise PayloadRejected(
                 f"payload holds more than {limits.max_items} values", Rejection.PAYLOAD_TOO_LARGE
             )
+        if isinstance(item, int) and item.bit_length() > MAX_INTEGER_BITS:
+            raise PayloadRejected(f"an integer in the payload is over {MAX_INTEGER_BITS} bits")
         if isinstance(item, Mapping):
             children: Any = item.values()
         elif isinstance(item, list | tuple | set | frozenset):

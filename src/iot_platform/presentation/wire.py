@@ -145,8 +145,8 @@ def decode_body(payload: bytes, limits: PayloadLimits = DEFAULT_LIMITS) -> Any:
         try:
             return decode_cbor(payload, limits)
         except PayloadRejected as exc:
-            if exc.reason is Rejection.UNDECODABLE:
-                raise PayloadRejected(f"neither JSON nor valid CBOR: {exc}") from None
+            if str(exc).startswith("invalid CBOR: "):
+                raise PayloadRejected(f"neither JSON nor valid CBOR: {str(exc)[14:]}") from None
             raise
     except PayloadRejected as exc:
         raise WireError(str(exc), exc.reason) from None

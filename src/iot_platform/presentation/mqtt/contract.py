@@ -117,7 +117,7 @@ def parse_message(
         device_id = parts[1]
         try:
             return candidate_from_body(decode_body(payload, limits), device_id, size)
-        except WireError as exc:
+        except ValueError as exc:  # WireError, or a value no field can hold
             return undecodable(device_id, size, exc)
     if len(parts) == 3 and parts[0] == "sensors":
         device_id, sensor = parts[1], parts[2]
@@ -130,7 +130,7 @@ def parse_message(
                 inner["metrics"] = {sensor: body["value"]}
                 return candidate_from_body(inner, device_id, size)
             return Candidate(device_id, None, {sensor: body}, payload_bytes=size)
-        except WireError as exc:
+        except ValueError as exc:  # WireError, or a value no field can hold
             return undecodable(device_id, size, exc)
     if len(parts) == 3 and parts[0] == "devices" and parts[2] == "status":
         return _status(parts[1], payload, limits)

@@ -5,8 +5,9 @@ nested 1,000 levels deep raised ``RecursionError`` inside it (a 400 that named n
 depth that depended on the stack). A route of ``BoundedJsonRoute`` first reads its body with
 ``infrastructure.payloads.decode_json`` (pydantic-core, bounded) and answers 422 naming
 ``body`` when it is nested deeper than ``telemetry.max_nesting_depth`` (plus the two levels of
-an event in a batch envelope), counting it as a rejected reading of the route's protocol.
-Malformed JSON is left to FastAPI, which already answers 422 for it.
+an event in a batch envelope), or is not JSON at all (FastAPI answered 422 for most malformed
+JSON but 400 naming nothing for an integer of over 4,300 digits), counting it as a rejected
+reading of the route's protocol.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from iot_platform.application.telemetry.model import Rejection
 from iot_platform.infrastructure.payloads import PayloadLimits, PayloadRejected, decode_json
 from iot_platform.presentation.rest.errors import FieldError
 
@@ -41,9 +41,8 @@ class BoundedJsonRoute(APIRoute):
                 try:
                     decode_json(body, limits)
                 except PayloadRejected as exc:
-                    if exc.reason is not Rejection.UNDECODABLE:
-                        request.app.state.platform.metrics.rejected(self.protocol, exc.reason)
-                        raise FieldError("body", str(exc)) from None
+                    request.app.state.platform.metrics.rejected(self.protocol, exc.reason)
+                    raise FieldError("body", str(exc)) from None
             return await handler(request)
 
         return bounded

@@ -172,7 +172,7 @@ async def search_alerts(
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> AlertList:
     wanted: AlertStatus | None = None
     if status_ is not None and status_ != "open":

@@ -133,6 +133,8 @@ class Rejection(StrEnum):
     TOO_MANY_METRICS = "too_many_metrics"
     INVALID_TAGS = "invalid_tags"
     IDENTITY_MISMATCH = "identity_mismatch"
+    THROTTLED = "throttled"
+    """The device sent more than its budget (``rate_limits.device_readings``)."""
 
 
 @dataclass(frozen=True, slots=True)

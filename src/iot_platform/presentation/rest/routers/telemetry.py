@@ -55,6 +55,7 @@ _REJECTION_STATUS = {
     Rejection.DEVICE_DECOMMISSIONED: 409,
     Rejection.PAYLOAD_TOO_LARGE: 413,
     Rejection.IDENTITY_MISMATCH: 403,
+    Rejection.THROTTLED: 429,
 }
 
 
@@ -102,6 +103,7 @@ async def ingest_event(
         return JSONResponse(
             status_code=_REJECTION_STATUS.get(reason, 422),
             content=error_body(reason.value, result.detail or reason.value, {"device_id": result.device_id}),
+            headers={"Retry-After": "1"} if reason is Rejection.THROTTLED else None,
         )
     return result
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -18,15 +19,16 @@ from iot_platform.presentation.rest.app import create_app
 from tests.e2e.platform_process import ADMIN_KEY, free_port, free_udp_port
 
 
-def embedded_settings() -> Settings:
+def embedded_settings(**sections: dict[str, Any]) -> Settings:
     """The defaults (config.yaml's, relative to the working directory) on free loopback ports,
-    with the admin API key the e2e tests use."""
+    with the admin API key the e2e tests use; ``sections`` override more."""
     return load_settings(
         None,
         mqtt={"broker_url": f"mqtt://127.0.0.1:{free_port()}"},
         coap={"port": free_udp_port()},
         lorawan={"port": free_udp_port()},
         security={"admin_api_key": ADMIN_KEY},
+        **sections,
     )
 
 

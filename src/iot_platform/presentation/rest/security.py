@@ -84,10 +84,17 @@ async def websocket_principal(websocket: WebSocket) -> Principal | None:
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def require(permission: str) -> Callable[[Principal], Awaitable[Principal]]:
-    async def check(principal: PrincipalDep) -> Principal:
+def require(permission: str) -> Callable[[Principal, Request], Awaitable[Principal]]:
+    """The route's permission; and a device's credential, on a route of one device
+    (``{device_id}`` in its path), must be that device's (before the body is even read, so
+    another device's route answers 403 whatever is sent to it)."""
+
+    async def check(principal: PrincipalDep, request: Request) -> Principal:
         if not principal.may(permission):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"{permission} is not granted")
+        device_id = request.path_params.get("device_id")
+        if isinstance(device_id, str):
+            confine(principal, device_id)
         return principal
 
     check.permission = permission  # type: ignore[attr-defined]  # read by the route-role matrix

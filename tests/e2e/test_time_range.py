@@ -27,8 +27,10 @@ QUERIES = [
     "/api/analytics/aggregated?metric=t&interval=1h&device_id=d1",
     "/api/telemetry/search?tag=room:1",
     "/api/analytics/devices/d1/anomalies?metric=t",
+    "/api/alerts",
 ]
-OUT_OF_RANGE = ["2300-01-01T00:00:00Z", "1600-01-01T00:00:00Z", "99999999999999999999"]
+OUT_OF_RANGE = ["2300-01-01T00:00:00Z", "1600-01-01T00:00:00Z", "99999999999999999999",
+                "0001-01-01T00:00:00+01:00"]  # before year 1 in UTC
 
 
 @pytest.fixture(params=["embedded", "influxdb"])

@@ -32,10 +32,15 @@ def embedded_settings(**sections: dict[str, Any]) -> Settings:
     )
 
 
+def app_in(workdir: Path, monkeypatch: pytest.MonkeyPatch, **sections: dict[str, Any]) -> FastAPI:
+    """A fresh app whose working directory is ``workdir`` (as ``make run`` makes ./data first),
+    so nothing lands in the checkout. Whoever drives it starts it (its lifespan, or
+    ``platform.start()``)."""
+    monkeypatch.chdir(workdir)
+    (workdir / "data").mkdir()
+    return create_app(embedded_settings(**sections))
+
+
 @pytest.fixture
 def app_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FastAPI]:
-    """A fresh app whose working directory is ``tmp_path`` (nothing lands in the checkout).
-    Its lifespan is run by whoever drives it (schemathesis, or ``asgi_client``)."""
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "data").mkdir()
-    yield create_app(embedded_settings())
+    yield app_in(tmp_path, monkeypatch)

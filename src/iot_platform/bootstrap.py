@@ -50,7 +50,7 @@ from iot_platform.application.telemetry.queries import TelemetryQueries
 from iot_platform.application.telemetry.model import Reading
 from iot_platform.application.telemetry.sinks import StorageWriter
 from iot_platform.application.telemetry.stream import TelemetrySink
-from iot_platform.config import WORKER_ROLES, RatePolicy, Settings
+from iot_platform.config import WORKER_ROLES, Settings
 from iot_platform.domain.alerts import Alert, AlertRule
 from iot_platform.domain.commands import CommandStatus, DeviceCommand
 from iot_platform.domain.devices import Device
@@ -110,6 +110,7 @@ from iot_platform.infrastructure.access.store import SqlApiKeys, SqlUsers
 from iot_platform.infrastructure.access.passwords import ScryptPasswords
 from iot_platform.infrastructure.access.tokens import JwtSigner
 from iot_platform.infrastructure.rate_limits import TokenBuckets
+from iot_platform.config import RatePolicy
 from iot_platform.infrastructure.mqtt.broker_security import SERVICE_IDENTITY
 from iot_platform.infrastructure.mqtt.tls import ServiceIdentity, tls_parameters
 from iot_platform.infrastructure.pki.authority import CertificateAuthority
@@ -579,17 +580,6 @@ def build_platform(settings: Settings) -> Platform:
     )
 
 
-def _buckets(policy: RatePolicy) -> TokenBuckets:
-    return TokenBuckets(policy.per_second, policy.burst)
-
-
-def _access_limits(settings: Settings) -> AccessLimits:
-    limits = settings.rate_limits
-    return AccessLimits(login_per_username=_buckets(limits.login_per_username),
-                        login_per_client=_buckets(limits.login_per_client),
-                        credential_failures_per_client=_buckets(limits.credential_failures_per_client))
-
-
 def _mutual_tls(settings: Settings, key_password: str) -> tuple[MutualTls | None, ServiceIdentity | None]:
     """With ``security.mutual_tls_required`` and the embedded broker: its listener's files, and
     the platform's own client identity (both certificates made at start from the device CA,
@@ -671,6 +661,17 @@ def _observe(metrics: PlatformMetrics, alerting: Alerting, feed: LiveFeed) -> No
         observed.counter(f"iot_alert_notices_{channel.name}",
                          f"Alert notices sent on the {channel.name} channel, by outcome", "outcome",
                          channel.outcomes)
+
+
+def _buckets(policy: RatePolicy) -> TokenBuckets:
+    return TokenBuckets(policy.per_second, policy.burst)
+
+
+def _access_limits(settings: Settings) -> AccessLimits:
+    limits = settings.rate_limits
+    return AccessLimits(login_per_username=_buckets(limits.login_per_username),
+                        login_per_client=_buckets(limits.login_per_client),
+                        credential_failures_per_client=_buckets(limits.credential_failures_per_client))
 
 
 # Rules and the live feed are read by people waiting for an alert: short batches.

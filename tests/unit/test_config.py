@@ -63,8 +63,6 @@ def test_the_iot_prefixed_name_beats_the_conventional_one(monkeypatch: pytest.Mo
         ("lorawan:\n  net_id: xyz\n", "lorawan.net_id"),
         ("lorawan:\n  rx2_data_rate: SF13BW125\n", "lorawan.rx2_data_rate"),
         ("mqtt:\n  broker_url: mqtts://h:8883\n", "mqtt.broker_url"),
-        ("rate_limits:\n  login_per_username:\n    burst: 0\n", "rate_limits.login_per_username.burst"),
-        ("rate_limits:\n  device_readings:\n    per_second: fast\n", "rate_limits.device_readings.per_second"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:

@@ -124,6 +124,8 @@ class Rejection(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     DEVICE_SUSPENDED = "device_suspended"
     DEVICE_DECOMMISSIONED = "device_decommissioned"
+    THROTTLED = "throttled"
+    """The device sent more than its budget (``rate_limits.device_readings``)."""
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     INVALID_TIMESTAMP = "invalid_timestamp"
     NON_FINITE_NUMBER = "non_finite_number"
@@ -133,8 +135,6 @@ class Rejection(StrEnum):
     TOO_MANY_METRICS = "too_many_metrics"
     INVALID_TAGS = "invalid_tags"
     IDENTITY_MISMATCH = "identity_mismatch"
-    THROTTLED = "throttled"
-    """The device sent more than its budget (``rate_limits.device_readings``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from iot_platform.application.commands.queries import CommandStatusReader
 from iot_platform.application.devices.commands import ActivateDevice, RecordConnectivity
 from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.errors import NotFound
-from iot_platform.application.access.service import AccessService
+from iot_platform.application.access.service import AccessLimits, AccessService
 from iot_platform.application.devices.certificates import CertificateProvisioning
 from iot_platform.application.devices.claims import ClaimProvisioning
 from iot_platform.application.devices.provisioning import OscoreProvisioning
@@ -108,7 +108,10 @@ from iot_platform.infrastructure.protocols.lorawan.listener import LoRaWANListen
 from iot_platform.infrastructure.protocols.lorawan.network_server import NetworkServer
 from iot_platform.infrastructure.protocols.lorawan.store import SqlGateways, SqlLoRaWANDevices
 from iot_platform.infrastructure.access.store import SqlApiKeys, SqlUsers
+from iot_platform.infrastructure.access.passwords import ScryptPasswords
 from iot_platform.infrastructure.access.tokens import JwtSigner
+from iot_platform.infrastructure.rate_limits import TokenBuckets
+from iot_platform.config import RatePolicy
 from iot_platform.infrastructure.mqtt.broker_security import SERVICE_IDENTITY
 from iot_platform.infrastructure.mqtt.tls import ServiceIdentity, tls_parameters
 from iot_platform.infrastructure.pki.authority import CertificateAuthority
@@ -593,7 +596,8 @@ def build_platform(settings: Settings) -> Platform:
         oscore=OscoreProvisioning(devices, oscore),
         access=AccessService(access_keys, SqlUsers(engine),
                              JwtSigner(lambda: box.derive(b"iot-platform bearer tokens")),
-                             lambda: datetime.now(UTC), security.token_ttl_seconds),
+                             lambda: datetime.now(UTC), security.token_ttl_seconds,
+                             passwords=ScryptPasswords(), limits=_access_limits(settings)),
         access_keys=access_keys,
         pki=pki,
         broker_tls=broker_tls,
@@ -688,6 +692,17 @@ def _observe(metrics: PlatformMetrics, alerting: Alerting, feed: LiveFeed) -> No
         observed.counter(f"iot_alert_notices_{channel.name}",
                          f"Alert notices sent on the {channel.name} channel, by outcome", "outcome",
                          channel.outcomes)
+
+
+def _buckets(policy: RatePolicy) -> TokenBuckets:
+    return TokenBuckets(policy.per_second, policy.burst)
+
+
+def _access_limits(settings: Settings) -> AccessLimits:
+    limits = settings.rate_limits
+    return AccessLimits(login_per_username=_buckets(limits.login_per_username),
+                        login_per_client=_buckets(limits.login_per_client),
+                        credential_failures_per_client=_buckets(limits.credential_failures_per_client))
 
 
 # Rules and the live feed are read by people waiting for an alert: short batches.
@@ -796,6 +811,7 @@ def _telemetry(
             dedup_window=limits.dedup_window,
         ),
         rate=rate,
+        budget=_buckets(settings.rate_limits.device_readings),
     )
     payload_limits = PayloadLimits(limits.max_payload_bytes, limits.max_nesting_depth, limits.max_payload_items)
     mqtt_settings = settings.mqtt

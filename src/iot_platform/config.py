@@ -23,6 +23,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -356,6 +357,41 @@ class EdgeSettings(Section):
     offline_processing: bool = True
 
 
+class RatePolicy(Section):
+    """A token bucket: ``burst`` at once, then ``per_second`` on average."""
+
+    per_second: float = Field(gt=0, allow_inf_nan=False)
+    burst: int = Field(ge=1)
+
+
+class RateLimitSettings(Section):
+    """Budgets kept in each process's memory (several processes: each its own)."""
+
+    login_per_username: RatePolicy = RatePolicy(per_second=0.1, burst=5)
+    """Failed logins (POST /api/auth/token) per username; over it: 429 with Retry-After."""
+    login_per_client: RatePolicy = RatePolicy(per_second=0.5, burst=20)
+    """Failed logins per client address (behind a proxy, the proxy's address)."""
+    credential_failures_per_client: RatePolicy = RatePolicy(per_second=1.0, burst=50)
+    """Bearer credentials (API keys, tokens) refused per client address; over it: 429."""
+    device_readings: RatePolicy = RatePolicy(per_second=1000.0, burst=20_000)
+    """Readings one device may send, on every protocol together; over it a reading is
+    rejected ``throttled`` (HTTP 429) and counted in iot_readings_throttled."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_policies(cls, data: Any) -> Any:
+        """A policy given in part (``IOT_RATE_LIMITS__DEVICE_READINGS__BURST=...``) keeps its
+        other default."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, given in data.items():
+            field = cls.model_fields.get(name)
+            if isinstance(given, dict) and field is not None and isinstance(field.default, RatePolicy):
+                merged[name] = {**field.default.model_dump(), **given}
+        return merged
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IOT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -374,6 +410,7 @@ class Settings(BaseSettings):
     firmware: FirmwareSettings = FirmwareSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
     edge: EdgeSettings = EdgeSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
 
     @classmethod
     def settings_customise_sources(

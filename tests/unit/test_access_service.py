@@ -10,7 +10,8 @@ import pytest
 
 from iot_platform.application.access.model import ApiKey, Principal, UnknownRole, User
 from iot_platform.application.access.ports import CredentialTaken
-from iot_platform.application.access.service import AccessService, hash_password, password_matches
+from iot_platform.application.access.service import AccessService
+from iot_platform.infrastructure.access.passwords import ScryptPasswords, hash_password, password_matches
 from iot_platform.infrastructure.access.tokens import JwtSigner
 
 pytestmark = pytest.mark.asyncio
@@ -63,7 +64,8 @@ class Clock:
 
 def service() -> tuple[AccessService, Keys, Clock]:
     keys, clock = Keys(), Clock()
-    return AccessService(keys, People(), JwtSigner(lambda: b"k" * 32), clock), keys, clock
+    return AccessService(keys, People(), JwtSigner(lambda: b"k" * 32), clock,
+                         passwords=ScryptPasswords()), keys, clock
 
 
 async def test_a_key_is_kept_only_as_a_hash_and_names_its_holder() -> None:

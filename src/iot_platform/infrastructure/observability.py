@@ -23,6 +23,10 @@ class PlatformMetrics:
         self.readings_rejected = Counter(
             "iot_readings_rejected", "Readings rejected", ["protocol", "reason"], registry=r
         )
+        self.readings_throttled = Counter(
+            "iot_readings_throttled", "Readings refused because their device was over its budget",
+            ["protocol"], registry=r,
+        )
         self.readings_duplicate = Counter(
             "iot_readings_duplicate", "Readings dropped as duplicates", ["protocol"], registry=r
         )
@@ -90,6 +94,8 @@ class PlatformMetrics:
 
     def rejected(self, protocol: str, reason: Rejection, count: int = 1) -> None:
         self.readings_rejected.labels(protocol, reason.value).inc(count)
+        if reason is Rejection.THROTTLED:
+            self.readings_throttled.labels(protocol).inc(count)
 
     def duplicates(self, protocol: str, count: int) -> None:
         self.readings_duplicate.labels(protocol).inc(count)

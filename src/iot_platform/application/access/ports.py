@@ -37,3 +37,12 @@ class TokenSigner(Protocol):
 
     def verify(self, token: str) -> Principal | None:
         """The token's principal, or None if it is forged, malformed or expired."""
+
+
+class PasswordHasher(Protocol):
+    """Slow, salted password hashes, computed where they do not hold up other requests."""
+
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password: str, stored: str) -> bool:
+        """False also for a ``stored`` hash that is malformed."""

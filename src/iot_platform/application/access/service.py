@@ -11,41 +11,48 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from iot_platform.application.access.model import ApiKey, Principal, User, check_roles
-from iot_platform.application.access.ports import ApiKeys, CredentialTaken, TokenSigner, Users
+from iot_platform.application.access.ports import (
+    ApiKeys,
+    CredentialTaken,
+    PasswordHasher,
+    TokenSigner,
+    Users,
+)
+from iot_platform.application.limits import RateLimiter, Throttled, Unlimited
 
 _PREFIX = "iotk_"
-_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
-    return f"scrypt${salt.hex()}${digest.hex()}"
+@dataclass(frozen=True)
+class AccessLimits:
+    """Budgets of failed attempts. A caller over one is refused (``Throttled``) before its
+    credential is even checked, so guessing gets no faster by trying harder. A login spends
+    from its username's and its client's budget while it is checked and gets it back if it
+    succeeds."""
 
-
-def password_matches(password: str, stored: str) -> bool:
-    try:
-        scheme, salt, digest = stored.split("$")
-    except ValueError:
-        return False
-    if scheme != "scrypt":
-        return False
-    candidate = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), dklen=32, **_SCRYPT)
-    return hmac.compare_digest(candidate.hex(), digest)
+    login_per_username: RateLimiter = Unlimited()
+    login_per_client: RateLimiter = Unlimited()
+    credential_failures_per_client: RateLimiter = Unlimited()
+    """Bearer credentials (API keys, tokens) that did not check out, per client address."""
 
 
 class AccessService:
     def __init__(self, keys: ApiKeys, users: Users, signer: TokenSigner,
                  clock: Callable[[], datetime], token_ttl_seconds: int = 3600,
-                 key_cache_seconds: float = 5.0) -> None:
+                 key_cache_seconds: float = 5.0, *, passwords: PasswordHasher,
+                 limits: AccessLimits = AccessLimits()) -> None:
         self._keys = keys
+        self._passwords = passwords
+        self._limits = limits
+        self._dummy_hash: str | None = None
         self._key_cache_seconds = key_cache_seconds
         self._recent: dict[tuple[str, str], tuple[Principal, datetime]] = {}
         self._users = users
@@ -103,22 +110,57 @@ class AccessService:
         return await self._keys.revoke(key_id, self._clock())
 
     async def create_user(self, username: str, password: str, roles: tuple[str, ...]) -> User:
-        user = User(username, hash_password(password), check_roles(roles), self._clock())
+        user = User(username, await self._passwords.hash(password), check_roles(roles), self._clock())
         await self._users.add(user)
         return user
 
-    async def token_for(self, username: str, password: str) -> tuple[str, int] | None:
-        """A bearer token (JWT) for a user's password, and its lifetime in seconds."""
+    async def token_for(self, username: str, password: str, client: str = "") -> tuple[str, int] | None:
+        """A bearer token (JWT) for a user's password, and its lifetime in seconds; None for an
+        unknown user or a wrong password, which take the same path (a hash is verified either
+        way, so the time taken does not tell which usernames exist). Raises ``Throttled`` when
+        the username or the ``client`` address has failed too often lately."""
+        limits = self._limits
+        # Spent before the check, so a flood of concurrent guesses cannot all pass one look.
+        wait = limits.login_per_username.hit(username)
+        if wait > 0:
+            raise Throttled("failed logins", wait)
+        wait = limits.login_per_client.hit(client)
+        if wait > 0:
+            limits.login_per_username.credit(username)
+            raise Throttled("failed logins", wait)
         user = await self._users.get(username)
-        if user is None or not password_matches(password, user.password_hash):
+        stored = user.password_hash if user is not None else await self._unknown_user_hash()
+        matches = await self._passwords.verify(password, stored)
+        if user is None or not matches:
             return None
+        limits.login_per_username.credit(username)  # only failures count
+        limits.login_per_client.credit(client)
         principal = Principal(f"user:{user.username}", frozenset(user.roles))
         return self._signer.issue(principal, self._ttl), self._ttl
 
-    async def authenticate(self, credential: str) -> Principal | None:
+    async def _unknown_user_hash(self) -> str:
+        """A hash of a random password, made once: what an unknown username is checked against."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await self._passwords.hash(secrets.token_urlsafe(16))
+        return self._dummy_hash
+
+    async def authenticate(self, credential: str, client: str | None = None) -> Principal | None:
         """The caller a bearer credential (API key or token) names, or None. A key that
         checked out is remembered for ``key_cache_seconds``, so a busy client (a scraper, a
-        device posting readings) costs one lookup per interval, not one per request."""
+        device posting readings) costs one lookup per interval, not one per request.
+
+        ``client`` (its address) is refused with ``Throttled`` once its credentials have
+        failed too often lately; each failure counts against it."""
+        if client is not None:
+            wait = self._limits.credential_failures_per_client.retry_after(client)
+            if wait > 0:
+                raise Throttled("failed credentials", wait)
+        principal = await self._principal(credential)
+        if principal is None and client is not None:
+            self._limits.credential_failures_per_client.hit(client)
+        return principal
+
+    async def _principal(self, credential: str) -> Principal | None:
         parts = _split(credential)
         if parts is None:
             return self._signer.verify(credential)

@@ -31,7 +31,7 @@ from iot_platform.application.analytics.statistics import (
 from iot_platform.application.errors import NotFound
 from iot_platform.application.telemetry.model import RawQuery
 from iot_platform.application.telemetry.ports import TimeSeriesStore
-from iot_platform.application.telemetry.queries import InvalidQuery
+from iot_platform.application.telemetry.queries import InvalidQuery, check_range
 from iot_platform.domain.events import utcnow
 
 
@@ -99,8 +99,7 @@ class FleetAnalytics:
         The mean and deviation are taken over the examined readings themselves, anomalies
         included, as a z-score over a window is usually defined.
         """
-        if start_ns >= end_ns:
-            raise InvalidQuery("from", "must be before to")
+        check_range(start_ns, end_ns)
         threshold = self._threshold(threshold)
         if not await self._read_model.device_exists(device_id):
             raise NotFound(f"device {device_id!r} is not registered")

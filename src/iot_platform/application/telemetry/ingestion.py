@@ -24,6 +24,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from iot_platform.application.analytics.ports import AcceptedReadings
+from iot_platform.application.limits import RateLimiter
 from iot_platform.application.telemetry.model import (
     NS_PER_SECOND,
     Candidate,
@@ -110,7 +111,11 @@ class IngestTelemetry:
         limits: IngestionLimits = IngestionLimits(),
         clock_ns: Callable[[], int] = time.time_ns,
         rate: AcceptedReadings | None = None,
+        budget: RateLimiter | None = None,
     ) -> None:
+        self._budget = budget
+        """Readings per device (one token each): a device over it is refused ``throttled``,
+        in O(1), so a flooding device costs the others nothing."""
         self._directory = directory
         self._rate = rate
         self._activator = activator
@@ -173,6 +178,8 @@ class IngestTelemetry:
         for i, candidate, timestamp, values, tags in checked:
             info = devices.get(candidate.device_id)
             refusal = self._status_refusal(candidate.device_id, info)
+            if refusal is None and self._budget is not None:
+                refusal = self._over_budget(candidate.device_id)
             if refusal is not None:
                 outcomes[i] = self._reject(candidate, protocol, *refusal)
                 continue
@@ -279,6 +286,13 @@ class IngestTelemetry:
             if not isinstance(value, str) or len(value) > 256:
                 raise _Refused(Rejection.INVALID_TAGS, f"tag {key}: value must be a short string")
         return dict(tags)
+
+    def _over_budget(self, device_id: str) -> tuple[Rejection, str] | None:
+        assert self._budget is not None
+        wait = self._budget.hit(device_id)
+        if wait <= 0:
+            return None
+        return Rejection.THROTTLED, f"device {device_id!r} is over its reading budget; retry in {wait:.1f}s"
 
     @staticmethod
     def _status_refusal(device_id: str, info: DeviceInfo | None) -> tuple[Rejection, str] | None:

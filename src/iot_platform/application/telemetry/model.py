@@ -17,6 +17,13 @@ NS_PER_SECOND = 1_000_000_000
 NS_PER_HOUR = 3600 * NS_PER_SECOND
 NS_PER_DAY = 24 * NS_PER_HOUR
 
+EARLIEST_NS = -9_214_560_000_000_000_000
+"""1678-01-01T00:00:00Z. The stores keep signed 64-bit nanoseconds (InfluxDB's range is
+1677-09-21 to 2262-04-11, SQLite's INTEGER the same); a time outside the whole years inside
+that range is refused before it reaches them (which failed with an overflow, a 500)."""
+LATEST_NS = 9_214_646_400_000_000_000
+"""2262-01-01T00:00:00Z, the end of the range queries may name (see ``EARLIEST_NS``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Reading:
@@ -118,6 +125,8 @@ class Rejection(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     DEVICE_SUSPENDED = "device_suspended"
     DEVICE_DECOMMISSIONED = "device_decommissioned"
+    THROTTLED = "throttled"
+    """The device sent more than its budget (``rate_limits.device_readings``)."""
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     INVALID_TIMESTAMP = "invalid_timestamp"
     NON_FINITE_NUMBER = "non_finite_number"

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from iot_platform.application.errors import ApplicationError
 from iot_platform.application.telemetry.model import (
+    EARLIEST_NS,
+    LATEST_NS,
     NS_PER_DAY,
     NS_PER_HOUR,
     AggregateQuery,
@@ -46,9 +48,19 @@ class AggregateResult:
     buckets: list[Bucket]
 
 
-def _check_range(start_ns: int, end_ns: int) -> None:
+def check_time(field: str, ns: int) -> None:
+    """A time the stores can hold (``EARLIEST_NS`` to ``LATEST_NS``), or ``InvalidQuery``
+    naming the parameter."""
+    if not EARLIEST_NS <= ns <= LATEST_NS:
+        raise InvalidQuery(field, "must be between 1678-01-01T00:00:00Z and 2262-01-01T00:00:00Z")
+
+
+def check_range(start_ns: int, end_ns: int) -> None:
+    check_time("to", end_ns)
+    check_time("from", start_ns)
     if start_ns >= end_ns:
         raise InvalidQuery("from", "must be before to")
+
 
 
 def _check_limit(limit: int) -> None:
@@ -90,7 +102,7 @@ class TelemetryQueries:
         limit: int = 1000,
         descending: bool = False,
     ) -> list[StoredReading]:
-        _check_range(start_ns, end_ns)
+        check_range(start_ns, end_ns)
         _check_limit(limit)
         return await self._store.query(
             RawQuery(device_id, start_ns, end_ns, metrics, limit, descending)
@@ -107,7 +119,9 @@ class TelemetryQueries:
         device_ids: tuple[str, ...] | None = None,
         device_type: str | None = None,
     ) -> AggregateResult:
-        _check_range(start_ns, end_ns)
+        check_range(start_ns, end_ns)
+        if interval_ns > LATEST_NS:
+            raise InvalidQuery("interval", "must be shorter than 290 years")
         unknown = [f for f in functions if f not in FUNCTIONS]
         if unknown or not functions:
             raise InvalidQuery("fn", f"unknown function {unknown[0] if unknown else ''!r}; use {', '.join(FUNCTIONS)}")
@@ -137,6 +151,6 @@ class TelemetryQueries:
     async def search_by_tag(
         self, key: str, value: str, start_ns: int, end_ns: int, limit: int = 1000
     ) -> list[StoredReading]:
-        _check_range(start_ns, end_ns)
+        check_range(start_ns, end_ns)
         _check_limit(limit)
         return await self._store.search_by_tag(TagQuery(key, value, start_ns, end_ns, limit))

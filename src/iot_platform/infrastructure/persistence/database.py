@@ -17,6 +17,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from iot_platform.infrastructure.files import private_sqlite
+
 EARTH_RADIUS_KM = 6371.0088
 
 
@@ -54,7 +56,7 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
 
 def _sqlite_engine(url: URL) -> AsyncEngine:
     if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(Path(url.database))
     engine = create_async_engine(url)
 
     @event.listens_for(engine.sync_engine, "connect")

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from iot_platform.application.devices.certificates import InvalidCsr
+from iot_platform.infrastructure.files import private_directory
 from iot_platform.infrastructure.pki.store import SqlCertificates, StoredCertificate
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -88,7 +89,7 @@ class CertificateAuthority:
         """A root (10 years) and an intermediate (5 years) that issues device certificates."""
         if self.exists() and not force:
             raise FileExistsError(f"a CA exists at {self._cert_path}; pass force to replace it")
-        self._dir.mkdir(parents=True, exist_ok=True)
+        private_directory(self._dir)
         root_key, ca_key = _new_key(self._key_type), _new_key(self._key_type)
         root_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "iot-platform"),
                                x509.NameAttribute(NameOID.COMMON_NAME, "iot-platform device root CA")])
@@ -119,7 +120,7 @@ class CertificateAuthority:
         constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
         if not constraints.ca:
             raise ValueError("the certificate is not a CA (BasicConstraints ca=false)")
-        self._dir.mkdir(parents=True, exist_ok=True)
+        private_directory(self._dir)
         self._write_key(self._key_path, key)
         self._cert_path.write_bytes(cert_pem)
         self.chain_path.write_bytes(cert_pem + (chain_pem or b""))
@@ -209,7 +210,7 @@ class CertificateAuthority:
                     names.append(x509.DNSName(host))
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         certificate = builder.sign(ca_key, _SIGNATURE_HASH)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)  # an operator's directory keeps its mode
         cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(key_password) if key_password else serialization.NoEncryption())
@@ -301,7 +302,7 @@ class CertificateAuthority:
     async def publish_crl(self) -> x509.CertificateRevocationList:
         """Regenerates the CRL and writes it where brokers read it (``security.crl_path``)."""
         crl = await self.crl()
-        self._crl_path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(self._crl_path.parent)
         temporary = self._crl_path.with_suffix(".tmp")
         temporary.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
         temporary.replace(self._crl_path)

@@ -60,6 +60,7 @@ from iot_platform.application.telemetry.model import (
     StoredReading,
     TagQuery,
 )
+from iot_platform.infrastructure.files import private_sqlite
 from iot_platform.infrastructure.timeseries._common import (
     PARTIAL_NS,
     DirtyBuckets,
@@ -302,7 +303,7 @@ class SqliteTimeSeriesStore:
 
     def _open(self) -> sqlite3.Connection:
         if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(Path(self._path))
         db = sqlite3.connect(self._path, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")

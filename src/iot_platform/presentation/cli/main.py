@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from iot_platform.config import WORKER_ROLES, ConfigError, Settings, load_settings
+from iot_platform.infrastructure.files import private_by_default
 
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,6 +50,7 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """iot-platform: an event-sourced IoT device platform."""
+    private_by_default()  # databases, keys, the CA: whatever the platform writes is 0600/0700
     ctx.ensure_object(dict)
     ctx.obj["config"] = config_path
 

@@ -86,7 +86,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+                 429: "too_many_requests"}
         return JSONResponse(
             status_code=exc.status_code,
             content=error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),

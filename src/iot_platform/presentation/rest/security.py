@@ -9,6 +9,7 @@ the permission: 403. A device credential is confined to its own device (``confin
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from iot_platform.application.access.model import ROLE_PERMISSIONS, Principal
+from iot_platform.application.limits import Throttled
 from iot_platform.presentation.rest.errors import error_body
 
 __all__ = ["ROLE_PERMISSIONS", "Principal", "confine", "current_principal", "require"]
@@ -37,11 +39,25 @@ def _bearer_credential(header: str) -> str | None:
     return (header[7:].strip() or None) if header.lower().startswith("bearer ") else None
 
 
-async def _authenticate(app_state: Any, credential: str | None) -> Principal:
+def too_many(refused: Throttled) -> HTTPException:
+    """429 with the whole seconds until the caller may try again."""
+    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(refused),
+                         {"Retry-After": str(max(1, math.ceil(refused.retry_after)))})
+
+
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+async def _authenticate(app_state: Any, credential: str | None, client: str) -> Principal:
     if not credential:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED,
                             "credentials required: Authorization: Bearer <API key or token>", _CHALLENGE)
-    principal: Principal | None = await app_state.platform.access.authenticate(credential)
+    try:
+        principal: Principal | None = await app_state.platform.access.authenticate(credential, client)
+    except Throttled as refused:
+        raise too_many(refused) from None
     if principal is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid, expired or revoked credentials",
                             _CHALLENGE)
@@ -51,7 +67,8 @@ async def _authenticate(app_state: Any, credential: str | None) -> Principal:
 async def current_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    return await _authenticate(request.app.state, credentials.credentials if credentials else None)
+    return await _authenticate(request.app.state, credentials.credentials if credentials else None,
+                               client_address(request.scope))
 
 
 async def websocket_principal(websocket: WebSocket) -> Principal | None:
@@ -59,7 +76,7 @@ async def websocket_principal(websocket: WebSocket) -> Principal | None:
     string, which access logs record). None: refuse the socket."""
     credential = _bearer_credential(websocket.headers.get("authorization", ""))
     try:
-        return await _authenticate(websocket.app.state, credential)
+        return await _authenticate(websocket.app.state, credential, client_address(websocket.scope))
     except HTTPException:
         return None
 
@@ -67,10 +84,17 @@ async def websocket_principal(websocket: WebSocket) -> Principal | None:
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def require(permission: str) -> Callable[[Principal], Awaitable[Principal]]:
-    async def check(principal: PrincipalDep) -> Principal:
+def require(permission: str) -> Callable[[Principal, Request], Awaitable[Principal]]:
+    """The route's permission; and a device's credential, on a route of one device
+    (``{device_id}`` in its path), must be that device's (before the body is even read, so
+    another device's route answers 403 whatever is sent to it)."""
+
+    async def check(principal: PrincipalDep, request: Request) -> Principal:
         if not principal.may(permission):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"{permission} is not granted")
+        device_id = request.path_params.get("device_id")
+        if isinstance(device_id, str):
+            confine(principal, device_id)
         return principal
 
     check.permission = permission  # type: ignore[attr-defined]  # read by the route-role matrix
@@ -96,7 +120,7 @@ class ProtectedMetrics:
         if scope["type"] == "http":
             credential = _bearer_credential(dict(scope["headers"]).get(b"authorization", b"").decode())
             try:
-                principal = await _authenticate(self._state, credential)
+                principal = await _authenticate(self._state, credential, client_address(scope))
                 if not principal.may("metrics:read"):
                     raise HTTPException(status.HTTP_403_FORBIDDEN, "metrics:read is not granted")
             except HTTPException as refused:
@@ -106,7 +130,7 @@ class ProtectedMetrics:
 
 
 async def _refuse(send: Send, refused: HTTPException) -> None:
-    code = "unauthorized" if refused.status_code == 401 else "forbidden"
+    code = {401: "unauthorized", 429: "too_many_requests"}.get(refused.status_code, "forbidden")
     body = json.dumps(error_body(code, refused.detail)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in (refused.headers or {}).items()]

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from iot_platform.application.access.model import ApiKey, UnknownRole
 from iot_platform.application.access.ports import CredentialTaken
 from iot_platform.application.errors import NotFound
+from iot_platform.application.limits import Throttled
 from iot_platform.domain.errors import AlreadyExists
 from iot_platform.presentation.rest.dependencies import PlatformDep
 from iot_platform.presentation.rest.errors import FieldError
@@ -24,7 +25,7 @@ from iot_platform.presentation.rest.schemas.access import (
     UserCreate,
     UserPublic,
 )
-from iot_platform.presentation.rest.security import Principal, require
+from iot_platform.presentation.rest.security import Principal, client_address, require, too_many
 
 router = APIRouter(prefix="/api/auth", tags=["access"])
 
@@ -40,9 +41,15 @@ def _public(key: ApiKey) -> ApiKeyPublic:
 
 
 @router.post("/token", response_model=TokenOut)
-async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], platform: PlatformDep) -> TokenOut:
-    """OAuth2 password grant: ``username`` and ``password`` as a form; a JWT bearer token back."""
-    issued = await platform.access.token_for(form.username, form.password)
+async def token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], platform: PlatformDep, request: Request
+) -> TokenOut:
+    """OAuth2 password grant: ``username`` and ``password`` as a form; a JWT bearer token back.
+    After too many failures for a username or from a client address: 429 with Retry-After."""
+    try:
+        issued = await platform.access.token_for(form.username, form.password, client_address(request.scope))
+    except Throttled as refused:
+        raise too_many(refused) from None
     if issued is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown user or wrong password",
                             {"WWW-Authenticate": "Bearer"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import uuid4
 
@@ -172,7 +172,7 @@ async def search_alerts(
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> AlertList:
     wanted: AlertStatus | None = None
     if status_ is not None and status_ != "open":
@@ -183,6 +183,10 @@ async def search_alerts(
     for name, moment in (("from", from_), ("to", to)):
         if moment is not None and moment.tzinfo is None:
             raise FieldError(name, "needs a time zone, e.g. 2026-01-01T00:00:00Z")
+        if moment is not None and not _SEARCHABLE[0] <= moment <= _SEARCHABLE[1]:
+            # e.g. 0001-01-01T00:00:00+01:00, which is before year 1 in UTC: the store's
+            # conversion to UTC overflowed (a 500).
+            raise FieldError(name, "must be between 1678-01-01T00:00:00Z and 2262-01-01T00:00:00Z")
     views = await platform.alerting.read_model.alerts(
         AlertSearch(
             status=wanted, open_only=status_ == "open", severity=severity, device_id=device_id,
@@ -190,6 +194,10 @@ async def search_alerts(
         )
     )
     return AlertList(items=[AlertPublic.of(v) for v in views], count=len(views))
+
+
+_SEARCHABLE = (datetime(1678, 1, 1, tzinfo=UTC), datetime(2262, 1, 1, tzinfo=UTC))
+"""The times every query of the API takes (see ``EARLIEST_NS``)."""
 
 
 async def _alert(platform: PlatformDep, alert_id: str) -> AlertPublic:

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from iot_platform.application.analytics.model import DeviceGroup, OutlierMethod
-from iot_platform.application.telemetry.model import NS_PER_DAY
+from iot_platform.application.telemetry.model import EARLIEST_NS, NS_PER_DAY
+from iot_platform.application.telemetry.queries import check_time
 from iot_platform.presentation.rest.dependencies import PlatformDep
 from iot_platform.presentation.rest.errors import FieldError
 from iot_platform.presentation.rest.schemas.analytics import (
@@ -94,7 +95,8 @@ async def device_anomalies(
     exceeds the threshold. At most ``analytics.anomaly_max_readings`` readings are examined
     (the newest); ``truncated`` says when the window held more."""
     end_ns = _time(to, "to", time.time_ns() + 1)
-    start_ns = _time(from_, "from", end_ns - NS_PER_DAY)
+    check_time("to", end_ns)
+    start_ns = _time(from_, "from", max(end_ns - NS_PER_DAY, EARLIEST_NS))
     result = await platform.analytics.device_anomalies(device_id, metric, start_ns, end_ns, threshold)
     return DeviceAnomaliesOut.of(result)
 

@@ -138,7 +138,8 @@ async def search_devices(
     tag: Annotated[list[str], Query(description="key:value; repeat for several")] = [],  # noqa: B006
     near: Annotated[str | None, Query(description="lat,lon")] = None,
     radius_km: Annotated[float | None, Query(gt=0, le=20_038)] = None,
-    active_within: Annotated[float | None, Query(gt=0, description="minutes")] = None,
+    active_within: Annotated[float | None, Query(gt=0, le=52_560_000, allow_inf_nan=False,
+                                                 description="minutes (at most 100 years)")] = None,
     include_decommissioned: bool = False,
     limit: Annotated[int, Query(ge=1)] = 50,
     cursor: str | None = None,

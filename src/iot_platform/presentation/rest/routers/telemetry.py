@@ -12,13 +12,14 @@ from fastapi.responses import JSONResponse
 from iot_platform.application.devices.queries import DeviceSearch
 from iot_platform.application.errors import NotFound
 from iot_platform.application.telemetry.model import (
+    EARLIEST_NS,
     NS_PER_DAY,
     Candidate,
     Rejection,
     Resolution,
     Status,
 )
-from iot_platform.application.telemetry.queries import BASIC_FUNCTIONS, InvalidQuery
+from iot_platform.application.telemetry.queries import BASIC_FUNCTIONS, InvalidQuery, check_time
 from iot_platform.presentation.mqtt.contract import candidate_from_body, undecodable
 from iot_platform.presentation.rest.bodies import BoundedJsonRoute
 from iot_platform.presentation.rest.dependencies import PlatformDep
@@ -55,6 +56,7 @@ _REJECTION_STATUS = {
     Rejection.DEVICE_DECOMMISSIONED: 409,
     Rejection.PAYLOAD_TOO_LARGE: 413,
     Rejection.IDENTITY_MISMATCH: 403,
+    Rejection.THROTTLED: 429,
 }
 
 
@@ -102,6 +104,7 @@ async def ingest_event(
         return JSONResponse(
             status_code=_REJECTION_STATUS.get(reason, 422),
             content=error_body(reason.value, result.detail or reason.value, {"device_id": result.device_id}),
+            headers={"Retry-After": "1"} if reason is Rejection.THROTTLED else None,
         )
     return result
 
@@ -132,7 +135,8 @@ def _time(value: str | None, field: str, default: int) -> int:
 
 def _range(start: str | None, end: str | None, default_span: int = NS_PER_DAY) -> tuple[int, int]:
     end_ns = _time(end, "to", time.time_ns() + 1)
-    start_ns = _time(start, "from", end_ns - default_span)
+    check_time("to", end_ns)
+    start_ns = _time(start, "from", max(end_ns - default_span, EARLIEST_NS))
     if start_ns >= end_ns:
         raise FieldError("from", "must be before to")
     return start_ns, end_ns

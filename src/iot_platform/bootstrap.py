@@ -533,9 +533,6 @@ def build_platform(settings: Settings) -> Platform:
     claim_store = SqlClaims(engine)
     device_registry = SqlDeviceRegistry(engine)
 
-    async def registered(device_id: str) -> bool:
-        return await device_registry.get(device_id) is not None
-
     return Platform(
         settings=settings,
         engine=engine,
@@ -568,7 +565,7 @@ def build_platform(settings: Settings) -> Platform:
         broker_tls=broker_tls,
         pki_store=issued,
         certificates=certificates,
-        claims=ClaimProvisioning(claim_store, devices, certificates, registered, lambda: datetime.now(UTC)),
+        claims=ClaimProvisioning(claim_store, devices, certificates, lambda: datetime.now(UTC)),
         claim_store=claim_store,
         relay=relay,
         event_publisher=event_publisher,

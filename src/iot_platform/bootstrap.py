@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -108,7 +109,7 @@ from iot_platform.infrastructure.protocols.lorawan.network_server import Network
 from iot_platform.infrastructure.protocols.lorawan.store import SqlGateways, SqlLoRaWANDevices
 from iot_platform.infrastructure.access.store import SqlApiKeys, SqlUsers
 from iot_platform.infrastructure.access.tokens import JwtSigner
-from iot_platform.infrastructure.mqtt.broker_security import SERVICE_IDENTITY
+from iot_platform.infrastructure.mqtt.broker_security import SERVICE_IDENTITY, BrokerAccess
 from iot_platform.infrastructure.mqtt.tls import ServiceIdentity, tls_parameters
 from iot_platform.infrastructure.pki.authority import CertificateAuthority
 from iot_platform.infrastructure.pki.claims import SqlClaims
@@ -488,6 +489,7 @@ def build_platform(settings: Settings) -> Platform:
     security = settings.security
     box = SecretBox.from_config(security.encryption_key.get_secret_value(), security.encryption_key_file)
     broker_tls, identity = _mutual_tls(settings, box.derive(b"iot-platform service keys").hex())
+    settings = _platform_broker_login(settings, box.derive(b"iot-platform embedded broker").hex())
     commands = _commands(settings, engine, store, runner, identity)
     feed = LiveFeed(settings.analytics.stream_buffer)
     alerting = _alerting(settings, engine, store, runner, directory, feed, commands.publisher)
@@ -497,6 +499,8 @@ def build_platform(settings: Settings) -> Platform:
     chirpstack = ChirpStackUplinks(sessions, lw.chirpstack_topic) if lw.chirpstack_uplinks else None
     oscore = OscoreContexts(engine, box)
     access_keys = SqlApiKeys(engine)
+    access = AccessService(access_keys, SqlUsers(engine), JwtSigner(lambda: box.derive(b"iot-platform bearer tokens")),
+                           lambda: datetime.now(UTC), security.token_ttl_seconds)
     issued = SqlCertificates(engine)
     passphrase = security.ca_key_passphrase.get_secret_value()
     pki = CertificateAuthority(
@@ -504,7 +508,7 @@ def build_platform(settings: Settings) -> Platform:
         (lambda: passphrase.encode()) if passphrase else (lambda: box.derive(b"iot-platform ca keys").hex().encode()),
         security.ca_key_type, security.device_cert_validity_days, security.crl_path, issued)
     telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands, chirpstack, oscore,
-                           broker_tls, identity)
+                           broker_tls, identity, _broker_access(settings, access))
     listener = None
     if lw.enabled:
         server = NetworkServer(sessions, devices, telemetry.ingest, lw,
@@ -557,9 +561,7 @@ def build_platform(settings: Settings) -> Platform:
         commands=commands,
         lorawan=lorawan,
         oscore=OscoreProvisioning(devices, oscore),
-        access=AccessService(access_keys, SqlUsers(engine),
-                             JwtSigner(lambda: box.derive(b"iot-platform bearer tokens")),
-                             lambda: datetime.now(UTC), security.token_ttl_seconds),
+        access=access,
         access_keys=access_keys,
         pki=pki,
         broker_tls=broker_tls,
@@ -584,6 +586,37 @@ def _mutual_tls(settings: Settings, key_password: str) -> tuple[MutualTls | None
     return (MutualTls(chain, str(pki / "broker.crt"), str(pki / "broker.key"), key_password,
                       settings.security.crl_path),
             ServiceIdentity(chain, str(pki / "platform.crt"), str(pki / "platform.key"), key_password))
+
+
+def _platform_broker_login(settings: Settings, secret: str) -> Settings:
+    """The platform's own login to its embedded broker's plain listener: the service identity
+    and a password derived from the encryption key (the same in every process of one platform,
+    never logged). Under mutual TLS its service certificate is its login instead."""
+    mqtt = settings.mqtt
+    if not mqtt.embedded_broker or settings.security.mutual_tls_required:
+        return settings
+    login = mqtt.model_copy(update={"username": SERVICE_IDENTITY, "password": SecretStr(secret)})
+    return settings.model_copy(update={"mqtt": login})
+
+
+def _broker_access(settings: Settings, access: AccessService) -> BrokerAccess:
+    """Who the embedded broker admits: the platform by the login above, a device by a device
+    token or API key issued for it, anonymous clients only under allow_anonymous_devices:
+    loopback (which start-up allows only with the broker on loopback)."""
+
+    async def device_for(credential: str) -> str | None:
+        principal = await access.authenticate(credential)
+        if principal is None or not principal.may("telemetry:write"):
+            return None
+        return principal.device_id
+
+    mqtt = settings.mqtt
+    return BrokerAccess(
+        allow_anonymous=settings.security.allow_anonymous_devices == "loopback",
+        service_secret=mqtt.password.get_secret_value() if mqtt.username == SERVICE_IDENTITY else "",
+        platform_client_id=mqtt.client_id,
+        device_for=device_for,
+    )
 
 
 def _commands(
@@ -724,6 +757,7 @@ def _telemetry(
     oscore: OscoreContexts,
     broker_tls: MutualTls | None,
     identity: ServiceIdentity | None,
+    broker_access: BrokerAccess,
 ) -> Telemetry:
     ts, limits, streaming = settings.timeseries, settings.telemetry, settings.streaming
     store = timeseries_store(settings)
@@ -766,7 +800,7 @@ def _telemetry(
     mqtt_settings = settings.mqtt
     broker = None
     if mqtt_settings.embedded_broker:
-        broker = EmbeddedBroker(mqtt_settings.host, mqtt_settings.port, mutual_tls=broker_tls)
+        broker = EmbeddedBroker(mqtt_settings.host, mqtt_settings.port, broker_access, mutual_tls=broker_tls)
     mqtt = None
     if mqtt_settings.enabled:
         mqtt = MqttIngestion(

@@ -87,6 +87,8 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("DELETE", "/api/provisioning/claims/{claim_id}"): "devices:write",
     ("POST", "/api/provisioning/claim"): "claim-token",
 }
+ROLE_OF = {"device token": "device"}
+"""Credentials of the matrix that are not API keys, and the role whose rights they have."""
 CLAIM_TOKEN = "claim-token"
 """Authenticated by a claim's enrollment token, which no API credential is: 401 for all."""
 
@@ -121,18 +123,28 @@ def test_every_route_answers_each_role_exactly_as_the_matrix_says(platform: Runn
     assert found == set(ROUTES), f"routes without a role in the matrix: {found - set(ROUTES)}; gone: {set(ROUTES) - found}"
     register(api, "dev-1")
     keys = {role: new_key(api, role, **({"device_id": "dev-1"} if role == "device" else {})) for role in GRANTS}
+    # A device user's token has exactly the device key's rights; a claim token opens only its
+    # own route (where {} is then a 422).
+    api.post("/auth/users", json={"username": "dev-1", "password": "correct horse battery", "roles": ["device"],
+                                  "device_id": "dev-1"}).raise_for_status()
+    keys["device token"] = token_with_curl(platform, "dev-1", "correct horse battery")
+    claim = api.post("/provisioning/claims", json={"name": "m", "device_type": "t", "uses": 1, "valid_hours": 1})
     wrong: list[str] = []
     for (method, path), permission in sorted(ROUTES.items()):
         anonymous = status_of(platform, method, path, None)
         if (anonymous == 401) == (permission is None):
             wrong.append(f"{method} {path} without credentials: {anonymous}")
-        for role, key in keys.items():
+        by_claim = status_of(platform, method, path, claim.json()["token"])
+        if (by_claim in (401, 403)) != (permission not in (None, CLAIM_TOKEN)):
+            wrong.append(f"{method} {path} with a claim token: {by_claim}")
+        for name, key in keys.items():
+            role = ROLE_OF.get(name, name)
             got = status_of(platform, method, path, key)
             if permission == CLAIM_TOKEN:
                 if got != 401:
-                    wrong.append(f"{method} {path} as {role}: {got}, not 401")
+                    wrong.append(f"{method} {path} as {name}: {got}, not 401")
             elif allowed(role, permission) == (got in (401, 403)):
-                wrong.append(f"{method} {path} as {role}: {got}")
+                wrong.append(f"{method} {path} as {name}: {got}")
     assert not wrong, "\n".join(wrong)
 
 

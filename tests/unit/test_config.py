@@ -63,6 +63,8 @@ def test_the_iot_prefixed_name_beats_the_conventional_one(monkeypatch: pytest.Mo
         ("lorawan:\n  net_id: xyz\n", "lorawan.net_id"),
         ("lorawan:\n  rx2_data_rate: SF13BW125\n", "lorawan.rx2_data_rate"),
         ("mqtt:\n  broker_url: mqtts://h:8883\n", "mqtt.broker_url"),
+        ("mqtt:\n  broker_url: mqtt://0.0.0.0:1883\n", "security.allow_anonymous_devices"),
+        ("security:\n  allow_anonymous_devices: always\n", "security.allow_anonymous_devices"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:
@@ -104,3 +106,22 @@ def test_an_undecodable_environment_map_stops_start_up_with_one_line(monkeypatch
     with pytest.raises(ConfigError) as refused:
         load_settings(None)
     assert "streaming" in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("broker_url", ["mqtt://127.0.0.1:1883", "mqtt://localhost:1883", "mqtt://[::1]:1883"])
+def test_anonymous_devices_are_allowed_on_loopback(tmp_path: Path, broker_url: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"mqtt:\n  broker_url: {broker_url}\n")
+    assert load_settings(config).security.allow_anonymous_devices == "loopback"
+
+
+@pytest.mark.parametrize("yaml_text", [
+    "mqtt:\n  broker_url: mqtt://0.0.0.0:1883\nsecurity:\n  allow_anonymous_devices: never\n",
+    "mqtt:\n  broker_url: mqtt://0.0.0.0:1883\nsecurity:\n  mutual_tls_required: true\n",
+    "mqtt:\n  broker_url: mqtt://mosquitto:1883\n  embedded_broker: false\n",
+])
+def test_a_listener_off_loopback_is_fine_when_it_admits_no_anonymous_device(tmp_path: Path, yaml_text: str) -> None:
+    """Credentials always asked, a client certificate required, or someone else's broker."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml_text)
+    load_settings(config)

@@ -7,7 +7,8 @@ over REST for it; it may use its own topics of the contract (``devices/{id}/tele
 device's: a publish there is dropped (nothing stored, no status, no acknowledgement), a
 subscription refused, and so is every wildcard. Nobody but the platform may connect with the
 platform's client id (which would take over its session and lose readings), nor leave a last
-will on another device's topic.
+will on another device's topic, nor resume or cut off another device's session by reusing its
+client id.
 
 With the default ``loopback`` (the broker on 127.0.0.1) a client without a username is
 admitted, as Mosquitto 2.0 admits local clients: it is trusted with any concrete topic (it is
@@ -130,8 +131,12 @@ def test_a_device_logs_in_as_itself_and_uses_only_its_own_topics(locked: Running
         token = token_with_curl(locked, "d1-user", PASSWORD)
         port = locked.mqtt_port
 
-        # Connections: only the device's own credential, under any client id but the platform's.
+        # Connections: only the device's own credential, under any client id but the platform's
+        # or one whose live or persistent session is another device's (d2 leaves one here).
+        d2 = ("d2", new_key(api, "device", device_id="d2"))
+        mqtt("mosquitto_sub", port, "-c", "-t", "devices/d2/commands", "-W", "1", login=d2, client_id="d2-session")
         refusals = {
+            "d2's session": publish(port, "devices/d1/telemetry", "{}", login=d1, client_id="d2-session"),
             "no username": publish(port, "devices/d1/telemetry", "{}"),
             "wrong password": publish(port, "devices/d1/telemetry", "{}", login=("d1", "iotk_nope_nope")),
             "d1's key as d2": publish(port, "devices/d2/telemetry", "{}", login=("d2", d1[1])),

@@ -79,7 +79,7 @@ class _Broker(Broker):  # type: ignore[misc]
             raise
         except (AMQTTError, NoDataError) as exc:
             raise AMQTTError(exc) from exc
-        if not await super()._authenticate(incoming, None):
+        if not await super()._authenticate(incoming, None) or not self._may_use_session(incoming):
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()
             raise MQTTError(f"client {incoming.client_id!r} from {remote_address}:{remote_port} not authorised")
@@ -102,6 +102,19 @@ class _Broker(Broker):  # type: ignore[misc]
         if session.keep_alive > 0 and isinstance(delay, int):
             session.keep_alive += delay
         return handler, session
+
+    def _may_use_session(self, incoming: Session) -> bool:
+        """A live or persistent session of an identity (the platform, a device) is resumed,
+        replaced or taken over only by that identity: another device reusing its client id would
+        get its queued commands, or cut it off. (An anonymous local client's session is anyone's.)"""
+        kept = self._sessions.get(incoming.client_id)[0] if incoming.client_id in self._sessions else None
+        owner = kept.username if kept is not None else None
+        if owner is None or owner == incoming.username:
+            return True
+        if kept is not None and kept.clean_session and not kept.transitions.is_connected():
+            return True  # gone, and nothing was kept for it
+        log.info("MQTT client %s refused: that client id is %s's session", incoming.client_id, owner)
+        return False
 
     async def _authenticate(self, session: Session, listener: Any) -> bool:
         """Already done, on the connection's own CONNECT (``_initialize_client_session``)."""

@@ -801,6 +801,8 @@ def _telemetry(
     broker = None
     if mqtt_settings.embedded_broker:
         broker = EmbeddedBroker(mqtt_settings.host, mqtt_settings.port, broker_access, mutual_tls=broker_tls)
+        metrics.observed.counter("iot_mqtt_connections_refused", "Clients the embedded MQTT broker refused",
+                                 "reason", lambda: broker_access.refusals)
     mqtt = None
     if mqtt_settings.enabled:
         mqtt = MqttIngestion(

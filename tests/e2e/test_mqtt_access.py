@@ -148,6 +148,10 @@ def test_a_device_logs_in_as_itself_and_uses_only_its_own_topics(locked: Running
                for c in PLATFORM_CLIENT_IDS},
         }
         assert {why: refused_connection(done) for why, done in refusals.items()} == dict.fromkeys(refusals, True)
+        counted = httpx.get(f"{locked.base_url}/metrics/", headers=locked.headers, follow_redirects=True).text
+        for reason, count in {"no_credentials": 1, "bad_credentials": 3, "foreign_will": 1, "reserved_client_id": 2,
+                              "foreign_session": 1}.items():
+            assert f'iot_mqtt_connections_refused_total{{reason="{reason}"}} {count}.0' in counted, reason
 
         # Publishes: d2's topics dropped (nothing happens to d2), d1's own take effect; the
         # device token works as the API key does.

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,13 @@ class BrokerAccess:
     """``mqtt.client_id``: it and ``<it>-...`` are the platform's sessions, no one else's."""
     device_for: Callable[[str], Awaitable[str | None]] | None = field(default=None, repr=False)
     """The device a credential (device token or API key) is bound to, or None."""
+    refusals: Counter[str] = field(default_factory=Counter, compare=False)
+    """Connections refused, by reason (``iot_mqtt_connections_refused``)."""
+
+    def refuse(self, reason: str, client_id: str | None, detail: str) -> bool:
+        self.refusals[reason] += 1
+        log.info("MQTT client %s refused: %s", client_id, detail)
+        return False
 
 
 def reserved_client_id(client_id: str | None, platform_client_id: str) -> bool:
@@ -123,23 +131,18 @@ class DeviceCredentialAuth(BaseAuthPlugin):  # type: ignore[misc]
             if access.service_secret and password is not None and hmac.compare_digest(
                     str(password).encode(), access.service_secret.encode()):
                 return True
-            log.info("MQTT client %s refused: wrong password for %s", client_id, SERVICE_IDENTITY)
-            return False
+            return access.refuse("bad_credentials", client_id, f"wrong password for {SERVICE_IDENTITY}")
         if reserved_client_id(client_id, access.platform_client_id):
-            log.info("MQTT client %s refused: that client id is the platform's own", client_id)
-            return False
+            return access.refuse("reserved_client_id", client_id, "that client id is the platform's own")
         if not username:
             if not access.allow_anonymous:
-                log.info("MQTT client %s refused: no username (security.allow_anonymous_devices: never)",
-                         client_id)
-                return False
+                return access.refuse("no_credentials", client_id,
+                                     "no username (security.allow_anonymous_devices: never)")
             session.username = None
         elif password is None or access.device_for is None or await access.device_for(str(password)) != username:
-            log.info("MQTT client %s refused: no valid credential for device %r", client_id, username)
-            return False
+            return access.refuse("bad_credentials", client_id, f"no valid credential for device {username!r}")
         if not _will_allowed(session, session.username, access.allow_anonymous):
-            log.info("MQTT client %s refused: its last will names a topic it may not publish to", client_id)
-            return False
+            return access.refuse("foreign_will", client_id, "its last will names a topic it may not publish to")
         return True
 
 
@@ -147,29 +150,27 @@ class DeviceCertificateAuth(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is u
     @dataclass
     class Config:
         crl_file: str
-        platform_client_id: str = SERVICE_IDENTITY
+        access: Any = None  # a BrokerAccess: the platform's client id, the refusal counts
 
     async def authenticate(self, *, session: Session) -> bool | None:
+        access: BrokerAccess = self.config.access or BrokerAccess(allow_anonymous=False)
         der = session.ssl_object.getpeercert(binary_form=True) if session.ssl_object else None
         if not der:
-            log.info("MQTT client %s refused: no client certificate", session.client_id)
-            return False
+            return access.refuse("no_credentials", session.client_id, "no client certificate")
         certificate = x509.load_der_x509_certificate(der)
         names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if len(names) != 1:
-            return False
+            return access.refuse("bad_credentials", session.client_id, "a certificate without one CN")
         crl = _crls.setdefault(self.config.crl_file, _Crl(self.config.crl_file))
         if crl.revoked(certificate.serial_number):
-            log.info("MQTT client %s refused: certificate %x is revoked", session.client_id,
-                     certificate.serial_number)
-            return False
+            return access.refuse("bad_credentials", session.client_id,
+                                 f"certificate {certificate.serial_number:x} is revoked")
         identity = str(names[0].value)
-        if identity != SERVICE_IDENTITY and reserved_client_id(session.client_id, self.config.platform_client_id):
-            log.info("MQTT client %s refused: that client id is the platform's own", session.client_id)
-            return False
+        if identity != SERVICE_IDENTITY and reserved_client_id(session.client_id, access.platform_client_id):
+            return access.refuse("reserved_client_id", session.client_id, "that client id is the platform's own")
         if not _will_allowed(session, identity, anonymous=False):
-            log.info("MQTT client %s refused: its last will names a topic it may not publish to", session.client_id)
-            return False
+            return access.refuse("foreign_will", session.client_id,
+                                 "its last will names a topic it may not publish to")
         session.username = identity
         return True
 

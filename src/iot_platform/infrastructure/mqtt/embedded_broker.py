@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import ssl
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
@@ -55,9 +56,10 @@ class _Broker(Broker):  # type: ignore[misc]
     and then authenticates the old session's certificate, so its session set-up is replaced.
     pyproject pins the amqtt releases these private methods are known in."""
 
-    def __init__(self, config: dict[str, Any], key_password: str | None) -> None:
+    def __init__(self, config: dict[str, Any], key_password: str | None, access: BrokerAccess) -> None:
         super().__init__(config)
         self._key_password = key_password
+        self._access = access
 
     def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:
         try:
@@ -113,8 +115,7 @@ class _Broker(Broker):  # type: ignore[misc]
             return True
         if kept is not None and kept.clean_session and not kept.transitions.is_connected():
             return True  # gone, and nothing was kept for it
-        log.info("MQTT client %s refused: that client id is %s's session", incoming.client_id, owner)
-        return False
+        return self._access.refuse("foreign_session", incoming.client_id, f"that client id is {owner}'s session")
 
     async def _authenticate(self, session: Session, listener: Any) -> bool:
         """Already done, on the connection's own CONNECT (``_initialize_client_session``)."""
@@ -139,16 +140,17 @@ class EmbeddedBroker:
                             keyfile=mutual_tls.key_file)
             plugins = {
                 "iot_platform.infrastructure.mqtt.broker_security.DeviceCertificateAuth": {
-                    "crl_file": mutual_tls.crl_file, "platform_client_id": access.platform_client_id},
+                    "crl_file": mutual_tls.crl_file, "access": access},
                 topics: {},
             }
         self._config: dict[str, Any] = {"listeners": {"default": listener}, "plugins": plugins}
         self._key_password = mutual_tls.key_password if mutual_tls else None
+        self._access = access
         self._address = f"{host}:{port}"
         self._broker: Broker | None = None
 
     async def start(self) -> None:
-        self._broker = _Broker(self._config, self._key_password)
+        self._broker = _Broker(self._config, self._key_password, self._access)
         try:
             await self._broker.start()
         except Exception as exc:  # amqtt wraps the bind error; say what to change instead
@@ -161,6 +163,11 @@ class EmbeddedBroker:
                 "mqtt.embedded_broker: false to use that broker"
             ) from exc
         log.info("embedded MQTT broker listening on %s", self._address)
+
+    @property
+    def refusals(self) -> Mapping[str, int]:
+        """Connections refused so far, by reason."""
+        return dict(self._access.refusals)
 
     async def stop(self) -> None:
         if self._broker is not None:

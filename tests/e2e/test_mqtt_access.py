@@ -62,10 +62,12 @@ def refused_subscription(port: int, topic_filter: str, **how: Any) -> bool:
     return "denied" in done.stderr
 
 
-def receives_own_commands(platform: RunningPlatform, api: httpx.Client, device_id: str, **how: Any) -> str:
-    """A real subscriber on the device's command topic gets a command issued over REST. The
-    embedded broker may route nothing to a fresh subscriber for a moment after its SUBACK, so
-    commands are issued until one arrives."""
+def receives_own_commands(platform: RunningPlatform, api: httpx.Client, device_id: str,
+                          forger: tuple[str, str] | None = None, **how: Any) -> str:
+    """A real subscriber on the device's command topic gets a command issued over REST (the
+    first message it gets is printed). The embedded broker may route nothing to a fresh
+    subscriber for a moment after its SUBACK, so commands are issued until one arrives; a
+    ``forger`` publishes its own "command" on that topic just before each."""
     login = how.get("login")
     command = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(platform.mqtt_port), "-q", "1", "-C", "1", "-W", "120",
                "-t", f"devices/{device_id}/commands"] + (["-u", login[0], "-P", login[1]] if login else [])
@@ -73,6 +75,10 @@ def receives_own_commands(platform: RunningPlatform, api: httpx.Client, device_i
     try:
         give_up = time.monotonic() + 120
         while True:
+            if forger is not None:
+                forged = publish(platform.mqtt_port, f"devices/{device_id}/commands", '{"command": "forged"}',
+                                 login=forger)
+                assert forged.returncode == 0, forged.stderr
             api.post(f"/devices/{device_id}/commands", json={"command": "ping"}).raise_for_status()
             try:
                 out, err = subscriber.communicate(timeout=1)
@@ -169,6 +175,8 @@ def test_a_device_logs_in_as_itself_and_uses_only_its_own_topics(locked: Running
         refused = {f: refused_subscription(port, f, login=d1) for f in SUBSCRIPTIONS_REFUSED_TO_D1}
         assert refused == dict.fromkeys(SUBSCRIPTIONS_REFUSED_TO_D1, True)
         assert '"command": "ping"' in receives_own_commands(locked, api, "d1", login=d1)
+        # Nor may d1 put words in the platform's mouth on d2's command topic.
+        assert '"command": "ping"' in receives_own_commands(locked, api, "d2", forger=d1, login=d2)
 
 
 def test_anonymous_local_clients_get_no_wildcard_and_not_the_platform_s_session(

@@ -84,7 +84,7 @@ class BrokerAccess:
 
     def refuse(self, reason: str, client_id: str | None, detail: str) -> bool:
         self.refusals[reason] += 1
-        log.info("MQTT client %s refused: %s", client_id, detail)
+        log.info("MQTT client %r refused: %s", client_id, detail)  # %r: a client id may hold a newline
         return False
 
 

@@ -63,8 +63,6 @@ def test_the_iot_prefixed_name_beats_the_conventional_one(monkeypatch: pytest.Mo
         ("lorawan:\n  net_id: xyz\n", "lorawan.net_id"),
         ("lorawan:\n  rx2_data_rate: SF13BW125\n", "lorawan.rx2_data_rate"),
         ("mqtt:\n  broker_url: mqtts://h:8883\n", "mqtt.broker_url"),
-        ("mqtt:\n  broker_url: mqtt://0.0.0.0:1883\n", "security.allow_anonymous_devices"),
-        ("security:\n  allow_anonymous_devices: always\n", "security.allow_anonymous_devices"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:
@@ -106,6 +104,20 @@ def test_an_undecodable_environment_map_stops_start_up_with_one_line(monkeypatch
     with pytest.raises(ConfigError) as refused:
         load_settings(None)
     assert "streaming" in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("yaml_text", [
+    "mqtt:\n  broker_url: mqtt://0.0.0.0:1883\n",
+    "security:\n  allow_anonymous_devices: always\n",
+])
+def test_anonymous_devices_off_loopback_stop_start_up_naming_the_key(tmp_path: Path, yaml_text: str) -> None:
+    """The default admits devices without credentials, which only a loopback listener may."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(ConfigError) as bad:
+        load_settings(config)
+    assert "\n" not in str(bad.value)
+    assert str(bad.value).startswith("bad config value security.allow_anonymous_devices:")
 
 
 @pytest.mark.parametrize("broker_url", ["mqtt://127.0.0.1:1883", "mqtt://localhost:1883", "mqtt://[::1]:1883"])

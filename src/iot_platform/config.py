@@ -379,7 +379,7 @@ class Settings(BaseSettings):
     def _anonymous_devices_only_on_loopback(self) -> Settings:
         if self.security.allow_anonymous_devices == "loopback":
             for key, host in anonymous_device_listeners(self):
-                if not is_loopback(host):
+                if not _on_loopback(host):
                     raise ValueError(
                         f"security.allow_anonymous_devices: loopback admits devices without credentials, but "
                         f"{key} listens on {host}: set security.allow_anonymous_devices: never (devices then "
@@ -400,7 +400,7 @@ class Settings(BaseSettings):
         return env_settings, _ConventionalEnvSource(settings_cls), init_settings
 
 
-def is_loopback(host: str) -> bool:
+def _on_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
     try:

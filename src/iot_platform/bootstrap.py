@@ -328,6 +328,7 @@ class Platform:
         if self.lorawan.listener is not None:
             await self.lorawan.listener.start()
         if telemetry.broker is not None:
+            telemetry.broker.access.device_for = _device_of(self.access)  # REST-issued device credentials
             await telemetry.broker.start()
         if self.commands.publisher is not None:
             await self.commands.publisher.start()
@@ -499,8 +500,6 @@ def build_platform(settings: Settings) -> Platform:
     chirpstack = ChirpStackUplinks(sessions, lw.chirpstack_topic) if lw.chirpstack_uplinks else None
     oscore = OscoreContexts(engine, box)
     access_keys = SqlApiKeys(engine)
-    access = AccessService(access_keys, SqlUsers(engine), JwtSigner(lambda: box.derive(b"iot-platform bearer tokens")),
-                           lambda: datetime.now(UTC), security.token_ttl_seconds)
     issued = SqlCertificates(engine)
     passphrase = security.ca_key_passphrase.get_secret_value()
     pki = CertificateAuthority(
@@ -508,7 +507,7 @@ def build_platform(settings: Settings) -> Platform:
         (lambda: passphrase.encode()) if passphrase else (lambda: box.derive(b"iot-platform ca keys").hex().encode()),
         security.ca_key_type, security.device_cert_validity_days, security.crl_path, issued)
     telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands, chirpstack, oscore,
-                           broker_tls, identity, _broker_access(settings, access))
+                           broker_tls, identity, _broker_access(settings))
     listener = None
     if lw.enabled:
         server = NetworkServer(sessions, devices, telemetry.ingest, lw,
@@ -561,7 +560,9 @@ def build_platform(settings: Settings) -> Platform:
         commands=commands,
         lorawan=lorawan,
         oscore=OscoreProvisioning(devices, oscore),
-        access=access,
+        access=AccessService(access_keys, SqlUsers(engine),
+                             JwtSigner(lambda: box.derive(b"iot-platform bearer tokens")),
+                             lambda: datetime.now(UTC), security.token_ttl_seconds),
         access_keys=access_keys,
         pki=pki,
         broker_tls=broker_tls,
@@ -599,10 +600,20 @@ def _platform_broker_login(settings: Settings, secret: str) -> Settings:
     return settings.model_copy(update={"mqtt": login})
 
 
-def _broker_access(settings: Settings, access: AccessService) -> BrokerAccess:
+def _broker_access(settings: Settings) -> BrokerAccess:
     """Who the embedded broker admits: the platform by the login above, a device by a device
-    token or API key issued for it, anonymous clients only under allow_anonymous_devices:
-    loopback (which start-up allows only with the broker on loopback)."""
+    token or API key issued for it (``_device_of``, given at start), anonymous clients only
+    under allow_anonymous_devices: loopback (which start-up allows only on loopback)."""
+    mqtt = settings.mqtt
+    return BrokerAccess(
+        allow_anonymous=settings.security.allow_anonymous_devices == "loopback",
+        service_secret=mqtt.password.get_secret_value() if mqtt.username == SERVICE_IDENTITY else "",
+        platform_client_id=mqtt.client_id,
+    )
+
+
+def _device_of(access: AccessService) -> Callable[[str], Awaitable[str | None]]:
+    """The device a credential presented as an MQTT password is bound to, if any."""
 
     async def device_for(credential: str) -> str | None:
         principal = await access.authenticate(credential)
@@ -610,13 +621,7 @@ def _broker_access(settings: Settings, access: AccessService) -> BrokerAccess:
             return None
         return principal.device_id
 
-    mqtt = settings.mqtt
-    return BrokerAccess(
-        allow_anonymous=settings.security.allow_anonymous_devices == "loopback",
-        service_secret=mqtt.password.get_secret_value() if mqtt.username == SERVICE_IDENTITY else "",
-        platform_client_id=mqtt.client_id,
-        device_for=device_for,
-    )
+    return device_for
 
 
 def _commands(

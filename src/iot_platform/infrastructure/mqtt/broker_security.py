@@ -67,7 +67,7 @@ class _Crl:
 _crls: dict[str, _Crl] = {}
 
 
-@dataclass(frozen=True)
+@dataclass
 class BrokerAccess:
     """What the plain listener's plugins need to know: the default admits anonymous local
     clients only (as a bare broker in a test)."""

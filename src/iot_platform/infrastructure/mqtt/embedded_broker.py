@@ -145,12 +145,13 @@ class EmbeddedBroker:
             }
         self._config: dict[str, Any] = {"listeners": {"default": listener}, "plugins": plugins}
         self._key_password = mutual_tls.key_password if mutual_tls else None
-        self._access = access
+        self.access = access
+        """Who the plain listener admits; ``device_for`` may be given until ``start``."""
         self._address = f"{host}:{port}"
         self._broker: Broker | None = None
 
     async def start(self) -> None:
-        self._broker = _Broker(self._config, self._key_password, self._access)
+        self._broker = _Broker(self._config, self._key_password, self.access)
         try:
             await self._broker.start()
         except Exception as exc:  # amqtt wraps the bind error; say what to change instead
@@ -167,7 +168,7 @@ class EmbeddedBroker:
     @property
     def refusals(self) -> Mapping[str, int]:
         """Connections refused so far, by reason."""
-        return dict(self._access.refusals)
+        return dict(self.access.refusals)
 
     async def stop(self) -> None:
         if self._broker is not None:

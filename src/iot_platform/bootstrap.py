@@ -68,6 +68,7 @@ from iot_platform.infrastructure.notifications.mqtt import MqttAlertChannel
 from iot_platform.infrastructure.notifications.queued import QueuedChannel
 from iot_platform.infrastructure.notifications.webhook import WebhookChannel
 from iot_platform.infrastructure.mqtt.command_channel import MqttCommandChannel
+from iot_platform.infrastructure.mqtt.broker_security import BrokerAccess
 from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker, MutualTls
 from iot_platform.infrastructure.mqtt.publisher import MqttPublisher
 from iot_platform.infrastructure.observability import PlatformMetrics
@@ -109,7 +110,7 @@ from iot_platform.infrastructure.protocols.lorawan.network_server import Network
 from iot_platform.infrastructure.protocols.lorawan.store import SqlGateways, SqlLoRaWANDevices
 from iot_platform.infrastructure.access.store import SqlApiKeys, SqlUsers
 from iot_platform.infrastructure.access.tokens import JwtSigner
-from iot_platform.infrastructure.mqtt.broker_security import SERVICE_IDENTITY, BrokerAccess
+from iot_platform.infrastructure.mqtt.broker_security import SERVICE_IDENTITY
 from iot_platform.infrastructure.mqtt.tls import ServiceIdentity, tls_parameters
 from iot_platform.infrastructure.pki.authority import CertificateAuthority
 from iot_platform.infrastructure.pki.claims import SqlClaims

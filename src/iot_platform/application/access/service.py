@@ -13,14 +13,8 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from iot_platform.application.access.model import (
-    ApiKey,
-    DeviceBinding,
-    Principal,
-    User,
-    check_device_binding,
-    check_roles,
-)
+from iot_platform.application.access.model import DeviceBinding, check_device_binding
+from iot_platform.application.access.model import ApiKey, Principal, User, check_roles
 from iot_platform.application.access.ports import ApiKeys, CredentialTaken, TokenSigner, Users
 
 _PREFIX = "iotk_"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -67,6 +68,7 @@ from iot_platform.infrastructure.notifications.mqtt import MqttAlertChannel
 from iot_platform.infrastructure.notifications.queued import QueuedChannel
 from iot_platform.infrastructure.notifications.webhook import WebhookChannel
 from iot_platform.infrastructure.mqtt.command_channel import MqttCommandChannel
+from iot_platform.infrastructure.mqtt.broker_security import BrokerAccess
 from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker, MutualTls
 from iot_platform.infrastructure.mqtt.publisher import MqttPublisher
 from iot_platform.infrastructure.observability import PlatformMetrics
@@ -331,6 +333,7 @@ class Platform:
         if self.lorawan.listener is not None:
             await self.lorawan.listener.start()
         if telemetry.broker is not None:
+            telemetry.broker.access.device_for = _device_of(self.access)  # REST-issued device credentials
             await telemetry.broker.start()
         if self.commands.publisher is not None:
             await self.commands.publisher.start()
@@ -522,6 +525,7 @@ def build_platform(settings: Settings) -> Platform:
     security = settings.security
     box = SecretBox.from_config(security.encryption_key.get_secret_value(), security.encryption_key_file)
     broker_tls, identity = _mutual_tls(settings, box.derive(b"iot-platform service keys").hex())
+    settings = _platform_broker_login(settings, box.derive(b"iot-platform embedded broker").hex())
     commands = _commands(settings, engine, store, runner, identity)
     feed = LiveFeed(settings.analytics.stream_buffer)
     alerting = _alerting(settings, engine, store, runner, directory, feed, commands.publisher)
@@ -538,7 +542,7 @@ def build_platform(settings: Settings) -> Platform:
         (lambda: passphrase.encode()) if passphrase else (lambda: box.derive(b"iot-platform ca keys").hex().encode()),
         security.ca_key_type, security.device_cert_validity_days, security.crl_path, issued)
     telemetry = _telemetry(settings, engine, devices, directory, metrics, rate, commands, chirpstack, oscore,
-                           broker_tls, identity)
+                           broker_tls, identity, _broker_access(settings))
     listener = None
     if lw.enabled:
         server = NetworkServer(sessions, devices, telemetry.ingest, lw,
@@ -566,9 +570,6 @@ def build_platform(settings: Settings) -> Platform:
                                            lambda: datetime.now(UTC))
     claim_store = SqlClaims(engine)
     device_registry = SqlDeviceRegistry(engine)
-
-    async def registered(device_id: str) -> bool:
-        return await device_registry.get(device_id) is not None
 
     return Platform(
         settings=settings,
@@ -603,7 +604,7 @@ def build_platform(settings: Settings) -> Platform:
         broker_tls=broker_tls,
         pki_store=issued,
         certificates=certificates,
-        claims=ClaimProvisioning(claim_store, devices, certificates, registered, lambda: datetime.now(UTC)),
+        claims=ClaimProvisioning(claim_store, devices, certificates, lambda: datetime.now(UTC)),
         claim_store=claim_store,
         relay=relay,
         event_publisher=event_publisher,
@@ -622,6 +623,41 @@ def _mutual_tls(settings: Settings, key_password: str) -> tuple[MutualTls | None
     return (MutualTls(chain, str(pki / "broker.crt"), str(pki / "broker.key"), key_password,
                       settings.security.crl_path),
             ServiceIdentity(chain, str(pki / "platform.crt"), str(pki / "platform.key"), key_password))
+
+
+def _platform_broker_login(settings: Settings, secret: str) -> Settings:
+    """The platform's own login to its embedded broker's plain listener: the service identity
+    and a password derived from the encryption key (the same in every process of one platform,
+    never logged). Under mutual TLS its service certificate is its login instead."""
+    mqtt = settings.mqtt
+    if not mqtt.embedded_broker or settings.security.mutual_tls_required:
+        return settings
+    login = mqtt.model_copy(update={"username": SERVICE_IDENTITY, "password": SecretStr(secret)})
+    return settings.model_copy(update={"mqtt": login})
+
+
+def _broker_access(settings: Settings) -> BrokerAccess:
+    """Who the embedded broker admits: the platform by the login above, a device by a device
+    token or API key issued for it (``_device_of``, given at start), anonymous clients only
+    under allow_anonymous_devices: loopback (which start-up allows only on loopback)."""
+    mqtt = settings.mqtt
+    return BrokerAccess(
+        allow_anonymous=settings.security.allow_anonymous_devices == "loopback",
+        service_secret=mqtt.password.get_secret_value() if mqtt.username == SERVICE_IDENTITY else "",
+        platform_client_id=mqtt.client_id,
+    )
+
+
+def _device_of(access: AccessService) -> Callable[[str], Awaitable[str | None]]:
+    """The device a credential presented as an MQTT password is bound to, if any."""
+
+    async def device_for(credential: str) -> str | None:
+        principal = await access.authenticate(credential)
+        if principal is None or not principal.may("telemetry:write"):
+            return None
+        return principal.device_id
+
+    return device_for
 
 
 def _commands(
@@ -773,6 +809,7 @@ def _telemetry(
     oscore: OscoreContexts,
     broker_tls: MutualTls | None,
     identity: ServiceIdentity | None,
+    broker_access: BrokerAccess,
 ) -> Telemetry:
     ts, limits, streaming = settings.timeseries, settings.telemetry, settings.streaming
     store = timeseries_store(settings)
@@ -817,7 +854,9 @@ def _telemetry(
     mqtt_settings = settings.mqtt
     broker = None
     if mqtt_settings.embedded_broker:
-        broker = EmbeddedBroker(mqtt_settings.host, mqtt_settings.port, mutual_tls=broker_tls)
+        broker = EmbeddedBroker(mqtt_settings.host, mqtt_settings.port, broker_access, mutual_tls=broker_tls)
+        metrics.observed.counter("iot_mqtt_connections_refused", "Clients the embedded MQTT broker refused",
+                                 "reason", lambda: broker_access.refusals)
     mqtt = None
     if mqtt_settings.enabled:
         mqtt = MqttIngestion(

@@ -9,6 +9,7 @@ This is the only module that reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -308,6 +309,11 @@ class SecuritySettings(Section):
     """An admin API key (``iotk_<id>_<secret>``) to create at start if absent: for automation.
     Empty: the first start makes one and prints it once."""
     token_ttl_seconds: int = Field(3600, ge=60, le=86400 * 30)
+    allow_anonymous_devices: Literal["loopback", "never"] = "loopback"
+    """Devices without credentials (MQTT with no username/password, CoAP with no token or
+    OSCORE): ``loopback`` admits them only while every device listener is bound to a loopback
+    address (Mosquitto 2.0's local-only convention, so ``make run`` needs no setup); start-up
+    refuses a non-loopback listener with this setting named. ``never`` always asks for one."""
 
     @field_validator("encryption_key")
     @classmethod
@@ -412,6 +418,17 @@ class Settings(BaseSettings):
     edge: EdgeSettings = EdgeSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
 
+    @model_validator(mode="after")
+    def _anonymous_devices_only_on_loopback(self) -> Settings:
+        if self.security.allow_anonymous_devices == "loopback":
+            for key, host in anonymous_device_listeners(self):
+                if not _on_loopback(host):
+                    raise ValueError(
+                        f"security.allow_anonymous_devices: loopback admits devices without credentials, but "
+                        f"{key} listens on {host}: set security.allow_anonymous_devices: never (devices then "
+                        f"present a token, an API key or a certificate), or bind {key} to 127.0.0.1")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -424,6 +441,25 @@ class Settings(BaseSettings):
         # init_settings carries the YAML file (see load_settings), so it ranks below both
         # kinds of environment variable.
         return env_settings, _ConventionalEnvSource(settings_cls), init_settings
+
+
+def _on_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+def anonymous_device_listeners(settings: Settings) -> list[tuple[str, str]]:
+    """(key, host) of every listener that would admit devices without credentials under
+    ``security.allow_anonymous_devices: loopback``."""
+    listeners = []
+    mqtt = settings.mqtt
+    if mqtt.enabled and mqtt.embedded_broker and not settings.security.mutual_tls_required:
+        listeners.append(("mqtt.broker_url", mqtt.host))
+    return listeners
 
 
 class _ConventionalEnvSource(PydanticBaseSettingsSource):
@@ -499,6 +535,8 @@ def _one_line(exc: ValidationError) -> str:
     first = exc.errors()[0]
     key = ".".join(str(part) for part in first["loc"])
     message = first["msg"]
+    if not key:  # a rule across sections: its message names the keys
+        return f"bad config value {message.removeprefix('Value error, ')}"
     if first["type"] == "extra_forbidden":
         message = "is not a known setting"
     elif (

@@ -87,6 +87,8 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("DELETE", "/api/provisioning/claims/{claim_id}"): "devices:write",
     ("POST", "/api/provisioning/claim"): "claim-token",
 }
+ROLE_OF = {"device token": "device"}
+"""Credentials of the matrix that are not API keys, and the role whose rights they have."""
 CLAIM_TOKEN = "claim-token"
 """Authenticated by a claim's enrollment token, which no API credential is: 401 for all."""
 
@@ -121,18 +123,28 @@ def test_every_route_answers_each_role_exactly_as_the_matrix_says(platform: Runn
     assert found == set(ROUTES), f"routes without a role in the matrix: {found - set(ROUTES)}; gone: {set(ROUTES) - found}"
     register(api, "dev-1")
     keys = {role: new_key(api, role, **({"device_id": "dev-1"} if role == "device" else {})) for role in GRANTS}
+    # A device user's token has exactly the device key's rights; a claim token opens only its
+    # own route (where {} is then a 422).
+    api.post("/auth/users", json={"username": "dev-1", "password": "correct horse battery", "roles": ["device"],
+                                  "device_id": "dev-1"}).raise_for_status()
+    keys["device token"] = token_with_curl(platform, "dev-1", "correct horse battery")
+    claim = api.post("/provisioning/claims", json={"name": "m", "device_type": "t", "uses": 1, "valid_hours": 1})
     wrong: list[str] = []
     for (method, path), permission in sorted(ROUTES.items()):
         anonymous = status_of(platform, method, path, None)
         if (anonymous == 401) == (permission is None):
             wrong.append(f"{method} {path} without credentials: {anonymous}")
-        for role, key in keys.items():
+        by_claim = status_of(platform, method, path, claim.json()["token"])
+        if (by_claim in (401, 403)) != (permission not in (None, CLAIM_TOKEN)):
+            wrong.append(f"{method} {path} with a claim token: {by_claim}")
+        for name, key in keys.items():
+            role = ROLE_OF.get(name, name)
             got = status_of(platform, method, path, key)
             if permission == CLAIM_TOKEN:
                 if got != 401:
-                    wrong.append(f"{method} {path} as {role}: {got}, not 401")
+                    wrong.append(f"{method} {path} as {name}: {got}, not 401")
             elif allowed(role, permission) == (got in (401, 403)):
-                wrong.append(f"{method} {path} as {role}: {got}")
+                wrong.append(f"{method} {path} as {name}: {got}")
     assert not wrong, "\n".join(wrong)
 
 
@@ -194,6 +206,54 @@ def test_a_device_key_writes_only_its_own_telemetry_and_takes_only_its_own_comma
         assert device.get("/devices/dev-1/commands/pending").status_code == 200
         assert device.get("/devices/dev-2/commands/pending").status_code == 403
         assert device.get("/devices/dev-1").status_code == 403  # a device reads nothing of the fleet
+
+
+def token_with_curl(platform: RunningPlatform, username: str, password: str) -> str:
+    done = subprocess.run(["curl", "-s", "-d", f"username={username}", "-d", f"password={password}",
+                           f"{platform.base_url}/api/auth/token"], capture_output=True, text=True, check=True, timeout=30)
+    return str(httpx.Response(200, content=done.stdout).json()["access_token"])
+
+
+def test_a_device_user_is_bound_to_one_device_whether_made_over_rest_or_the_cli(
+    platform: RunningPlatform, api: httpx.Client, e2e_database_url: str
+) -> None:
+    """Given devices d1 and d2 and a command waiting for d2, a user with the device role must
+    name its one device (REST 422 naming the field, CLI usage error naming --device), and the
+    token of a device user bound to d1, made either way, can neither store telemetry for d2,
+    nor take d2's commands, nor acknowledge d2's command: 403 each, and the command is untouched."""
+    register(api, "d1")
+    register(api, "d2")
+    command = api.post("/devices/d2/commands", json={"command": "reboot"}).json()["command_id"]
+    password = "correct horse battery"
+    unbound = api.post("/auth/users", json={"username": "dev", "password": password, "roles": ["device"]})
+    assert unbound.status_code == 422 and "device_id" in unbound.json()["error"]["message"]
+    mixed = api.post("/auth/users", json={"username": "dev", "password": password, "roles": ["device", "admin"],
+                                          "device_id": "d1"})
+    assert mixed.status_code == 422 and "roles" in mixed.json()["error"]["message"]
+    made = api.post("/auth/users", json={"username": "rest-d1", "password": password, "roles": ["device"],
+                                         "device_id": "d1"})
+    assert made.status_code == 201 and made.json()["device_id"] == "d1", made.text
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "iot-platform"), "users", "create", *args, "--password-stdin"],
+                              input=password + "\n", cwd=platform.workdir, env=platform_env(e2e_database_url),
+                              capture_output=True, text=True, timeout=60)
+
+    refused = cli("cli-dev", "--role", "device")
+    assert refused.returncode == 2 and "--device" in refused.stderr, refused.stderr
+    created = cli("cli-d1", "--role", "device", "--device", "d1")
+    assert created.returncode == 0, created.stderr
+
+    for second, username in enumerate(("rest-d1", "cli-d1")):
+        reading = {"timestamp": f"2026-01-01T00:00:0{second}Z", "metrics": {"t": 1.0}}
+        with client(platform, token_with_curl(platform, username, password)) as device:
+            assert device.get("/auth/me").json()["device_id"] == "d1"
+            assert device.post("/telemetry", json={"device_id": "d2", **reading}).status_code == 403
+            assert device.get("/devices/d2/commands/pending").status_code == 403
+            assert device.post(f"/devices/d2/commands/{command}/ack", json={"status": "failed"}).status_code == 403
+            assert device.post("/telemetry", json={"device_id": "d1", **reading}).status_code == 201
+            assert device.get("/devices/d1/commands/pending").status_code == 200
+    assert api.get(f"/devices/d2/commands/{command}").json()["status"] in ("pending", "sent")  # not failed
 
 
 def test_the_first_start_prints_an_admin_key_once(tmp_path: Path) -> None:

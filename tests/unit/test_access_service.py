@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from iot_platform.application.access.model import ApiKey, Principal, UnknownRole, User
+from iot_platform.application.access.model import ApiKey, DeviceBinding, Principal, UnknownRole, User
 from iot_platform.application.access.ports import CredentialTaken
 from iot_platform.application.access.service import AccessService
 from iot_platform.infrastructure.access.passwords import ScryptPasswords, hash_password, password_matches
@@ -95,6 +95,43 @@ async def test_a_device_key_is_confined_to_its_device() -> None:
     principal = await access.authenticate(plaintext)
     assert principal is not None and principal.may_act_for("dev-1") and not principal.may_act_for("dev-2")
     assert principal.may("telemetry:write") and not principal.may("devices:read")
+
+
+@pytest.mark.parametrize(("roles", "device_id", "field"), [
+    (("device",), None, "device_id"),
+    (("device", "viewer"), "dev-1", "roles"),
+    (("viewer",), "dev-1", "device_id"),
+])
+async def test_a_device_user_is_bound_to_exactly_one_device_and_nothing_else(
+    roles: tuple[str, ...], device_id: str | None, field: str
+) -> None:
+    """The device role without a device (or mixed with other roles, which would leave open
+    what the device confines) is refused naming the field, as for API keys."""
+    access, _, _ = service()
+    with pytest.raises(DeviceBinding) as refused:
+        await access.create_user("d", "correct horse battery", roles, device_id)
+    assert refused.value.field == field
+    if "device" in roles:
+        with pytest.raises(DeviceBinding):
+            await access.create_key("d", roles, "a", device_id)
+
+
+async def test_a_device_user_s_token_carries_its_device_and_is_confined_to_it() -> None:
+    access, _, _ = service()
+    await access.create_user("dev-1", "correct horse battery", ("device",), "dev-1")
+    issued = await access.token_for("dev-1", "correct horse battery")
+    assert issued is not None
+    principal = await access.authenticate(issued[0])
+    assert principal == Principal("user:dev-1", frozenset({"device"}), "dev-1")
+    assert principal.may_act_for("dev-1") and not principal.may_act_for("dev-2")
+
+
+async def test_a_device_credential_that_names_no_device_acts_for_nothing() -> None:
+    """One stored before devices were bound (or a token minted then): it may only ask who it is."""
+    unbound = Principal("user:old", frozenset({"device"}))
+    assert not unbound.may("telemetry:write") and not unbound.may("commands:receive")
+    assert unbound.may("self:read") and not unbound.may_act_for("dev-2")
+    assert Principal("user:alice", frozenset({"fleet_manager"})).may_act_for("dev-2")
 
 
 async def test_unknown_roles_are_refused() -> None:

@@ -107,3 +107,36 @@ def test_an_undecodable_environment_map_stops_start_up_with_one_line(monkeypatch
     with pytest.raises(ConfigError) as refused:
         load_settings(None)
     assert "streaming" in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("yaml_text", [
+    "mqtt:\n  broker_url: mqtt://0.0.0.0:1883\n",
+    "security:\n  allow_anonymous_devices: always\n",
+])
+def test_anonymous_devices_off_loopback_stop_start_up_naming_the_key(tmp_path: Path, yaml_text: str) -> None:
+    """The default admits devices without credentials, which only a loopback listener may."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(ConfigError) as bad:
+        load_settings(config)
+    assert "\n" not in str(bad.value)
+    assert str(bad.value).startswith("bad config value security.allow_anonymous_devices:")
+
+
+@pytest.mark.parametrize("broker_url", ["mqtt://127.0.0.1:1883", "mqtt://localhost:1883", "mqtt://[::1]:1883"])
+def test_anonymous_devices_are_allowed_on_loopback(tmp_path: Path, broker_url: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"mqtt:\n  broker_url: {broker_url}\n")
+    assert load_settings(config).security.allow_anonymous_devices == "loopback"
+
+
+@pytest.mark.parametrize("yaml_text", [
+    "mqtt:\n  broker_url: mqtt://0.0.0.0:1883\nsecurity:\n  allow_anonymous_devices: never\n",
+    "mqtt:\n  broker_url: mqtt://0.0.0.0:1883\nsecurity:\n  mutual_tls_required: true\n",
+    "mqtt:\n  broker_url: mqtt://mosquitto:1883\n  embedded_broker: false\n",
+])
+def test_a_listener_off_loopback_is_fine_when_it_admits_no_anonymous_device(tmp_path: Path, yaml_text: str) -> None:
+    """Credentials always asked, a client certificate required, or someone else's broker."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml_text)
+    load_settings(config)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from iot_platform.application.access.model import DeviceBinding, check_device_binding
 from iot_platform.application.access.model import ApiKey, Principal, User, check_roles
 from iot_platform.application.access.ports import (
     ApiKeys,
@@ -67,8 +68,7 @@ class AccessService:
         """The record and the key itself, which is shown this once. ``plaintext`` takes a key
         chosen by the operator (a bootstrap key from config) instead of a new one."""
         roles = check_roles(roles)
-        if "device" in roles and device_id is None:
-            raise ValueError("a device key names its device (device_id)")
+        check_device_binding(roles, device_id)
         if plaintext is not None:
             key_id, secret = _split(plaintext) or (None, None)
             if key_id is None or secret is None:
@@ -109,8 +109,15 @@ class AccessService:
         self._recent.clear()  # a revocation here holds at once; elsewhere within the cache time
         return await self._keys.revoke(key_id, self._clock())
 
-    async def create_user(self, username: str, password: str, roles: tuple[str, ...]) -> User:
-        user = User(username, await self._passwords.hash(password), check_roles(roles), self._clock())
+    async def create_user(self, username: str, password: str, roles: tuple[str, ...],
+                          device_id: str | None = None) -> User:
+        """Raises ``DeviceBinding`` for a device role without its one device (or with other
+        roles), and for a device id given without the device role."""
+        roles = check_roles(roles)
+        check_device_binding(roles, device_id)
+        if device_id is not None and "device" not in roles:
+            raise DeviceBinding("device_id goes with the device role only", "device_id")
+        user = User(username, await self._passwords.hash(password), roles, self._clock(), device_id)
         await self._users.add(user)
         return user
 
@@ -135,7 +142,7 @@ class AccessService:
             return None
         limits.login_per_username.credit(username)  # only failures count
         limits.login_per_client.credit(client)
-        principal = Principal(f"user:{user.username}", frozenset(user.roles))
+        principal = Principal(f"user:{user.username}", frozenset(user.roles), user.device_id)
         return self._signer.issue(principal, self._ttl), self._ttl
 
     async def _unknown_user_hash(self) -> str:

@@ -2,8 +2,13 @@
 is exchanged, once per device id, for that device's own certificate, within a number of uses
 and a time window. The token is shown once at creation and kept as a SHA-256 hash.
 
-A device that presents the token is registered (with the claim's device type and tags) if it
-is not yet, then provisioned like any other: it sends a CSR, its key never leaves it.
+A device that presents the token is registered (with the claim's device type and tags), then
+provisioned like any other: it sends a CSR, its key never leaves it. A claim enrolls only a
+device id that no one has registered yet, or that this claim registered itself and has not
+enrolled (a retry after a failed exchange): a claim token must never take over an existing
+device, supersede its certificate, or enroll a device of another type than the claim's.
+The claim's binding of a device id (``Claims.owner``) outlives a failed exchange so the retry
+is recognised; the use itself is given back.
 """
 
 from __future__ import annotations
@@ -11,16 +16,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from iot_platform.application.devices.certificates import CertificateProvisioning, IssuedCertificate
 from iot_platform.application.devices.commands import RegisterDevice
 from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.errors import NotFound
 from iot_platform.domain.aggregate import EventContext
+from iot_platform.domain.devices import DeviceStatus
 
 _PREFIX = "iotc_"
 
@@ -49,7 +55,16 @@ class ClaimRefused(Exception):
 
 
 class AlreadyClaimed(Exception):
-    pass
+    """The device id is taken: registered by someone else, bound to another claim, or already
+    enrolled by this one (a 409; nothing is issued)."""
+
+
+class WrongDeviceType(Exception):
+    """The device this claim registered is now of another type than the claim's (a 403)."""
+
+
+Taken = Literal["new", "again"]
+"""How ``Claims.use`` bound the device id: newly, or again (a retry by the claim that bound it)."""
 
 
 class Claims(Protocol):
@@ -61,12 +76,17 @@ class Claims(Protocol):
 
     async def revoke(self, claim_id: str, at: datetime) -> bool: ...
 
-    async def use(self, claim_id: str, device_id: str, at: datetime) -> bool:
-        """Takes one use for ``device_id`` atomically: False if none is left (or the claim
-        expired or was revoked); raises ``AlreadyClaimed`` if that device id claimed before."""
+    async def use(self, claim_id: str, device_id: str, at: datetime) -> Taken | None:
+        """Takes one use for ``device_id`` atomically and binds the device id to the claim:
+        None if no use is left (or the claim expired or was revoked); raises ``AlreadyClaimed``
+        if another claim bound that device id."""
 
-    async def give_back(self, claim_id: str, device_id: str) -> None:
-        """Returns a use whose exchange then failed (a bad CSR, say)."""
+    async def give_back(self, claim_id: str, device_id: str, unbind: bool) -> None:
+        """Returns a use whose exchange then failed (a bad CSR, say); ``unbind`` also drops the
+        binding (when the exchange registered nothing)."""
+
+    async def owner(self, device_id: str) -> str | None:
+        """The id of the claim that bound ``device_id``, if any."""
 
 
 def _digest(secret: str) -> str:
@@ -75,11 +95,10 @@ def _digest(secret: str) -> str:
 
 class ClaimProvisioning:
     def __init__(self, claims: Claims, devices: DeviceCommandHandler, certificates: CertificateProvisioning,
-                 is_registered: Callable[[str], Awaitable[bool]], clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime]) -> None:
         self._claims = claims
         self._devices = devices
         self._certificates = certificates
-        self._is_registered = is_registered
         self._clock = clock
 
     async def create(self, name: str, device_type: str, uses: int, valid_for: timedelta,
@@ -97,18 +116,37 @@ class ClaimProvisioning:
 
     async def exchange(self, token: str, device_id: str, csr_pem: str) -> IssuedCertificate:
         claim = await self._check(token)
-        now = self._clock()
-        if not await self._claims.use(claim.claim_id, device_id, now):
+        # The event store, not the registry: a device registered a moment ago counts as existing.
+        device = await self._devices.current(device_id)
+        if device.exists:
+            await self._may_retry(claim, device_id, device.device_type, device.status)
+        taken = await self._claims.use(claim.claim_id, device_id, self._clock())
+        if taken is None:
             raise ClaimRefused(f"claim {claim.claim_id} is used up, expired or revoked")
         context = EventContext(actor=f"claim:{claim.name}")
+        registered = False
         try:
-            if not await self._is_registered(device_id):
+            if not device.exists:
                 await self._devices.register(RegisterDevice(device_id, claim.device_type, tags=claim.tags,
                                                             context=context))
+                registered = True
             return await self._certificates.provision(device_id, csr_pem, context)
         except BaseException:
-            await self._claims.give_back(claim.claim_id, device_id)
+            await self._claims.give_back(claim.claim_id, device_id,
+                                         unbind=taken == "new" and not registered and not device.exists)
             raise
+
+    async def _may_retry(self, claim: Claim, device_id: str, device_type: str, status: DeviceStatus | None) -> None:
+        """An existing device is enrolled again only by the claim that registered it, while it
+        holds no certificate yet, and while it is still of the claim's type."""
+        if await self._claims.owner(device_id) != claim.claim_id:
+            raise AlreadyClaimed(f"device {device_id!r} already exists; a claim enrolls only new devices")
+        if device_type != claim.device_type:
+            raise WrongDeviceType(f"device {device_id!r} is a {device_type!r}; this claim enrolls "
+                                  f"{claim.device_type!r} devices")
+        if status is not DeviceStatus.REGISTERED:
+            raise AlreadyClaimed(f"device {device_id!r} was enrolled by this claim before; "
+                                 "an operator renews its certificate")
 
     async def _check(self, token: str) -> Claim:
         body = token[len(_PREFIX):] if token.startswith(_PREFIX) else ""

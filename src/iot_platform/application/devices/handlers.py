@@ -130,6 +130,10 @@ class DeviceCommandHandler:
                     raise
         raise AssertionError("unreachable")
 
+    async def current(self, device_id: str) -> Device:
+        """The device as its history stands now (``exists`` is False for an unknown id)."""
+        return await self._repository.load(device_id)
+
     async def _existing(self, device_id: str) -> Device:
         device = await self._repository.load(device_id)
         if not device.exists:

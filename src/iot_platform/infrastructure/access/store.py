@@ -67,11 +67,13 @@ class SqlUsers:
             async with self._engine.begin() as conn:
                 await conn.execute(insert(users).values(
                     username=user.username, password_hash=user.password_hash,
-                    roles=",".join(user.roles), created_at=user.created_at))
+                    roles=",".join(user.roles), created_at=user.created_at, device_id=user.device_id))
         except IntegrityError:
             raise CredentialTaken(f"user {user.username!r} exists") from None
 
     async def get(self, username: str) -> User | None:
         async with self._reader.connect() as conn:
             row = (await conn.execute(select(users).where(users.c.username == username))).first()
-        return User(row.username, row.password_hash, tuple(row.roles.split(",")), row.created_at) if row else None
+        if row is None:
+            return None
+        return User(row.username, row.password_hash, tuple(row.roles.split(",")), row.created_at, row.device_id)

@@ -303,6 +303,7 @@ users = Table(
     Column("password_hash", Text, nullable=False),
     Column("roles", String(200), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("device_id", String(128), nullable=True),  # the one device of a device-role user
 )
 
 # Device certificates the CA issued: what revocation and the CRL need (the certificate is

@@ -11,7 +11,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from iot_platform.application.devices.claims import AlreadyClaimed, Claim
+from iot_platform.application.devices.claims import AlreadyClaimed, Claim, Taken
 from iot_platform.infrastructure.persistence.database import reader
 from iot_platform.infrastructure.persistence.schema import provisioning_claim_uses, provisioning_claims
 
@@ -50,7 +50,8 @@ class SqlClaims:
                                         .where(_c.claim_id == claim_id, _c.revoked_at.is_(None)).values(revoked_at=at))
             return bool(result.rowcount)
 
-    async def use(self, claim_id: str, device_id: str, at: datetime) -> bool:
+    async def use(self, claim_id: str, device_id: str, at: datetime) -> Taken | None:
+        uses = provisioning_claim_uses.c
         try:
             async with self._engine.begin() as conn:
                 taken = await conn.execute(
@@ -58,16 +59,32 @@ class SqlClaims:
                     .where(_c.claim_id == claim_id, _c.used < _c.max_uses, _c.expires_at > at, _c.revoked_at.is_(None))
                     .values(used=_c.used + 1))
                 if not taken.rowcount:
-                    return False
-                await conn.execute(insert(provisioning_claim_uses).values(
-                    device_id=device_id, claim_id=claim_id, used_at=at))
-                return True
-        except IntegrityError:  # the whole transaction is undone: the use is not taken
-            raise AlreadyClaimed(f"device {device_id!r} was claimed before") from None
+                    return None
+                bound = (await conn.execute(select(uses.claim_id).where(uses.device_id == device_id))).scalar()
+                if bound is None:
+                    await conn.execute(insert(provisioning_claim_uses).values(
+                        device_id=device_id, claim_id=claim_id, used_at=at))
+                    return "new"
+                if bound != claim_id:
+                    raise _BoundElsewhere
+                return "again"
+        except (IntegrityError, _BoundElsewhere):  # the whole transaction is undone: the use is not taken
+            raise AlreadyClaimed(f"device {device_id!r} was claimed by another claim") from None
 
-    async def give_back(self, claim_id: str, device_id: str) -> None:
+    async def give_back(self, claim_id: str, device_id: str, unbind: bool) -> None:
         async with self._engine.begin() as conn:
-            gone = await conn.execute(delete(provisioning_claim_uses).where(
-                provisioning_claim_uses.c.device_id == device_id, provisioning_claim_uses.c.claim_id == claim_id))
-            if gone.rowcount:
-                await conn.execute(update(provisioning_claims).where(_c.claim_id == claim_id).values(used=_c.used - 1))
+            if unbind:
+                await conn.execute(delete(provisioning_claim_uses).where(
+                    provisioning_claim_uses.c.device_id == device_id, provisioning_claim_uses.c.claim_id == claim_id))
+            await conn.execute(update(provisioning_claims).where(_c.claim_id == claim_id, _c.used > 0)
+                               .values(used=_c.used - 1))
+
+    async def owner(self, device_id: str) -> str | None:
+        uses = provisioning_claim_uses.c
+        async with self._engine.connect() as conn:  # the primary: a binding made a moment ago counts
+            owner = (await conn.execute(select(uses.claim_id).where(uses.device_id == device_id))).scalar()
+        return str(owner) if owner is not None else None
+
+
+class _BoundElsewhere(Exception):
+    pass

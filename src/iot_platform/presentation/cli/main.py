@@ -441,22 +441,32 @@ def users() -> None:
 @users.command("create")
 @click.argument("username")
 @click.option("--role", "roles", multiple=True, required=True, type=_ROLE_CHOICE, help="Repeatable.")
+@click.option("--device", "device_id", help="With --role device (which stands alone): the only device the user acts for.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input; "
               "otherwise one is generated and printed once.")
 @click.pass_context
-def users_create(ctx: click.Context, username: str, roles: tuple[str, ...], password_stdin: bool) -> None:
+def users_create(ctx: click.Context, username: str, roles: tuple[str, ...], device_id: str | None,
+                 password_stdin: bool) -> None:
     import secrets
 
+    from iot_platform.application.access.model import DeviceBinding, check_device_binding
     from iot_platform.application.access.ports import CredentialTaken
 
+    roles = tuple(dict.fromkeys(roles))
+    try:  # before the password is read or the database opened
+        check_device_binding(roles, device_id)
+    except DeviceBinding as exc:
+        raise click.UsageError(f"{exc} (--{'device' if exc.field == 'device_id' else 'role'})") from None
     settings = _settings(ctx)
     password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(18)
     if len(password) < 12:
         raise click.UsageError("the password needs at least 12 characters")
     try:
-        _with_platform(settings, lambda platform: platform.access.create_user(username, password, roles))
+        _with_platform(settings, lambda platform: platform.access.create_user(username, password, roles, device_id))
     except CredentialTaken as exc:
         raise click.ClickException(str(exc)) from None
+    except DeviceBinding as exc:
+        raise click.UsageError(str(exc)) from None
     click.echo(f"created {username}" + ("" if password_stdin else f"; password: {password}"))
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from iot_platform.application.access.model import ApiKey, UnknownRole
+from iot_platform.application.access.model import ApiKey, DeviceBinding, UnknownRole
 from iot_platform.application.access.ports import CredentialTaken
 from iot_platform.application.errors import NotFound
 from iot_platform.application.limits import Throttled
@@ -63,14 +63,14 @@ async def me(who: Anyone) -> Me:
 
 @router.post("/apikeys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
 async def create_api_key(body: ApiKeyCreate, platform: PlatformDep, who: Admin) -> ApiKeyCreated:
-    if "device" in body.roles and body.device_id is None:
-        raise FieldError("device_id", "a key with the device role names its device")
     try:
         key, plaintext = await platform.access.create_key(
             body.name, tuple(body.roles), who.subject, body.device_id,
             timedelta(days=body.expires_in_days) if body.expires_in_days else None)
     except UnknownRole as exc:
         raise FieldError("roles", str(exc)) from None
+    except DeviceBinding as exc:
+        raise FieldError(exc.field, str(exc)) from None
     return ApiKeyCreated(**_public(key).model_dump(), api_key=plaintext)
 
 
@@ -88,9 +88,12 @@ async def revoke_api_key(key_id: str, platform: PlatformDep, _: Admin) -> None:
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserPublic)
 async def create_user(body: UserCreate, platform: PlatformDep, _: Admin) -> UserPublic:
     try:
-        user = await platform.access.create_user(body.username, body.password, tuple(body.roles))
+        user = await platform.access.create_user(body.username, body.password, tuple(body.roles), body.device_id)
     except UnknownRole as exc:
         raise FieldError("roles", str(exc)) from None
+    except DeviceBinding as exc:
+        raise FieldError(exc.field, str(exc)) from None
     except CredentialTaken as exc:
         raise AlreadyExists(str(exc), field="username") from None
-    return UserPublic(username=user.username, roles=list(user.roles), created_at=user.created_at)
+    return UserPublic(username=user.username, roles=list(user.roles), created_at=user.created_at,
+                      device_id=user.device_id)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from iot_platform.application.devices.certificates import InvalidCsr
-from iot_platform.application.devices.claims import AlreadyClaimed, Claim, ClaimRefused
+from iot_platform.application.devices.claims import AlreadyClaimed, Claim, ClaimRefused, WrongDeviceType
 from iot_platform.domain.errors import AlreadyExists
 from iot_platform.presentation.rest.dependencies import PlatformDep, event_context
 from iot_platform.presentation.rest.errors import FieldError
@@ -72,7 +72,10 @@ async def revoke_claim(claim_id: str, platform: PlatformDep, _: Writer) -> Respo
 async def claim(
     body: ClaimExchange, platform: PlatformDep, token: Annotated[str, Depends(claim_token)]
 ) -> Provisioned:
-    """A device's first call: its claim token for its own certificate, once per device id."""
+    """A device's first call: its claim token for its own certificate, once per device id.
+
+    Only for a device id nobody has registered (or that this claim registered and could not
+    enroll yet: a retry): an existing device is 409 and keeps its certificate."""
     try:
         issued = await platform.claims.exchange(token, body.device_id, body.csr)
     except ClaimRefused as refused:
@@ -80,6 +83,8 @@ async def claim(
         raise HTTPException(code, str(refused), {"WWW-Authenticate": "Bearer"} if refused.unknown else None) from None
     except AlreadyClaimed as exc:
         raise AlreadyExists(str(exc), field="device_id") from None
+    except WrongDeviceType as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
     except InvalidCsr as exc:
         raise FieldError("csr", str(exc)) from None
     return await x509_answer(platform, body.device_id, issued)

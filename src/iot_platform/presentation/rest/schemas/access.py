@@ -50,13 +50,16 @@ class UserCreate(BaseModel):
 
     username: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._@-]+$")
     password: str = Field(min_length=12, max_length=200, repr=False)
-    roles: list[str] = Field(min_length=1)
+    roles: list[str] = Field(min_length=1, description=f"of {', '.join(ROLES)}; device stands alone")
+    device_id: str | None = Field(None, min_length=1, max_length=128,
+                                  description="required with the device role: the only device the user acts for")
 
 
 class UserPublic(BaseModel):
     username: str
     roles: list[str]
     created_at: datetime
+    device_id: str | None = None
 
 
 class Me(BaseModel):

@@ -16,6 +16,7 @@ from iot_platform.domain.alerts.events import AlertAcknowledged, AlertRaised, Al
 from iot_platform.domain.alerts.values import Severity
 from iot_platform.domain.errors import AlreadyExists, InvalidTransition
 from iot_platform.domain.events import DomainEvent
+from iot_platform.domain.validation import require_number
 
 
 class AlertStatus(StrEnum):
@@ -58,6 +59,7 @@ class Alert(Aggregate):
     ) -> None:
         if self.exists:
             raise AlreadyExists(f"alert {self.id!r} was already raised")
+        require_number(value, "value", optional=True)
         self._trigger(
             AlertRaised(
                 **self._meta(context),

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from iot_platform.application.ports import UnreadableEvent
 from iot_platform.domain.alerts.events import ALERT_EVENTS
 from iot_platform.domain.commands.events import COMMAND_EVENTS
 from iot_platform.domain.devices.events import DEVICE_EVENTS
@@ -98,6 +99,9 @@ class EventSerializer:
 
     def to_jsonable(self, event: DomainEvent) -> dict[str, Any]:
         """The event's fields as JSON types, for the history API and the Kafka relay."""
+        if isinstance(event, UnreadableEvent):
+            return {"unreadable": event.error, "stored_type": event.stored_type,
+                    "stored_schema_version": event.stored_schema_version, "data": event.data}
         result: dict[str, Any] = self._adapters[type(event)].dump_python(event, mode="json")
         return result
 

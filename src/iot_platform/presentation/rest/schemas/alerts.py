@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from iot_platform.application.alerts.views import AlertView, RuleView
-from iot_platform.presentation.rest.schemas.fields import NotNull, refuse_null, unset
+from iot_platform.presentation.rest.schemas.fields import refuse_null, unset
 
 Op = Literal[">", ">=", "<", "<=", "==", "!=", "outside", "inside", "rate_of_change", "zscore", "no_data"]
 SeverityName = Literal["info", "warning", "critical"]
@@ -31,13 +31,13 @@ class _RuleFields(BaseModel):
     min: float | None = Field(None, allow_inf_nan=False)
     max: float | None = Field(None, allow_inf_nan=False)
     window: int | None = Field(None, ge=5, le=10_000, description="zscore: readings in the window")
-    duration_seconds: float | NotNull = unset(ge=0, le=604_800, allow_inf_nan=False,
+    duration_seconds: float = unset(ge=0, le=604_800, allow_inf_nan=False,
                                               description="how long the condition must hold (default 0)")
-    severity: SeverityName | NotNull = unset(description="default warning")
-    notification_channels: list[ChannelName] | NotNull = unset(description="default [sse]")
+    severity: SeverityName = unset(description="default warning")
+    notification_channels: list[ChannelName] = unset(description="default [sse]")
     webhook_url: str | None = Field(None, max_length=2000)
     mqtt_topic: str | None = Field(None, max_length=300)
-    enabled: bool | NotNull = unset(description="default true")
+    enabled: bool = unset(description="default true")
 
     _not_null = refuse_null("duration_seconds", "severity", "notification_channels", "enabled")
 
@@ -56,7 +56,7 @@ class RuleCreate(_RuleFields):
         },
     )
 
-    name: str | NotNull = unset(min_length=1, max_length=200,
+    name: str = unset(min_length=1, max_length=200,
                                 description="default: the condition and the devices watched")
     device_id: str | None = Field(None, min_length=1, max_length=128,
                                   description="minimal form: the one device watched")
@@ -67,9 +67,9 @@ class RuleCreate(_RuleFields):
 class RuleUpdate(_RuleFields):
     """Fields left out stay as they are."""
 
-    name: str | NotNull = unset(min_length=1, max_length=200)
-    metric: str | NotNull = unset(min_length=1, max_length=100)
-    op: Op | NotNull = unset()
+    name: str = unset(min_length=1, max_length=200)
+    metric: str = unset(min_length=1, max_length=100)
+    op: Op = unset()
     expected_version: int | None = Field(None, ge=1)
 
     _named = refuse_null("name", "metric", "op")

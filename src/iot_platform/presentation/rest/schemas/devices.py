@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from iot_platform.application.devices.queries import DeviceView
 from iot_platform.domain.devices import DeviceStatus, Protocol
 from iot_platform.domain.lorawan import Activation
-from iot_platform.presentation.rest.schemas.fields import NotNull, refuse_null, unset
+from iot_platform.presentation.rest.schemas.fields import refuse_null, unset
 
 
 class LocationIn(BaseModel):
@@ -73,10 +73,10 @@ class DeviceUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | NotNull = unset(min_length=1, max_length=200)
-    tags: dict[str, str] | NotNull = unset(description="replaces every tag; {} removes them all")
+    name: str = unset(min_length=1, max_length=200)
+    tags: dict[str, str] = unset(description="replaces every tag; {} removes them all")
     location: LocationIn | None = None
-    metadata: dict[str, Any] | NotNull = unset(description="replaces the whole map")
+    metadata: dict[str, Any] = unset(description="replaces the whole map")
     expected_version: int | None = Field(None, ge=1)
 
     _not_null = refuse_null("name", "tags", "metadata")

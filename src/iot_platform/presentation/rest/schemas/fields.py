@@ -11,10 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field, field_validator
-from pydantic.json_schema import SkipJsonSchema
-
-NotNull = SkipJsonSchema[None]
-"""``T | NotNull``: the field may be left out (then it is None in Python), never sent as null."""
 
 
 def _no_default(schema: dict[str, Any]) -> None:
@@ -22,7 +18,9 @@ def _no_default(schema: dict[str, Any]) -> None:
 
 
 def unset(**constraints: Any) -> Any:
-    """``Field(None, ...)`` for a ``T | NotNull`` field, without the misleading ``default: null``."""
+    """The default of a field declared ``name: T = unset(...)``: left out, it is None in Python
+    (never validated: pydantic does not validate defaults); sent, it must be a T, never null.
+    The schema shows no ``default: null``, which would contradict the type."""
     return Field(None, json_schema_extra=_no_default, **constraints)
 
 

@@ -202,3 +202,18 @@ async def test_after_a_restart_a_recorded_stall_is_retried_at_once(world: World)
     # Then it applied the event and closed the record
     assert await restarted.stalled() == []
     assert await restarted.checkpoint("alert_rules") == await world.store.last_position()
+
+
+async def test_events_fed_from_the_domain_events_topic_stall_the_same_way(world: World) -> None:
+    """``apply`` is how the Kafka feed hands events over; it must not be stopped by one either."""
+    # Given a poisoned rule change and a device after it, fed as the topic would feed them
+    _, poisoned, _ = await world.rule_with_a_poisoned_change()
+    await world.devices.register(RegisterDevice("after-2", device_type="th"))
+    fed = await world.store.read_all(0, 100)
+    # When they are applied
+    reached = await world.runner.apply(fed)
+    # Then the registry has everything, the rules projection stalled before the poisoned event,
+    # and the position read-your-writes waits on is not held back by it
+    assert await world.registry.get("after-2") is not None
+    assert [s.position for s in await world.runner.stalled()] == [poisoned]
+    assert reached == await world.store.last_position()

@@ -138,3 +138,25 @@ def test_the_serializer_refuses_an_event_that_would_not_read_back() -> None:
                         ttl_seconds=1, expires_at=datetime.now(UTC))
     with pytest.raises(EventNotStorable):
         serializer.serialize(nan)
+
+
+def test_alert_notes_that_a_read_model_could_not_hold_are_refused() -> None:
+    """PostgreSQL refuses NUL in text: such a note would stall the alerts projection."""
+    from iot_platform.domain.aggregate import EventContext
+    from iot_platform.domain.alerts import Alert, Severity
+
+    alert = Alert("a")
+    alert.raise_(rule_id="r", rule_name="n", device_id="d", metric="t", severity=Severity.INFO, value=1.0,
+                 message="m", raised_at=datetime_now(), context=EventContext())
+    with pytest.raises(InvalidValue) as refused:
+        alert.acknowledge("a\x00b", EventContext())
+    assert refused.value.field == "note"
+    with pytest.raises(InvalidValue) as refused:
+        alert.resolve("\x00", EventContext())
+    assert refused.value.field == "resolution"
+
+
+def datetime_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

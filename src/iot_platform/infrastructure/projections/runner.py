@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy import Table, and_, delete, insert, select, update
-from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from iot_platform.application.ports import EventStore, RecordedEvent, UnreadableEvent
@@ -81,6 +81,14 @@ class NotStalled(LookupError):
 def _stream_types(projection: SqlProjection) -> frozenset[str] | None:
     """The stream types a projection reads, when it says (``stream_types``); None: every one."""
     return getattr(projection, "stream_types", None)
+
+
+def _describe(exc: Exception) -> str:
+    """The error's type and first line; for a database error, the driver's (never the SQL
+    statement or its parameters, which hold event data and end up in /ready and the logs)."""
+    cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return f"{type(cause).__name__}: {first}"[:500]
 
 
 def _event_type(recorded: RecordedEvent) -> str:
@@ -237,18 +245,18 @@ class ProjectionRunner:
             if len(batch) == 1:
                 raise
             # Find the event at fault: one event per transaction, up to it.
-            applied = 0
+            applied, reached = 0, checkpoint
             for recorded in batch:
                 try:
-                    await self._apply_batch(projection, checkpoint + applied, [recorded])
+                    await self._apply_batch(projection, reached, [recorded])
                 except _TRANSIENT:
                     raise
                 except _Rival:
                     return applied
                 except Exception as exc:
-                    await self._stall(projection.name, recorded, f"{type(exc).__name__}: {exc}")
+                    await self._stall(projection.name, recorded, _describe(exc))
                     return applied
-                applied += 1
+                applied, reached = applied + 1, recorded.position
             return applied
         self._resumed(projection.name, batch[-1].position)
         return len(batch)

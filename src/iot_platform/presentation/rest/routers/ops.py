@@ -35,8 +35,7 @@ async def ready(platform: PlatformDep) -> JSONResponse:
     try:
         for stall in await platform.projections.stalled():
             checks[f"projection:{stall.projection}"] = (
-                f"stalled at position {stall.position} ({stall.event_type} of {stall.stream_id}): "
-                f"{stall.error[:300]}"
+                f"stalled at position {stall.position} ({stall.event_type}): {stall.error[:200]}"
             )
     except Exception as exc:  # the event store check above already reports an unreachable database
         log.warning("readiness: projection failures unreadable: %s", type(exc).__name__)

@@ -513,6 +513,7 @@ def build_platform(settings: Settings) -> Platform:
          DeviceCommandsProjection()],
         batch_size=settings.eventstore.projection_batch_size,
         poll_interval=settings.eventstore.projection_poll_interval_seconds,
+        retry_interval=settings.eventstore.projection_retry_seconds,
     )
     store.on_append(runner.wake)
     directory = CachedDeviceDirectory(engine, ttl_seconds=settings.telemetry.device_cache_seconds)
@@ -555,6 +556,11 @@ def build_platform(settings: Settings) -> Platform:
         telemetry.add_sink("rules", alerting.engine, _FAST)
     telemetry.add_sink("live", feed, _FAST)
     _observe(metrics, alerting, feed)
+    metrics.observed.gauges("iot_projection_stalled",
+                            "1 while a projection is stopped before an event it cannot apply",
+                            "projection", lambda: {n: float(n in runner.stalls) for n in runner.names})
+    metrics.observed.counter("iot_projection_failures", "Failed attempts to apply an event, by projection",
+                             "projection", lambda: {n: float(runner.failures[n]) for n in runner.names})
     streaming = settings.streaming
     relay = event_publisher = event_feed = None
     if streaming.backend == "kafka":

@@ -67,6 +67,8 @@ class EventStoreSettings(Section):
     pool_size: int = Field(10, ge=1)
     projection_batch_size: int = Field(500, ge=1)
     projection_poll_interval_seconds: float = Field(0.5, gt=0)
+    projection_retry_seconds: float = Field(
+        30.0, gt=0, description="how often a projection stalled on an event it cannot apply retries it")
     migrate_on_start: bool = True
 
     @field_validator("url")

@@ -75,10 +75,12 @@ def platform_env(database_url: str, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def running_platform(
-    workdir: Path, database_url: str, deadline: float = 60.0, serve_args: tuple[str, ...] = (), **env: str
+    workdir: Path, database_url: str, deadline: float = 60.0, serve_args: tuple[str, ...] = (),
+    wait_ready: bool = True, **env: str
 ) -> Iterator[RunningPlatform]:
     """``env`` adds settings (IOT_...); by default the embedded broker gets a free port.
-    ``serve_args`` go to ``iot-platform serve`` (``--workers ...``)."""
+    ``serve_args`` go to ``iot-platform serve`` (``--workers ...``). With ``wait_ready=False``
+    it is handed over once it serves (``/health``), for a test of a platform that is not ready."""
     port = free_port()
     if "IOT_MQTT__BROKER_URL" not in env:
         env["IOT_MQTT__BROKER_URL"] = f"mqtt://127.0.0.1:{free_port()}"
@@ -97,7 +99,7 @@ def running_platform(
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_ready(base_url, process, deadline, workdir)
+        _wait_until_ready(base_url, process, deadline, workdir, "/ready" if wait_ready else "/health")
         yield RunningPlatform(base_url, process, workdir, mqtt_port, int(env["IOT_COAP__PORT"]),
                               int(env["IOT_LORAWAN__PORT"]))
     finally:
@@ -110,13 +112,15 @@ def running_platform(
         log.close()
 
 
-def _wait_until_ready(base_url: str, process: subprocess.Popen[str], deadline: float, workdir: Path) -> None:
+def _wait_until_ready(
+    base_url: str, process: subprocess.Popen[str], deadline: float, workdir: Path, probe: str = "/ready"
+) -> None:
     give_up = time.monotonic() + deadline
     while time.monotonic() < give_up:
         if process.poll() is not None:
             raise RuntimeError(f"platform exited: {(workdir / 'platform.log').read_text()[-2000:]}")
         try:
-            if httpx.get(f"{base_url}/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{base_url}{probe}", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass

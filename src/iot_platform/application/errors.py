@@ -29,3 +29,18 @@ class ConcurrencyError(ApplicationError):
 
 class NotFound(ApplicationError):
     code = "not_found"
+
+
+class UnreadableHistory(ApplicationError):
+    """An aggregate's stream holds an event this release cannot read: it cannot be changed
+    until an upcaster for that event ships (its read model, and everything else, still serve)."""
+
+    code = "unreadable_history"
+
+    def __init__(self, stream_id: str, position: int, event_type: str, error: str) -> None:
+        super().__init__(
+            f"{stream_id} holds an event this release cannot read ({event_type} at position "
+            f"{position}: {error}); it cannot be changed until that event can be read"
+        )
+        self.stream_id = stream_id
+        self.position = position

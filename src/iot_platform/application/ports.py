@@ -14,6 +14,20 @@ from iot_platform.domain.aggregate import Snapshot
 from iot_platform.domain.events import DomainEvent
 
 
+@dataclass(frozen=True, kw_only=True)
+class UnreadableEvent(DomainEvent):
+    """Stands in for a stored event this release cannot read (no class or upcaster for its type
+    and schema version, or data that does not fit the class). The store hands it out instead of
+    failing the whole read, so one bad event holds back only what needs it: the projections
+    that read its stream stall on it (see the projection runner) and loading its aggregate
+    raises ``UnreadableHistory``; everything else goes on."""
+
+    stored_type: str
+    stored_schema_version: int
+    data: str
+    error: str
+
+
 @dataclass(frozen=True)
 class RecordedEvent:
     """A domain event as stored: its place in its stream and in the global order."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from iot_platform.application.errors import ConcurrencyError
-from iot_platform.application.ports import AppendResult, EventStore
+from iot_platform.application.errors import ConcurrencyError, UnreadableHistory
+from iot_platform.application.ports import AppendResult, EventStore, UnreadableEvent
 from iot_platform.domain.aggregate import Aggregate
 
 A = TypeVar("A", bound=Aggregate)
@@ -25,6 +25,10 @@ class EventSourcedRepository(Generic[A]):
             # Taken under an older state layout: replay the whole stream instead.
             snapshot = None
             tail = await self._store.read_stream(stream_type, aggregate_id)
+        for recorded in tail:
+            if isinstance(recorded.event, UnreadableEvent):
+                raise UnreadableHistory(recorded.stream_id, recorded.position,
+                                        recorded.event.stored_type, recorded.event.error)
         return self._type.rehydrate(aggregate_id, (r.event for r in tail), snapshot)
 
     async def save(self, aggregate: A, expected_version: int | None = None) -> AppendResult | None:

@@ -111,9 +111,16 @@ class Observed(Collector):
     def __init__(self) -> None:
         self._gauges: list[tuple[str, str, Callable[[], float]]] = []
         self._counters: list[tuple[str, str, str, Callable[[], Mapping[str, float]]]] = []
+        self._labelled: list[tuple[str, str, str, Callable[[], Mapping[str, float]]]] = []
 
     def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         self._gauges.append((name, documentation, read))
+
+    def gauges(
+        self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, float]]
+    ) -> None:
+        """A gauge per value of ``label``, as ``read`` answers them."""
+        self._labelled.append((name, documentation, label, read))
 
     def counter(
         self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, float]]
@@ -124,6 +131,11 @@ class Observed(Collector):
     def collect(self) -> Iterator[Metric]:
         for name, documentation, read in self._gauges:
             yield GaugeMetricFamily(name, documentation, value=read())
+        for name, documentation, label, read_each in self._labelled:
+            gauges = GaugeMetricFamily(name, documentation, labels=[label])
+            for value, level in read_each().items():
+                gauges.add_metric([value], level)
+            yield gauges
         for name, documentation, label, read_all in self._counters:
             family = CounterMetricFamily(name, documentation, labels=[label])
             for value, count in read_all().items():

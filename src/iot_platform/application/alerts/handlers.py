@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from iot_platform.application.alerts.commands import (
     AcknowledgeAlert,
@@ -59,14 +59,31 @@ def apply_changes(definition: RuleDefinition, changes: Mapping[str, Any]) -> Rul
     )
     condition_changes = {k: v for k, v in changes.items() if k in _CONDITION_FIELDS}
     if "op" in condition_changes:
-        condition_changes["op"] = Operator(condition_changes["op"])
+        condition_changes["op"] = _member(Operator, condition_changes["op"], "op")
     condition = dataclasses.replace(definition.condition, **condition_changes)
     rest = {k: v for k, v in changes.items() if k in _RULE_FIELDS}
     if "notification_channels" in rest:
-        rest["channels"] = tuple(Channel(c) for c in rest.pop("notification_channels"))
+        rest["channels"] = _channels(rest.pop("notification_channels"))
     if "severity" in rest:
-        rest["severity"] = Severity(rest["severity"])
+        rest["severity"] = _member(Severity, rest["severity"], "severity")
     return dataclasses.replace(definition, selector=selector, condition=condition, **rest)
+
+
+_E = TypeVar("_E", Operator, Severity, Channel)
+
+
+def _member(kind: type[_E], value: Any, field: str) -> _E:
+    """``kind(value)``, or ``InvalidValue`` naming ``field`` (``None`` included)."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidValue("must be one of " + ", ".join(m.value for m in kind), field=field) from None
+
+
+def _channels(values: object) -> tuple[Channel, ...]:
+    if not isinstance(values, list | tuple):
+        raise InvalidValue("must be a list of channels", field="notification_channels")
+    return tuple(_member(Channel, c, "notification_channels") for c in values)
 
 
 class RuleHandler:
@@ -211,7 +228,7 @@ def minimal_definition(fields: Mapping[str, Any]) -> RuleDefinition:
     channels = fields.get("notification_channels") or ["sse"]
     condition = Condition(
         metric=fields["metric"],
-        op=Operator(fields["op"]),
+        op=_member(Operator, fields["op"], "op"),
         threshold=fields.get("threshold"),
         min=fields.get("min"),
         max=fields.get("max"),
@@ -225,9 +242,9 @@ def minimal_definition(fields: Mapping[str, Any]) -> RuleDefinition:
             tags=dict(fields.get("tags") or {}),
         ),
         condition=condition,
-        duration_seconds=float(fields.get("duration_seconds") or 0),
-        severity=Severity(fields.get("severity") or "warning"),
-        channels=tuple(Channel(c) for c in channels),
+        duration_seconds=fields.get("duration_seconds") or 0.0,
+        severity=_member(Severity, fields.get("severity") or "warning", "severity"),
+        channels=_channels(channels),
         webhook_url=fields.get("webhook_url"),
         mqtt_topic=fields.get("mqtt_topic"),
         enabled=fields.get("enabled") is not False,

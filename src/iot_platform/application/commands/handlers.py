@@ -21,7 +21,7 @@ from iot_platform.application.commands.commands import (
     IssuedCommand,
 )
 from iot_platform.application.commands.ports import Clock, CommandQueries
-from iot_platform.application.errors import ConcurrencyError, NotFound
+from iot_platform.application.errors import ConcurrencyError, NotFound, UnreadableHistory
 from iot_platform.application.ports import AppendResult, ReadModelSync
 from iot_platform.application.repository import EventSourcedRepository
 from iot_platform.domain.commands import DeviceCommand
@@ -137,7 +137,11 @@ class CommandHandler:
         meanwhile (acknowledged, or expired by another process) is left as it is."""
         expired = 0
         for command_id in await self._queries.due(self._clock.now(), limit):
-            command = await self._commands.load(command_id)
+            try:
+                command = await self._commands.load(command_id)
+            except UnreadableHistory as exc:  # that command only; the others still expire
+                log.warning("command %s not expired: %s", command_id, exc)
+                continue
             now = self._clock.now()
             if not command.is_due(now):
                 continue

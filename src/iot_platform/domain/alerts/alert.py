@@ -16,6 +16,7 @@ from iot_platform.domain.alerts.events import AlertAcknowledged, AlertRaised, Al
 from iot_platform.domain.alerts.values import Severity
 from iot_platform.domain.errors import AlreadyExists, InvalidTransition
 from iot_platform.domain.events import DomainEvent
+from iot_platform.domain.validation import require_number, require_text
 
 
 class AlertStatus(StrEnum):
@@ -58,6 +59,7 @@ class Alert(Aggregate):
     ) -> None:
         if self.exists:
             raise AlreadyExists(f"alert {self.id!r} was already raised")
+        require_number(value, "value", optional=True)
         self._trigger(
             AlertRaised(
                 **self._meta(context),
@@ -73,6 +75,7 @@ class Alert(Aggregate):
         )
 
     def acknowledge(self, note: str | None, context: EventContext) -> None:
+        require_text(note, "note", optional=True)
         if self.status is not AlertStatus.RAISED:
             raise InvalidTransition(f"alert {self.id!r} is {self._status_name}, not raised")
         self._trigger(AlertAcknowledged(**self._meta(context), by=context.actor, note=note))
@@ -80,6 +83,7 @@ class Alert(Aggregate):
     def resolve(
         self, resolution: str | None, context: EventContext, *, automatic: bool = False
     ) -> None:
+        require_text(resolution, "resolution", optional=True)
         if self.status not in OPEN_STATUSES:
             raise InvalidTransition(f"alert {self.id!r} is {self._status_name}, not open")
         self._trigger(

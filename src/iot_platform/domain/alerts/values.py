@@ -14,6 +14,13 @@ from enum import StrEnum
 from fnmatch import fnmatchcase
 
 from iot_platform.domain.errors import InvalidValue
+from iot_platform.domain.validation import (
+    require_bool,
+    require_int,
+    require_number,
+    require_str_map,
+    require_text,
+)
 
 
 class Severity(StrEnum):
@@ -63,6 +70,11 @@ class DeviceSelector:
     device_type: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        require_text(self.device_pattern, "device_pattern", optional=True)
+        require_text(self.device_type, "device_type", optional=True)
+        require_str_map(self.tags, "tags")
+
     @property
     def exact_device(self) -> str | None:
         """The one device id this selector can match, when the pattern has no wildcard."""
@@ -98,6 +110,12 @@ class Condition:
     window: int | None = None
 
     def __post_init__(self) -> None:
+        require_text(self.metric, "metric")
+        if not isinstance(self.op, Operator):
+            raise InvalidValue("must be one of " + ", ".join(o.value for o in Operator), field="op")
+        for name in ("threshold", "min", "max"):
+            require_number(getattr(self, name), name, optional=True)
+        require_int(self.window, "window", optional=True)
         if not self.metric or len(self.metric) > 100:
             raise InvalidValue("must be a metric name of 1 to 100 characters", field="metric")
         if self.op in THRESHOLD_OPERATORS:
@@ -148,6 +166,20 @@ class RuleDefinition:
     enabled: bool = True
 
     def __post_init__(self) -> None:
+        require_text(self.name, "name")
+        require_number(self.duration_seconds, "duration_seconds")
+        require_bool(self.enabled, "enabled")
+        if not isinstance(self.severity, Severity):
+            raise InvalidValue("must be info, warning or critical", field="severity")
+        if not isinstance(self.channels, tuple) or not all(isinstance(c, Channel) for c in self.channels):
+            raise InvalidValue("must be a list of " + ", ".join(c.value for c in Channel),
+                               field="notification_channels")
+        require_text(self.webhook_url, "webhook_url", optional=True)
+        require_text(self.mqtt_topic, "mqtt_topic", optional=True)
+        if not isinstance(self.selector, DeviceSelector):
+            raise InvalidValue("must be a device selector", field="selector")
+        if not isinstance(self.condition, Condition):
+            raise InvalidValue("must be a condition", field="condition")
         if not self.name.strip() or len(self.name) > 200:
             raise InvalidValue("must be 1 to 200 characters", field="name")
         if not math.isfinite(self.duration_seconds) or not 0 <= self.duration_seconds <= 86_400 * 7:

@@ -24,6 +24,7 @@ from iot_platform.domain.commands.events import (
     CommandSucceeded,
 )
 from iot_platform.domain.commands.values import ACK_STATUSES, CommandStatus, validate_command_name
+from iot_platform.domain.validation import require_json
 from iot_platform.domain.errors import AlreadyExists, InvalidTransition, InvalidValue
 from iot_platform.domain.events import DomainEvent
 
@@ -76,6 +77,7 @@ class DeviceCommand(Aggregate):
             raise InvalidValue("ttl_seconds must be positive", field="ttl_seconds")
         if not isinstance(parameters, dict):
             raise InvalidValue("parameters must be an object", field="parameters")
+        require_json(parameters, "parameters")
         self._trigger(
             CommandIssued(
                 **self._meta(context, now),
@@ -109,6 +111,7 @@ class DeviceCommand(Aggregate):
             raise InvalidValue(
                 "status must be one of delivered, succeeded, failed", field="status"
             )
+        require_json(result, "result")
         if current.final and current is status and self.result == result:
             return  # the same acknowledgement again (QoS 1 redelivery): already recorded
         if current is CommandStatus.DELIVERED and status is CommandStatus.DELIVERED:

@@ -42,12 +42,14 @@ from iot_platform.domain.devices.values import (
 from iot_platform.domain.errors import AlreadyExists, InvalidTransition, InvalidValue
 from iot_platform.domain.events import DomainEvent
 from iot_platform.domain.lorawan import Activation, LoRaWANProfile, validate_dev_addr
+from iot_platform.domain.validation import require_text
 
 _MAX_NAME = 200
 _MAX_TYPE = 100
 
 
 def _check_text(value: str, name: str, limit: int) -> str:
+    require_text(value, name)
     value = value.strip()
     if not value or len(value) > limit:
         raise InvalidValue(f"{name} must be 1-{limit} characters", field=name)
@@ -183,6 +185,7 @@ class Device(Aggregate):
         if self.status is DeviceStatus.SUSPENDED:
             raise InvalidTransition(f"device {self.id!r} is already suspended")
         assert self.status is not None
+        require_text(reason, "reason", optional=True)
         self._trigger(
             DeviceSuspended(**self._meta(context), reason=reason, previous_status=self.status)
         )
@@ -200,6 +203,7 @@ class Device(Aggregate):
     def decommission(self, reason: str | None = None, context: EventContext = EventContext()) -> None:
         """Final; every certificate of the device is revoked with it."""
         self._require_live("decommission")
+        require_text(reason, "reason", optional=True)
         for serial in sorted(self.certificates):
             self._trigger(CertificateRevoked(**self._meta(context), serial=serial, reason="decommissioned"))
         self._trigger(DeviceDecommissioned(**self._meta(context), reason=reason))

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from iot_platform.domain.errors import InvalidValue
+from iot_platform.domain.validation import require_json, require_number, require_text, text_problem
 
 # Device ids travel in MQTT topics and CoAP/REST paths, so the characters that are special in
 # any of those ('/', '+', '#', whitespace, '?') are refused. A LoRaWAN DevEUI (16 hex) fits.
@@ -44,12 +45,14 @@ def validate_device_id(device_id: str) -> str:
 
 
 def validate_tags(tags: dict[str, str]) -> dict[str, str]:
+    if not isinstance(tags, dict):
+        raise InvalidValue("must be an object of strings", field="tags")
     if len(tags) > MAX_TAGS:
         raise InvalidValue(f"at most {MAX_TAGS} tags", field="tags")
     for key, value in tags.items():
-        if not _TAG_KEY.match(key):
+        if not isinstance(key, str) or not _TAG_KEY.match(key):
             raise InvalidValue(f"tag key {key!r} is not an identifier", field=f"tags.{key}")
-        if not isinstance(value, str) or len(value) > MAX_TAG_VALUE:
+        if not isinstance(value, str) or len(value) > MAX_TAG_VALUE or text_problem(value):
             raise InvalidValue(
                 f"tag value must be a string of at most {MAX_TAG_VALUE} characters",
                 field=f"tags.{key}",
@@ -58,6 +61,7 @@ def validate_tags(tags: dict[str, str]) -> dict[str, str]:
 
 
 def _finite_in(value: float, low: float, high: float, name: str) -> float:
+    require_number(value, f"location.{name}")
     if not math.isfinite(value) or not low <= value <= high:
         raise InvalidValue(f"{name} must be between {low} and {high}", field=f"location.{name}")
     return float(value)
@@ -76,6 +80,7 @@ class Location:
         _finite_in(self.longitude, -180.0, 180.0, "longitude")
         if self.altitude is not None:
             _finite_in(self.altitude, -11_000.0, 100_000.0, "altitude")
+        require_text(self.address, "location.address", optional=True)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +108,13 @@ class DeviceMetadata:
     model: str | None = None
     firmware_version: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("manufacturer", "model", "firmware_version"):
+            require_text(getattr(self, name), f"metadata.{name}", optional=True)
+        if not isinstance(self.extra, dict):
+            raise InvalidValue("must be an object", field="metadata")
+        require_json(self.extra, "metadata")
 
     def as_dict(self) -> dict[str, Any]:
         known = {

@@ -10,11 +10,14 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
+from iot_platform.application.ports import UnreadableEvent
 from iot_platform.domain.alerts.events import ALERT_EVENTS
 from iot_platform.domain.commands.events import COMMAND_EVENTS
 from iot_platform.domain.devices.events import DEVICE_EVENTS
+from iot_platform.domain.errors import InvalidValue
 from iot_platform.domain.events import DomainEvent
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -22,6 +25,21 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 class UnknownEventType(LookupError):
     pass
+
+
+class EventNotStorable(InvalidValue):
+    """An event that would not read back equal to itself; it is refused before it is stored.
+
+    The domain's value objects refuse such values first; this is the guard behind them, so a
+    value they miss costs one refused request (a 422) instead of an unreadable event store."""
+
+
+def _field_of(exc: ValidationError) -> str | None:
+    for error in exc.errors():
+        names = [str(p) for p in error["loc"] if isinstance(p, str)]
+        if names:
+            return names[-1]
+    return None
 
 
 class EventSerializer:
@@ -43,7 +61,22 @@ class EventSerializer:
         self._upcasters[(event_type, from_version)] = upcaster
 
     def serialize(self, event: DomainEvent) -> str:
-        return self._adapters[type(event)].dump_json(event).decode()
+        """The event's JSON, checked to read back equal to ``event`` (else ``EventNotStorable``)."""
+        adapter = self._adapters[type(event)]
+        name = event.event_type()
+        try:
+            data = adapter.dump_json(event).decode()
+        except PydanticSerializationError as exc:
+            raise EventNotStorable(f"{name} cannot be written as JSON: {exc}") from None
+        try:
+            back = adapter.validate_json(data)
+        except ValidationError as exc:
+            raise EventNotStorable(
+                f"{name} would not read back: {exc.errors()[0]['msg']}", field=_field_of(exc)
+            ) from None
+        if back != event:
+            raise EventNotStorable(f"{name} would not read back unchanged")
+        return data
 
     def deserialize(self, event_type: str, schema_version: int, data: str) -> DomainEvent:
         try:
@@ -66,6 +99,9 @@ class EventSerializer:
 
     def to_jsonable(self, event: DomainEvent) -> dict[str, Any]:
         """The event's fields as JSON types, for the history API and the Kafka relay."""
+        if isinstance(event, UnreadableEvent):
+            return {"unreadable": event.error, "stored_type": event.stored_type,
+                    "stored_schema_version": event.stored_schema_version, "data": event.data}
         result: dict[str, Any] = self._adapters[type(event)].dump_python(event, mode="json")
         return result
 

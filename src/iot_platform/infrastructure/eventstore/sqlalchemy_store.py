@@ -16,12 +16,13 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from iot_platform.application.errors import ConcurrencyError
-from iot_platform.application.ports import AppendResult, RecordedEvent
+from iot_platform.application.ports import AppendResult, RecordedEvent, UnreadableEvent
 from iot_platform.domain.aggregate import Snapshot
 from iot_platform.domain.events import DomainEvent, utcnow
 from iot_platform.infrastructure.eventstore.serialization import EventSerializer
@@ -271,13 +272,36 @@ class SqlAlchemyEventStore:
 
     def _recorded(self, row: Any) -> RecordedEvent:
         stream_type, _, aggregate_id = row["stream_id"].partition(":")
+        event: DomainEvent
+        try:
+            event = self._serializer.deserialize(row["event_type"], row["schema_version"], row["data"])
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it is this one event's problem
+            # One unreadable event must not fail every read of the log: it is handed out as
+            # what it is, and each reader decides (a projection stalls, a load refuses).
+            event = UnreadableEvent(
+                aggregate_id=aggregate_id,
+                occurred_at=row["occurred_at"],
+                correlation_id=row["correlation_id"],
+                stored_type=row["event_type"],
+                stored_schema_version=row["schema_version"],
+                data=row["data"],
+                error=_describe(exc),
+            )
         return RecordedEvent(
             position=row["position"],
             stream_type=stream_type,
             aggregate_id=aggregate_id,
             version=row["version"],
-            event=self._serializer.deserialize(
-                row["event_type"], row["schema_version"], row["data"]
-            ),
+            event=event,
             recorded_at=row["recorded_at"],
         )
+
+
+def _describe(exc: Exception) -> str:
+    """One line: the exception's type and its first line (a ValidationError names the field)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"ValidationError: {where}: {first['msg']} ({exc.error_count()} errors)"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:500]

@@ -114,6 +114,28 @@ projection_checkpoints = Table(
     Column("position", BigInteger, nullable=False),
 )
 
+# Events a projection could not apply (or read): one row per (projection, position) met, open
+# until the event applies on a retry or an operator skips it (who, when and why are kept).
+projection_failures = Table(
+    "projection_failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("projection", String(100), nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("stream_id", String(300), nullable=False),
+    Column("stream_version", Integer, nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("first_failed_at", UtcDateTime, nullable=False),
+    Column("last_failed_at", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime, nullable=True),
+    Column("resolution", String(20), nullable=True),  # applied (on a retry) or skipped
+    Column("resolved_by", String(200), nullable=True),
+    Column("note", Text, nullable=True),
+    Index("ix_projection_failures_open", "projection", "resolved_at"),
+)
+
 rm_devices = Table(
     "rm_devices",
     metadata,

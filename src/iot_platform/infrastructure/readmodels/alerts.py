@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from iot_platform.domain.alerts import (
     Severity,
 )
 from iot_platform.domain.devices import DeviceStatus
+from iot_platform.domain.errors import InvalidValue
 from iot_platform.infrastructure.persistence.database import reader
 from iot_platform.infrastructure.persistence.schema import (
     device_presence,
@@ -34,6 +36,8 @@ from iot_platform.infrastructure.persistence.schema import (
     rm_alerts,
     rm_devices,
 )
+
+log = logging.getLogger(__name__)
 
 _OPEN = [AlertStatus.RAISED.value, AlertStatus.ACKNOWLEDGED.value]
 
@@ -63,6 +67,7 @@ def _definition_columns(definition: RuleDefinition) -> dict[str, Any]:
 class AlertRulesProjection:
     name = "alert_rules"
     tables: Sequence[Table] = (rm_alert_rules,)
+    stream_types = frozenset({"alert_rule"})
 
     async def apply(self, conn: AsyncConnection, recorded: RecordedEvent) -> None:
         event, rule_id = recorded.event, recorded.aggregate_id
@@ -94,6 +99,7 @@ class AlertRulesProjection:
 class AlertsProjection:
     name = "alerts"
     tables: Sequence[Table] = (rm_alerts,)
+    stream_types = frozenset({"alert"})
 
     async def apply(self, conn: AsyncConnection, recorded: RecordedEvent) -> None:
         event, alert_id = recorded.event, recorded.aggregate_id
@@ -184,7 +190,16 @@ class SqlAlertReadModel:
             query = query.where(rm_alert_rules.c.enabled.is_(True))
         async with self._reader.connect() as conn:
             rows = (await conn.execute(query.order_by(rm_alert_rules.c.created_at, rm_alert_rules.c.rule_id))).all()
-        return [_rule_view(r) for r in rows]
+        views = []
+        for row in rows:
+            try:
+                views.append(_rule_view(row))
+            except (InvalidValue, ValueError, TypeError) as exc:
+                # A row the domain no longer accepts is left out (and said), not fatal to every
+                # reader of the rules (the rule engine loads them at start).
+                log.error("rule %s in the read model is not a valid rule, left out: %s",
+                          row._mapping["rule_id"], exc)
+        return views
 
     async def alert(self, alert_id: str) -> AlertView | None:
         async with self._reader.connect() as conn:

@@ -35,6 +35,7 @@ _t = rm_device_commands
 class DeviceCommandsProjection:
     name = "device_commands"
     tables: Sequence[Table] = (rm_device_commands,)
+    stream_types = frozenset({DeviceCommand.stream_type})
 
     async def apply(self, conn: AsyncConnection, recorded: RecordedEvent) -> None:
         if recorded.stream_type == DeviceCommand.stream_type:

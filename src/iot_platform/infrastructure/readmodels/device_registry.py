@@ -67,6 +67,7 @@ def _location_columns(location: Location | None) -> dict[str, Any]:
 class DeviceRegistryProjection:
     name = "device_registry"
     tables: Sequence[Table] = (rm_devices, rm_device_tags)
+    stream_types = frozenset({"device"})
 
     async def apply(self, conn: AsyncConnection, recorded: RecordedEvent) -> None:
         if recorded.stream_type == "device":

@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from iot_platform.application.ports import RecordedEvent
+from iot_platform.application.ports import RecordedEvent, UnreadableEvent
 from iot_platform.infrastructure.eventstore.serialization import EventSerializer
 from iot_platform.infrastructure.streaming.kafka_producer import LazyProducer
 
@@ -49,6 +49,23 @@ async def ensure_topic(brokers: str, topic: str, partitions: int) -> None:
 def encode_event(serializer: EventSerializer, recorded: RecordedEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     """(key, value, headers) of one recorded event."""
     event = recorded.event
+    if isinstance(event, UnreadableEvent):
+        # Relayed as it was stored: a consumer that can read it (a newer release) will.
+        try:
+            data: Any = json.loads(event.data)
+        except ValueError:
+            data = event.data
+        envelope = {
+            "position": recorded.position, "stream_type": recorded.stream_type,
+            "aggregate_id": recorded.aggregate_id, "version": recorded.version,
+            "event_type": event.stored_type, "schema_version": event.stored_schema_version,
+            "recorded_at": recorded.recorded_at.isoformat(), "data": data,
+        }
+        headers = [("event_type", event.stored_type.encode()),
+                   ("schema_version", str(event.stored_schema_version).encode()),
+                   ("position", str(recorded.position).encode()),
+                   ("correlation_id", event.correlation_id.encode())]
+        return recorded.aggregate_id.encode(), json.dumps(envelope).encode(), headers
     envelope = {
         "position": recorded.position,
         "stream_type": recorded.stream_type,

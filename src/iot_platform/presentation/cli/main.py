@@ -199,13 +199,48 @@ def projections_status(ctx: click.Context) -> None:
     async def status(platform: Platform) -> list[str]:
         last = await platform.store.last_position()
         lines = [f"event store at position {last}"]
+        stalls = {s.projection: s for s in await platform.projections.stalled()}
         for name in platform.projections.names:
             at = await platform.projections.checkpoint(name)
-            lines.append(f"{name}: {at} ({last - at} behind)")
+            line = f"{name}: {at} ({last - at} behind)"
+            if name in stalls:
+                stall = stalls[name]
+                line += (f" STALLED at {stall.position} ({stall.event_type} of {stall.stream_id}, "
+                         f"{stall.attempts} attempts): {stall.error}")
+            lines.append(line)
         return lines
 
     for line in _with_platform(_settings(ctx), status):
         click.echo(line)
+
+
+@projections.command("skip")
+@click.argument("name")
+@click.argument("position", type=click.IntRange(min=1))
+@click.option("--reason", help="Why it is skipped (kept with the record).")
+@click.option("--by", "by", help="Who skips it (default: the operating-system user).")
+@click.pass_context
+def projections_skip(ctx: click.Context, name: str, position: int, reason: str | None, by: str | None) -> None:
+    """Move projection NAME past the event at POSITION it is stalled on, without applying it.
+
+    The event stays in the store; its read model never shows it. Who, when and why are kept in
+    projection_failures and logged. A running platform resumes the projection within its poll
+    interval."""
+    import getpass
+
+    from iot_platform.infrastructure.projections.runner import NotStalled
+
+    who = by or f"cli:{getpass.getuser()}"
+
+    async def skip(platform: Platform) -> str:
+        stall = await platform.projections.skip(name, position, who, reason)
+        return (f"skipped {stall.event_type} of {stall.stream_id} at position {stall.position} "
+                f"for projection {name} (by {who})")
+
+    try:
+        click.echo(_with_platform(_settings(ctx), skip))
+    except NotStalled as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command()

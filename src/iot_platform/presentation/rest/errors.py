@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from iot_platform.application.devices.queries import InvalidCursor
-from iot_platform.application.errors import ConcurrencyError, NotFound
+from iot_platform.application.errors import ConcurrencyError, NotFound, UnreadableHistory
 from iot_platform.application.telemetry.queries import InvalidQuery
 from iot_platform.domain.errors import AlreadyExists, DomainError, InvalidTransition, InvalidValue
 
@@ -79,6 +79,10 @@ def install_error_handlers(app: FastAPI) -> None:
                 exc.code, exc.message, {"expected_version": exc.expected, "actual_version": exc.actual}
             ),
         )
+
+    @app.exception_handler(UnreadableHistory)
+    async def _unreadable(_: Request, exc: UnreadableHistory) -> JSONResponse:
+        return JSONResponse(status_code=409, content=error_body(exc.code, exc.message, {"position": exc.position}))
 
     @app.exception_handler(NotFound)
     async def _missing(_: Request, exc: NotFound) -> JSONResponse:

@@ -98,9 +98,6 @@ async def change_rule(
     body_version = changes.pop("expected_version", None)
     if if_match is not None and body_version is not None and if_match != body_version:
         raise FieldError("expected_version", "differs from the If-Match header")
-    for required in ("metric", "op"):
-        if required in changes and changes[required] is None:
-            raise FieldError(required, "cannot be removed")
     if "tags" in changes and changes["tags"] is None:
         changes["tags"] = {}
     await platform.alerting.rules.change(

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
+from iot_platform.application.ports import UnreadableEvent
 from iot_platform.application.devices.commands import (
     CommandResult,
     DecommissionDevice,
@@ -350,8 +351,10 @@ async def get_device_history(device_id: str, platform: PlatformDep, _: Reader) -
             HistoryEvent(
                 position=r.position,
                 version=r.version,
-                event_type=r.event.event_type(),
-                schema_version=r.event.schema_version,
+                # An event this release cannot read is shown as stored, with why (in data).
+                event_type=r.event.stored_type if isinstance(r.event, UnreadableEvent) else r.event.event_type(),
+                schema_version=(r.event.stored_schema_version if isinstance(r.event, UnreadableEvent)
+                                else r.event.schema_version),
                 occurred_at=r.event.occurred_at,
                 recorded_at=r.recorded_at,
                 actor=r.event.actor,

@@ -21,9 +21,10 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(platform: PlatformDep) -> JSONResponse:
-    """Ready to take traffic: the event store and the time-series store answer, and MQTT
-    ingestion (when enabled) is subscribed and not stalled (messages waiting, none handled
-    for ``mqtt.stall_seconds``)."""
+    """Ready to take traffic: the event store and the time-series store answer, no projection
+    is stalled on an event it cannot apply (``projection:NAME`` names it and why), and MQTT
+    ingestion (when enabled) is subscribed and not stalled (messages waiting, none handled for
+    ``mqtt.stall_seconds``)."""
     checks: dict[str, str] = {}
     for name, probe in (("eventstore", platform.store.check), ("timeseries", platform.telemetry.store.check)):
         try:
@@ -32,6 +33,13 @@ async def ready(platform: PlatformDep) -> JSONResponse:
         except Exception as exc:  # the probe reports any failure rather than raising it
             log.warning("readiness: %s unreachable: %s", name, type(exc).__name__)
             checks[name] = f"unavailable: {type(exc).__name__}"
+    try:
+        for stall in await platform.projections.stalled():
+            checks[f"projection:{stall.projection}"] = (
+                f"stalled at position {stall.position} ({stall.event_type}): {stall.error[:200]}"
+            )
+    except Exception as exc:  # the event store check above already reports an unreachable database
+        log.warning("readiness: projection failures unreadable: %s", type(exc).__name__)
     if platform.telemetry.mqtt is not None:
         checks["mqtt"] = platform.telemetry.mqtt.health()
     ok = all(v == "ok" for v in checks.values())

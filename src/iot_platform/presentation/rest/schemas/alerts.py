@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from iot_platform.application.alerts.views import AlertView, RuleView
+from iot_platform.presentation.rest.schemas.fields import refuse_null, unset
 
 Op = Literal[">", ">=", "<", "<=", "==", "!=", "outside", "inside", "rate_of_change", "zscore", "no_data"]
 SeverityName = Literal["info", "warning", "critical"]
@@ -30,16 +31,20 @@ class _RuleFields(BaseModel):
     min: float | None = Field(None, allow_inf_nan=False)
     max: float | None = Field(None, allow_inf_nan=False)
     window: int | None = Field(None, ge=5, le=10_000, description="zscore: readings in the window")
-    duration_seconds: float | None = Field(None, ge=0, le=604_800, allow_inf_nan=False,
-                                           description="how long the condition must hold")
-    severity: SeverityName | None = None
-    notification_channels: list[ChannelName] | None = None
+    duration_seconds: float = unset(ge=0, le=604_800, allow_inf_nan=False,
+                                              description="how long the condition must hold (default 0)")
+    severity: SeverityName = unset(description="default warning")
+    notification_channels: list[ChannelName] = unset(description="default [sse]")
     webhook_url: str | None = Field(None, max_length=2000)
     mqtt_topic: str | None = Field(None, max_length=300)
-    enabled: bool | None = None
+    enabled: bool = unset(description="default true")
+
+    _not_null = refuse_null("duration_seconds", "severity", "notification_channels", "enabled")
 
 
 class RuleCreate(_RuleFields):
+    _named = refuse_null("name")
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -51,7 +56,8 @@ class RuleCreate(_RuleFields):
         },
     )
 
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: str = unset(min_length=1, max_length=200,
+                                description="default: the condition and the devices watched")
     device_id: str | None = Field(None, min_length=1, max_length=128,
                                   description="minimal form: the one device watched")
     metric: str = Field(min_length=1, max_length=100)
@@ -61,10 +67,12 @@ class RuleCreate(_RuleFields):
 class RuleUpdate(_RuleFields):
     """Fields left out stay as they are."""
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    metric: str | None = Field(None, min_length=1, max_length=100)
-    op: Op | None = None
+    name: str = unset(min_length=1, max_length=200)
+    metric: str = unset(min_length=1, max_length=100)
+    op: Op = unset()
     expected_version: int | None = Field(None, ge=1)
+
+    _named = refuse_null("name", "metric", "op")
 
 
 class RulePublic(BaseModel):

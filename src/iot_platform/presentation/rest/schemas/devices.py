@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from iot_platform.application.devices.queries import DeviceView
 from iot_platform.domain.devices import DeviceStatus, Protocol
 from iot_platform.domain.lorawan import Activation
+from iot_platform.presentation.rest.schemas.fields import refuse_null, unset
 
 
 class LocationIn(BaseModel):
@@ -72,11 +73,13 @@ class DeviceUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    tags: dict[str, str] | None = None
+    name: str = unset(min_length=1, max_length=200)
+    tags: dict[str, str] = unset(description="replaces every tag; {} removes them all")
     location: LocationIn | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] = unset(description="replaces the whole map")
     expected_version: int | None = Field(None, ge=1)
+
+    _not_null = refuse_null("name", "tags", "metadata")
 
 
 class StateChange(BaseModel):

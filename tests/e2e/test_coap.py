@@ -11,17 +11,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import cbor2
 import httpx
 import pytest
 
+from tests.conftest import IN_CI
 from tests.e2e.platform_process import BIN, RunningPlatform, running_platform
 from tests.e2e.test_telemetry import eventually, register
 
@@ -258,3 +261,40 @@ def test_oscore_devices_are_authenticated_and_confined_to_their_own_data(tmp_pat
         later = ("--content-format", "application/json", "--payload", '{"timestamp": "2026-01-01T00:00:01Z", "temperature": 21.5}')
         assert coap(platform, "/devices/coap-1/telemetry", "--credentials", str(credentials), *later)[1] == "stored"
         eventually(lambda: readings(api, "coap-1"), lambda r: len(r) == 2)
+
+
+def libcoap(platform: RunningPlatform, path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """libcoap's command-line client (``coap-client-notls``, Debian's libcoap3-bin): the CoAP
+    stack most constrained devices are built on, and not aiocoap, so the two check each other."""
+    tool = shutil.which("coap-client-notls")
+    if tool is None:
+        message = "coap-client-notls (libcoap3-bin) is not installed"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return subprocess.run([tool, *args, f"coap://127.0.0.1:{platform.coap_port}{path}"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_client_that_leaves_before_its_answer_does_not_deafen_the_listener(
+    platform: RunningPlatform, api: httpx.Client
+) -> None:
+    """Issue 12, defect 11. An observing client that leaves (libcoap's ``-s 2`` ends its
+    observation and closes its port) gets notifications that meet an ICMP port-unreachable;
+    under uvloop that took aiocoap's socket out of the loop's epoll set and the listener never
+    read another datagram. Every device after it must still be answered."""
+    register(api, "c1", protocol="coap")
+    observed = libcoap(platform, "/devices/c1/commands", "-s", "2")
+    assert observed.returncode == 0, observed.stderr
+    assert json.loads(observed.stdout.splitlines()[0]) == {"commands": []}
+    # given the observer is gone, a command it would have been pushed is answered into a closed port
+    assert api.post("/devices/c1/commands", json={"command": "open", "parameters": {}}).status_code in (201, 202)
+    time.sleep(2)  # lets the notification meet the closed port before anyone else asks
+
+    got = libcoap(platform, "/devices/c1/commands", "-m", "get", "-B", "30")
+    assert got.returncode == 0 and "open" in got.stdout, (got.stdout, got.stderr)
+    stored = libcoap(platform, "/devices/c1/telemetry", "-m", "post", "-t", "50", "-B", "30",
+                     "-e", '{"timestamp": "2026-01-01T00:00:00Z", "temperature": 3}')
+    assert stored.returncode == 0 and stored.stdout.strip() == "stored", (stored.stdout, stored.stderr)
+    assert [r["metrics"] for r in eventually(lambda: readings(api, "c1"), lambda r: len(r) == 1)] == [
+        {"temperature": 3}]

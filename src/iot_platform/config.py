@@ -300,6 +300,11 @@ class SecuritySettings(Section):
     """An admin API key (``iotk_<id>_<secret>``) to create at start if absent: for automation.
     Empty: the first start makes one and prints it once."""
     token_ttl_seconds: int = Field(3600, ge=60, le=86400 * 30)
+    allow_anonymous_devices: Literal["loopback", "never"] = "loopback"
+    """Devices without credentials (MQTT with no username/password, CoAP with no token or
+    OSCORE): ``loopback`` admits them only while every device listener is bound to a loopback
+    address (Mosquitto 2.0's local-only convention, so ``make run`` needs no setup); start-up
+    refuses a non-loopback listener with this setting named. ``never`` always asks for one."""
 
     @field_validator("encryption_key")
     @classmethod

@@ -192,6 +192,11 @@ class TelemetrySettings(Section):
     reporting_interval_seconds: int = Field(60, ge=1)
     """The reporting interval devices are told at provisioning."""
     max_payload_bytes: int = Field(65536, ge=1)
+    max_nesting_depth: int = Field(32, ge=1, le=200)
+    """Containers inside containers in one JSON or CBOR payload (200: the JSON parser's own
+    ceiling); a deeper payload is a rejected reading (``nesting_too_deep``)."""
+    max_payload_items: int = Field(10_000, ge=1)
+    """Values in one decoded payload; more is a rejected reading (``payload_too_large``)."""
     max_metrics_per_reading: int = Field(100, ge=1)
     max_batch_events: int = Field(1000, ge=1)
     dedup_window: int = Field(100_000, ge=0)

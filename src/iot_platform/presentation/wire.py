@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import cbor2
-
-from iot_platform.application.telemetry.model import NS_PER_SECOND
+from iot_platform.application.telemetry.model import NS_PER_SECOND, Rejection
+from iot_platform.infrastructure.payloads import (
+    DEFAULT_LIMITS,
+    PayloadLimits,
+    PayloadRejected,
+    decode_cbor,
+    decode_json,
+)
 
 
 class WireError(ValueError):
-    """A value that cannot be read; the message says what was expected."""
+    """A value that cannot be read; the message says what was expected, ``reason`` is the
+    rejected-readings counter's label."""
+
+    def __init__(self, message: str, reason: Rejection = Rejection.UNDECODABLE) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 _FRACTION = re.compile(r"\.(\d+)")
@@ -121,19 +130,23 @@ def parse_tags(value: Any) -> dict[str, str]:
     raise WireError("tags are an object or a list of 'key:value' strings")
 
 
-def decode_body(payload: bytes) -> Any:
+def decode_body(payload: bytes, limits: PayloadLimits = DEFAULT_LIMITS) -> Any:
     """JSON when it starts like JSON ('{', '[', a digit, a quote...), otherwise CBOR.
 
     A CBOR map or array never starts with '{' or '[' (0x7b and 0x5b begin a text or byte
-    string), so the first byte decides without guessing.
+    string), so the first byte decides without guessing. Either is bounded by ``limits``
+    (size, nesting depth, number of values): a payload past one is a ``WireError`` like any
+    other malformed one, never a ``RecursionError``.
     """
     head = payload.lstrip()[:1]
-    if head in (b"{", b"[", b'"') or head.isdigit() or head in (b"-", b"t", b"f", b"n"):
-        try:
-            return json.loads(payload)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise WireError(f"invalid JSON: {exc}") from None
     try:
-        return cbor2.loads(payload)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError) as exc:
-        raise WireError(f"neither JSON nor valid CBOR: {exc}") from None
+        if head in (b"{", b"[", b'"') or head.isdigit() or head in (b"-", b"t", b"f", b"n"):
+            return decode_json(payload, limits)
+        try:
+            return decode_cbor(payload, limits)
+        except PayloadRejected as exc:
+            if exc.reason is Rejection.UNDECODABLE:
+                raise PayloadRejected(f"neither JSON nor valid CBOR: {exc}") from None
+            raise
+    except PayloadRejected as exc:
+        raise WireError(str(exc), exc.reason) from None

@@ -114,6 +114,7 @@ class Rejection(StrEnum):
 
     UNDECODABLE = "undecodable"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    NESTING_TOO_DEEP = "nesting_too_deep"
     UNKNOWN_DEVICE = "unknown_device"
     DEVICE_SUSPENDED = "device_suspended"
     DEVICE_DECOMMISSIONED = "device_decommissioned"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from iot_platform.application.telemetry.model import Candidate, Rejection
+from iot_platform.infrastructure.payloads import DEFAULT_LIMITS, PayloadLimits
 from iot_platform.presentation.wire import WireError, decode_body, parse_tags, parse_timestamp
 
 TELEMETRY_TOPICS = ("devices/+/telemetry", "sensors/+/+", "devices/+/status")
@@ -48,9 +49,11 @@ class MalformedAck:
 _ACK_STATUSES = ("delivered", "succeeded", "failed")
 
 
-def command_ack(device_id: str, payload: bytes) -> CommandAck | MalformedAck:
+def command_ack(
+    device_id: str, payload: bytes, limits: PayloadLimits = DEFAULT_LIMITS
+) -> CommandAck | MalformedAck:
     try:
-        body = decode_body(payload)
+        body = decode_body(payload, limits)
     except WireError as exc:
         return MalformedAck(device_id, str(exc))
     return command_ack_from_body(device_id, body)
@@ -90,32 +93,36 @@ def candidate_from_body(body: Any, device_id: str, payload_bytes: int) -> Candid
 
 
 def undecodable(device_id: str, payload_bytes: int, error: Exception) -> Candidate:
+    """A reading refused before it was read: the error's reason (too large, nested too
+    deep) when it has one, else undecodable."""
+    reason = error.reason if isinstance(error, WireError) else Rejection.UNDECODABLE
     return Candidate(
         device_id=device_id,
         timestamp_ns=None,
         metrics={},
         payload_bytes=payload_bytes,
-        rejection=Rejection.UNDECODABLE,
+        rejection=reason,
         detail=str(error),
     )
 
 
 def parse_message(
-    topic: str, payload: bytes
+    topic: str, payload: bytes, limits: PayloadLimits = DEFAULT_LIMITS
 ) -> Candidate | StatusReport | CommandAck | MalformedAck | None:
-    """None for a topic outside the contract (it is ignored, not refused)."""
+    """None for a topic outside the contract (it is ignored, not refused). Raises nothing: a
+    payload that cannot be read is a rejected candidate or a malformed acknowledgement."""
     parts = topic.split("/")
     size = len(payload)
     if len(parts) == 3 and parts[0] == "devices" and parts[2] == "telemetry":
         device_id = parts[1]
         try:
-            return candidate_from_body(decode_body(payload), device_id, size)
+            return candidate_from_body(decode_body(payload, limits), device_id, size)
         except WireError as exc:
             return undecodable(device_id, size, exc)
     if len(parts) == 3 and parts[0] == "sensors":
         device_id, sensor = parts[1], parts[2]
         try:
-            body = decode_body(payload)
+            body = decode_body(payload, limits)
             if isinstance(body, dict):
                 if "value" not in body:
                     raise WireError('a sensor reading is {"value": ..., "timestamp": ...}')
@@ -126,17 +133,19 @@ def parse_message(
         except WireError as exc:
             return undecodable(device_id, size, exc)
     if len(parts) == 3 and parts[0] == "devices" and parts[2] == "status":
-        return _status(parts[1], payload)
+        return _status(parts[1], payload, limits)
     if len(parts) == 4 and parts[0] == "devices" and parts[2:] == ["commands", "ack"]:
-        return command_ack(parts[1], payload)
+        return command_ack(parts[1], payload, limits)
     return None
 
 
-def _status(device_id: str, payload: bytes) -> StatusReport | None:
+def _status(device_id: str, payload: bytes, limits: PayloadLimits) -> StatusReport | None:
+    if len(payload) > limits.max_bytes:
+        return None
     text = payload.strip().decode("utf-8", "replace").lower()
     if text.startswith("{"):
         try:
-            body = decode_body(payload)
+            body = decode_body(payload, limits)
         except WireError:
             return None
         value = body.get("status", body.get("online")) if isinstance(body, dict) else None

@@ -72,6 +72,9 @@ class PlatformMetrics:
         self.lorawan_packets = Counter(
             "iot_lorawan_gateway_packets", "GWMP packets from gateways, by kind", ["kind"], registry=r
         )
+        self.gwmp_rejected = Counter(
+            "iot_gwmp_rejected", "GWMP datagrams refused or failed, by reason", ["reason"], registry=r
+        )
         self.observed = Observed()
         r.register(self.observed)
 

@@ -50,7 +50,7 @@ from iot_platform.application.telemetry.queries import TelemetryQueries
 from iot_platform.application.telemetry.model import Reading
 from iot_platform.application.telemetry.sinks import StorageWriter
 from iot_platform.application.telemetry.stream import TelemetrySink
-from iot_platform.config import WORKER_ROLES, Settings
+from iot_platform.config import WORKER_ROLES, Settings, anonymous_coap
 from iot_platform.domain.alerts import Alert, AlertRule
 from iot_platform.domain.commands import CommandStatus, DeviceCommand
 from iot_platform.domain.devices import Device
@@ -70,6 +70,7 @@ from iot_platform.infrastructure.mqtt.command_channel import MqttCommandChannel
 from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker, MutualTls
 from iot_platform.infrastructure.mqtt.publisher import MqttPublisher
 from iot_platform.infrastructure.observability import PlatformMetrics
+from iot_platform.infrastructure.payloads import PayloadLimits
 from iot_platform.infrastructure.persistence import migrate
 from iot_platform.infrastructure.persistence.database import create_engine
 from iot_platform.infrastructure.projections.kafka_feed import KafkaProjectionFeed
@@ -536,7 +537,7 @@ def build_platform(settings: Settings) -> Platform:
     async def registered(device_id: str) -> bool:
         return await device_registry.get(device_id) is not None
 
-    return Platform(
+    platform = Platform(
         settings=settings,
         engine=engine,
         serializer=serializer,
@@ -574,6 +575,9 @@ def build_platform(settings: Settings) -> Platform:
         event_publisher=event_publisher,
         event_feed=event_feed,
     )
+    if telemetry.coap is not None:  # CoAP devices present the same tokens and keys as HTTP
+        telemetry.coap.authenticate = platform.access.authenticate
+    return platform
 
 
 def _mutual_tls(settings: Settings, key_password: str) -> tuple[MutualTls | None, ServiceIdentity | None]:
@@ -795,9 +799,11 @@ def _telemetry(
     coap = settings.coap
     if coap.enabled:
         telemetry.coap = CoapIngestion(
-            coap.host, coap.port, ingest, limits.max_payload_bytes, coap.allow_unauthenticated,
+            coap.host, coap.port, ingest, limits.max_payload_bytes, anonymous_coap(settings),
             CoapCommands(commands.delivery, commands.handler, settings.commands.max_wait_seconds),
             oscore,
+            limits=PayloadLimits(limits.max_payload_bytes, limits.max_nesting_depth, limits.max_payload_items),
+            rejected=lambda reason: metrics.rejected("coap", reason),
         )
     telemetry.add_sink("storage", StorageWriter(store, refused), storage)
     # The latest state is not what acknowledges a device, so it batches longer (fewer upserts).

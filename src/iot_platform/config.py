@@ -9,6 +9,7 @@ This is the only module that reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -139,6 +140,9 @@ class CoapSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(5683, ge=1, le=65535)
     allow_unauthenticated: bool = True
+    """Serve requests with neither OSCORE nor a ``?token=`` (a device token or API key), as
+    long as ``security.allow_anonymous_devices`` allows anonymous devices (``loopback``: only
+    while ``host`` is a loopback address)."""
 
 
 class LorawanSettings(Section):
@@ -450,11 +454,13 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         data = loaded
     data = _deep_merge(data, overrides)
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
     except SettingsError as exc:  # an environment value that is not the JSON a list or map needs
         raise ConfigError(f"bad config value: {exc}".splitlines()[0]) from None
+    check_anonymous_coap(settings)
+    return settings
 
 
 # A rejected secret is named, never echoed.
@@ -476,3 +482,34 @@ def _one_line(exc: ValidationError) -> str:
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"bad config value {key}: {message}{more}"
 
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or ``localhost``; any other name or address (0.0.0.0, ::) is not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def anonymous_coap(settings: Settings) -> bool:
+    """Whether CoAP requests with neither OSCORE nor a token are served: only with
+    ``coap.allow_unauthenticated``, ``security.allow_anonymous_devices: loopback`` and the CoAP
+    listener on a loopback address."""
+    coap = settings.coap
+    return (coap.allow_unauthenticated and settings.security.allow_anonymous_devices == "loopback"
+            and is_loopback(coap.host))
+
+
+def check_anonymous_coap(settings: Settings) -> None:
+    """A CoAP listener reachable from the network never admits anonymous devices: start-up
+    stops with the key to change rather than serve every device's data to anyone."""
+    coap = settings.coap
+    if (coap.enabled and coap.allow_unauthenticated
+            and settings.security.allow_anonymous_devices == "loopback" and not is_loopback(coap.host)):
+        raise ConfigError(
+            f"bad config value security.allow_anonymous_devices: 'loopback' admits CoAP devices "
+            f"without credentials, but coap.host {coap.host!r} is not a loopback address; set it "
+            "to 'never' (or coap.allow_unauthenticated: false) and give devices a token or OSCORE")

@@ -25,7 +25,14 @@ import httpx
 import pytest
 
 from tests.conftest import IN_CI
-from tests.e2e.platform_process import BIN, RunningPlatform, running_platform
+from tests.e2e.platform_process import (
+    BIN,
+    RunningPlatform,
+    free_port,
+    free_udp_port,
+    platform_env,
+    running_platform,
+)
 from tests.e2e.test_telemetry import eventually, register
 
 pytestmark = pytest.mark.e2e
@@ -298,3 +305,79 @@ def test_a_client_that_leaves_before_its_answer_does_not_deafen_the_listener(
     assert stored.returncode == 0 and stored.stdout.strip() == "stored", (stored.stdout, stored.stderr)
     assert [r["metrics"] for r in eventually(lambda: readings(api, "c1"), lambda r: len(r) == 1)] == [
         {"temperature": 3}]
+
+
+def rejected_count(platform: RunningPlatform, reason: str) -> float:
+    text = httpx.get(f"{platform.base_url}/metrics/", headers=platform.headers).text
+    found = re.search(rf'iot_readings_rejected_total{{protocol="coap",reason="{reason}"}} (\S+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_deeply_nested_payloads_are_a_4_00_with_a_reason_and_counted(
+    platform: RunningPlatform, api: httpx.Client, tmp_path: Path
+) -> None:
+    """Issue 12, defect 2: JSON nested 1,000 deep (about 2 KB) made CoAP answer 5.00 (the
+    decoder's RecursionError). Given that payload as JSON and its like as CBOR, when POSTed,
+    then each is a 4.00 saying it is nested too deep, counted, and the next reading is stored."""
+    register(api, "sensor-1")
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text('{"x":' + "[" * 1000 + "]" * 1000 + "}")
+    deep_cbor = tmp_path / "deep.cbor"
+    deep_cbor.write_bytes(b"\xa1\x61x" + b"\x81" * 1000 + b"\x01")
+    for path, content_format in ((deep_json, "application/json"), (deep_cbor, "application/cbor")):
+        first, why = coap(platform, "/devices/sensor-1/telemetry", "--content-format", content_format,
+                          "--payload", f"@{path}")
+        assert first.startswith("4.00") and "nested deeper than" in why, (first, why)
+    first, why = coap(platform, "/sensors", "--content-format", "application/json", "--payload", f"@{deep_json}")
+    assert first.startswith("4.00") and "nested deeper than" in why, (first, why)
+    assert rejected_count(platform, "nesting_too_deep") == 3
+    first, _ = coap(platform, "/devices/sensor-1/telemetry", "--content-format", "0", "--payload", "21.5")
+    assert first.startswith("4.15") and rejected_count(platform, "unsupported_format") == 1
+    stored = libcoap(platform, "/devices/sensor-1/telemetry", "-m", "post", "-t", "50", "-B", "30",
+                     "-e", '{"timestamp": "2026-01-01T00:00:00Z", "temperature": 3}')
+    assert stored.stdout.strip() == "stored", (stored.stdout, stored.stderr)
+    assert "Traceback" not in (platform.workdir / "platform.log").read_text()
+
+
+def test_devices_present_a_token_once_anonymous_devices_are_not_admitted(tmp_path: Path, e2e_database_url: str) -> None:
+    """Issue 12, defect 6 (CoAP): /sensors took readings for any device from anyone. With
+    security.allow_anonymous_devices: never, a device presents its own API key as ?token=
+    and may write and take commands for itself only."""
+    with running_platform(tmp_path, e2e_database_url, IOT_SECURITY__ALLOW_ANONYMOUS_DEVICES="never") as platform, \
+            httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
+        register(api, "sensor-1", protocol="coap")
+        register(api, "sensor-2", protocol="coap")
+        created = api.post("/auth/apikeys", json={"name": "sensor-1", "roles": ["device"], "device_id": "sensor-1"})
+        assert created.status_code == 201, created.text
+        token = created.json()["api_key"]
+        body = ("--content-format", "application/json", "--payload", '{"timestamp": "2026-01-01T00:00:00Z", "t": 1}')
+        first, _ = coap(platform, "/sensors", "--content-format", "application/json",
+                        "--payload", '{"device_id": "sensor-2", "t": 1}')
+        assert first.startswith("4.01")
+        assert coap(platform, f"/devices/sensor-1/telemetry?token={token}", *body)[1] == "stored"
+        first, why = coap(platform, f"/devices/sensor-2/telemetry?token={token}", *body)
+        assert first.startswith("4.03") and "sensor-1" in why
+        first, _ = coap(platform, "/sensors?token=iotk_nokey_nosecret", "--content-format", "application/json",
+                        "--payload", '{"device_id": "sensor-1", "t": 2}')
+        assert first.startswith("4.01")
+        commands = libcoap(platform, f"/devices/sensor-1/commands?token={token}", "-m", "get", "-B", "30")
+        assert json.loads(commands.stdout) == {"commands": []}, (commands.stdout, commands.stderr)
+        assert rejected_count(platform, "unauthenticated") == 2
+        assert rejected_count(platform, "identity_mismatch") == 1
+        assert [r["metrics"] for r in eventually(lambda: readings(api, "sensor-1"), lambda r: len(r) == 1)] == [{"t": 1}]
+        assert readings(api, "sensor-2") == []
+        assert token not in (platform.workdir / "platform.log").read_text()
+
+
+def test_a_coap_listener_on_the_network_with_anonymous_devices_does_not_start(tmp_path: Path) -> None:
+    """Anonymous devices only on loopback (as Mosquitto 2.0 does): a CoAP listener bound to
+    every address with the default security.allow_anonymous_devices: loopback refuses to start,
+    with one line naming the key."""
+    done = subprocess.run(
+        [str(BIN / "iot-platform"), "serve", "--port", str(free_port())], cwd=tmp_path, capture_output=True,
+        text=True, timeout=60,
+        env=platform_env(f"sqlite:///{tmp_path / 'iot.db'}", IOT_COAP__HOST="0.0.0.0",
+                         IOT_COAP__PORT=str(free_udp_port()), IOT_LORAWAN__PORT=str(free_udp_port())))
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("iot-platform: bad config value security.allow_anonymous_devices:") and "0.0.0.0" in line

@@ -804,6 +804,7 @@ def _telemetry(
             oscore,
             limits=PayloadLimits(limits.max_payload_bytes, limits.max_nesting_depth, limits.max_payload_items),
             rejected=lambda reason: metrics.rejected("coap", reason),
+            unparsable=metrics.coap_unparsable.inc,
         )
     telemetry.add_sink("storage", StorageWriter(store, refused), storage)
     # The latest state is not what acknowledges a device, so it batches longer (fewer upserts).

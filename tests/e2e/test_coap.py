@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -381,3 +382,71 @@ def test_a_coap_listener_on_the_network_with_anonymous_devices_does_not_start(tm
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("iot-platform: bad config value security.allow_anonymous_devices:") and "0.0.0.0" in line
+
+
+def garbage_datagrams(count: int, seed: int) -> list[bytes]:
+    """Random bytes, and CoAP requests to the platform's paths whose options carry random
+    values (Uri-Query and Uri-Path that are not UTF-8, Block1 that contradicts the message,
+    unknown critical options) and whose payloads are random or nested 500 deep."""
+    rng = random.Random(seed)
+
+    def option(number: int, last: int, value: bytes) -> bytes:
+        def extended(x: int) -> tuple[int, bytes]:
+            return (x, b"") if x < 13 else (13, bytes([x - 13])) if x < 269 else (14, struct.pack("!H", x - 269))
+        (delta, delta_ext), (length, length_ext) = extended(number - last), extended(len(value))
+        return bytes([(delta << 4) | length]) + delta_ext + length_ext + value
+
+    found = []
+    for i in range(count):
+        if i % 3 == 0:
+            found.append(rng.randbytes(rng.randint(0, 60)))
+            continue
+        token = rng.randbytes(rng.randint(0, 8))
+        message = struct.pack("!BBH", 0x40 | len(token), rng.choice([1, 2, 3, 4, 5, 0x45, 0x80]),
+                              rng.randint(0, 0xFFFF)) + token
+        last = 0
+        for part in ([b"devices", b"c1", b"telemetry"] if rng.random() < 0.5 else [b"sensors"]):
+            message, last = message + option(11, last, part), 11
+        for number in sorted(rng.sample([11, 12, 15, 17, 6, 7, 23, 27, 60, 258, 2049, 65000, 3, 1, 4, 8, 35, 39,
+                                         28, 252], k=rng.randint(0, 5))):
+            if number >= last:
+                value = rng.choice([rng.randbytes(rng.randint(0, 6)), b"\xff\xfe", b"token=\xff", b"", bytes(9)])
+                message, last = message + option(number, last, value), number
+        found.append(message + rng.choice([b"", b"\xff" + rng.randbytes(20), b'\xff{"t":1}',
+                                           b'\xff{"x":' + b"[" * 500]))
+    return found
+
+
+def test_random_datagrams_get_no_server_error_and_write_no_traceback(
+    platform: RunningPlatform, api: httpx.Client
+) -> None:
+    """Issue 12 (CoAP garbage): a Uri-Path that is not UTF-8 made aiocoap write a traceback per
+    datagram, a contradicting Block1 option a 5.00 with one. Given 1,500 random and malformed
+    datagrams, then none is answered 5.xx, the log holds no traceback, the datagrams that are
+    no CoAP message are counted, and the next device is served."""
+    register(api, "c1", protocol="coap")
+    answers: list[int] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.setblocking(False)
+        for message in garbage_datagrams(1500, seed=12):
+            udp.sendto(message, ("127.0.0.1", platform.coap_port))
+            try:
+                while True:  # what has come back so far, without waiting for it
+                    answers.append(udp.recv(4096)[1])
+            except BlockingIOError:
+                pass
+        udp.settimeout(2)  # then what still comes
+        try:
+            while True:
+                answers.append(udp.recv(4096)[1])
+        except TimeoutError:
+            pass
+    assert answers and not [code for code in answers if code >> 5 == 5]
+    stored = libcoap(platform, "/devices/c1/telemetry", "-m", "post", "-t", "50", "-B", "30",
+                     "-e", '{"timestamp": "2026-01-01T00:00:00Z", "temperature": 3}')
+    assert stored.stdout.strip() == "stored", (stored.stdout, stored.stderr)
+    log = (platform.workdir / "platform.log").read_text()
+    assert "Traceback" not in log
+    metrics = httpx.get(f"{platform.base_url}/metrics/", headers=platform.headers).text
+    unparsable = re.search(r"^iot_coap_unparsable_total (\S+)", metrics, re.MULTILINE)
+    assert unparsable is not None and float(unparsable.group(1)) > 0

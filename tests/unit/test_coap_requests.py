@@ -8,6 +8,7 @@ ingestion port; the e2e tests drive the same through a real listener with real c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from iot_platform.application.access.model import Principal
 from iot_platform.application.telemetry.model import Candidate, Outcome, Rejection, Status
 from iot_platform.config import ConfigError, Settings, anonymous_coap, check_anonymous_coap, is_loopback
+from iot_platform.infrastructure.log_limits import OncePerIntervalFilter
 from iot_platform.infrastructure.payloads import PayloadLimits
 from iot_platform.presentation.coap.server import DeviceAccess, _Telemetry
 
@@ -158,3 +160,38 @@ def test_a_network_coap_listener_admitting_anonymous_devices_stops_start_up_nami
         assert not anonymous_coap(fine)
     assert anonymous_coap(Settings())  # make run: loopback, anonymous devices welcome
     assert not anonymous_coap(Settings(security={"allow_anonymous_devices": "never"}))
+
+
+def test_a_uri_path_that_is_not_utf8_is_an_unparsable_message_and_counted() -> None:
+    """aiocoap 0.4.17 let the UnicodeDecodeError escape its datagram callback (a traceback per
+    datagram); with the listener's shim it is aiocoap's own UnparsableMessage, dropped."""
+    from aiocoap.error import UnparsableMessage
+
+    from iot_platform.presentation.coap import server
+
+    server._tolerate_bad_options()
+    server._tolerate_bad_options()  # once per process, however many listeners start
+    counted: list[int] = []
+    server._unparsable.append(lambda: counted.append(1))
+    try:
+        with pytest.raises(UnparsableMessage):
+            aiocoap.Message.decode(b"\x40\x02\x12\x34" + b"\xb2\xff\xfe")  # CON POST, Uri-Path 0xff 0xfe
+        assert aiocoap.Message.decode(b"\x40\x02\x12\x34" + b"\xb7sensors").opt.uri_path == ("sensors",)
+    finally:
+        server._unparsable.clear()
+    assert counted == [1]
+
+
+def test_a_library_logger_is_limited_to_one_line_per_kind_per_interval() -> None:
+    now = [0.0]
+    limit = OncePerIntervalFilter(interval=60, level=logging.INFO, clock=lambda: now[0])
+
+    def record(message: str, level: int = logging.WARNING) -> logging.LogRecord:
+        return logging.LogRecord("coap-server", level, __file__, 1, message, ("peer",), None)
+
+    assert limit.filter(record("Ignoring unparsable message from %s"))
+    assert not limit.filter(record("Ignoring unparsable message from %s"))
+    assert limit.filter(record("Response not recognized"))
+    assert limit.filter(record("debugging", logging.DEBUG)) and limit.filter(record("debugging", logging.DEBUG))
+    now[0] = 61
+    assert limit.filter(record("Ignoring unparsable message from %s"))

@@ -44,3 +44,29 @@ class OncePerInterval:
         self._logger.log(self._level, message + suffix, *args,
                          exc_info=sys.exc_info()[0] is not None and self._logger.isEnabledFor(logging.DEBUG))
         return True
+
+
+class OncePerIntervalFilter(logging.Filter):
+    """A filter for a library's logger that writes a line per datagram (aiocoap's "Ignoring
+    unparsable message from ..."): records at ``level`` or above pass once per message
+    template per ``interval``; lower ones pass untouched."""
+
+    def __init__(self, interval: float = 60.0, level: int = logging.WARNING,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._interval = interval
+        self._level = level
+        self._clock = clock
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self._level:
+            return True
+        kind, now = str(record.msg), self._clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval:
+            return False
+        if len(self._last) >= 1000:
+            self._last.clear()
+        self._last[kind] = now
+        return True

@@ -41,8 +41,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiocoap
+import aiocoap.message
 import aiocoap.resource as resource
 import cbor2
+from aiocoap.error import BadRequest, UnparsableMessage
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.contentformat import ContentFormat
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
@@ -56,7 +58,7 @@ from iot_platform.application.telemetry.ingestion import IngestTelemetry
 from iot_platform.application.telemetry.model import Candidate, Outcome, Rejection, Status
 from iot_platform.domain.commands import CommandStatus
 from iot_platform.domain.errors import DomainError
-from iot_platform.infrastructure.log_limits import OncePerInterval
+from iot_platform.infrastructure.log_limits import OncePerInterval, OncePerIntervalFilter
 from iot_platform.infrastructure.payloads import DEFAULT_LIMITS, PayloadLimits, PayloadRejected, decode_cbor, decode_json
 from iot_platform.presentation.mqtt.contract import (
     MalformedAck,
@@ -85,6 +87,61 @@ class OscoreContexts(Protocol):
     credentials: Any
 
     async def load(self) -> int: ...
+
+
+_unparsable: list[Callable[[], None]] = []
+"""Called for each datagram that is no CoAP message (the listeners' counters)."""
+
+
+def _tolerate_bad_options() -> None:
+    """aiocoap 0.4.17 decodes string options (Uri-Path, Uri-Query...) as strict UTF-8 and lets
+    the ``UnicodeDecodeError`` of one that is not (a Uri-Path of 0xff) escape its datagram
+    callback: a traceback in the log per datagram, which anyone can send (aiocoap issues #176
+    and #417, open). Made its own ``UnparsableMessage``, the datagram is dropped like every
+    other unparsable one; each is counted. Installed once per process, before the first
+    listener starts."""
+    decode = aiocoap.message.Message.__dict__["decode"]
+    if getattr(decode.__func__, "tolerant", False):
+        return
+    original = decode.__func__
+
+    def tolerant(cls: type[aiocoap.Message], rawdata: bytes, remote: Any = None) -> aiocoap.Message:
+        try:
+            return original(cls, rawdata, remote)
+        except UnparsableMessage:
+            for count in _unparsable:
+                count()
+            raise
+        except Exception as exc:  # a bad option value: the message cannot be read
+            for count in _unparsable:
+                count()
+            raise UnparsableMessage(f"bad option: {type(exc).__name__}: {exc}") from None
+
+    tolerant.tolerant = True  # type: ignore[attr-defined]
+    aiocoap.message.Message.decode = classmethod(tolerant)
+
+
+_AIOCOAP_LOGS = OncePerIntervalFilter(level=logging.INFO)
+"""aiocoap's server logs a line per unparsable datagram or refused request: one per kind a
+minute is kept."""
+
+
+class _Site(resource.Site):  # type: ignore[misc]  # aiocoap is untyped
+    """aiocoap's site, answering a request whose options aiocoap itself cannot process (a
+    Block1 option that contradicts the message: ``ValueError`` from its blockwise assembly)
+    with 4.00 instead of 5.00 and a traceback."""
+
+    def __init__(self, rejected: Rejected) -> None:
+        super().__init__()
+        self._rejected = rejected
+
+    async def render_to_pipe(self, pipe: Any) -> Any:
+        try:
+            return await super().render_to_pipe(pipe)
+        except ValueError as exc:
+            self._rejected(Rejection.UNDECODABLE)
+            _failed("bad_option", "CoAP request refused: bad option (%s: %s)", type(exc).__name__, exc)
+            raise BadRequest(f"bad option: {exc or type(exc).__name__}") from None
 
 
 def identity(request: aiocoap.Message) -> str | None:
@@ -377,15 +434,16 @@ class CoapIngestion:
                  allow_unauthenticated: bool, commands: CoapCommands | None = None,
                  oscore: OscoreContexts | None = None, refresh_seconds: float = 5.0, *,
                  limits: PayloadLimits | None = None, rejected: Rejected | None = None,
-                 authenticate: Authenticate | None = None) -> None:
+                 authenticate: Authenticate | None = None, unparsable: Callable[[], None] | None = None) -> None:
         """``allow_unauthenticated``: serve requests with neither OSCORE nor a token (the
         composition root decides it from the settings: ``config.anonymous_coap``)."""
         self._bind = (host, port)
+        self._unparsable = unparsable or (lambda: None)
         self._access = DeviceAccess(allow_unauthenticated, authenticate)
+        count = rejected or (lambda reason: None)
         telemetry = _Telemetry(ingest, max_payload_bytes, self._access,
-                               limits or PayloadLimits(max_bytes=max_payload_bytes),
-                               rejected or (lambda reason: None))
-        site = resource.Site()
+                               limits or PayloadLimits(max_bytes=max_payload_bytes), count)
+        site = _Site(count)
         site.add_resource(["sensors"], SensorsResource(telemetry))
         site.add_resource(["devices"], DevicesResource(telemetry, commands))
         self._oscore = oscore
@@ -404,6 +462,9 @@ class CoapIngestion:
         self._access.authenticate = authenticate
 
     async def start(self) -> None:
+        _tolerate_bad_options()
+        _unparsable.append(self._unparsable)
+        logging.getLogger("coap-server").addFilter(_AIOCOAP_LOGS)
         try:
             # UDP only: aiocoap would otherwise also open CoAP over TCP, TLS and WebSockets.
             self._context = await aiocoap.Context.create_server_context(
@@ -430,6 +491,8 @@ class CoapIngestion:
                 log.exception("reloading OSCORE contexts failed")
 
     async def stop(self) -> None:
+        if self._unparsable in _unparsable:
+            _unparsable.remove(self._unparsable)
         if self._refresh is not None:
             self._refresh.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -29,6 +29,7 @@ from iot_platform.presentation.coap.server import DeviceAccess, _Telemetry
 DEEP_JSON = b'{"x":' + b"[" * 1000 + b"]" * 1000 + b"}"
 DEEP_CBOR = b"\xa1\x61x" + b"\x81" * 1000 + b"\x01"
 DEVICE_KEY = "iotk_k1_device-secret"
+UNBOUND = "unbound-device-user-token"
 FLEET_KEY = "iotk_k2_fleet-secret"
 
 
@@ -45,7 +46,8 @@ class RecordingIngest:
 
 async def authenticate(credential: str) -> Principal | None:
     return {DEVICE_KEY: Principal("apikey:d1", frozenset({"device"}), "d1"),
-            FLEET_KEY: Principal("apikey:fleet", frozenset({"fleet_manager"}))}.get(credential)
+            FLEET_KEY: Principal("apikey:fleet", frozenset({"fleet_manager"})),
+            UNBOUND: Principal("user:dev", frozenset({"device"}))}.get(credential)
 
 
 def telemetry(anonymous: bool = True) -> tuple[_Telemetry, RecordingIngest, list[Rejection]]:
@@ -128,9 +130,11 @@ async def test_a_device_token_admits_its_own_device_only() -> None:
     assert other.code == Code.FORBIDDEN and "d1" in other.payload.decode()
     sensors = await resource.post(post(b'{"device_id": "d2", "temperature": 1}', query=(f"token={DEVICE_KEY}",)), None)
     assert sensors.code == Code.FORBIDDEN
+    unbound = await resource.post(post(b'{"temperature": 1}', query=(f"token={UNBOUND}",)), "d1")
+    assert unbound.code == Code.FORBIDDEN and "bound to no device" in unbound.payload.decode()
     forged = await resource.post(post(b'{"temperature": 1}', query=("token=iotk_k1_guessed",)), "d1")
     assert forged.code == Code.UNAUTHORIZED
-    assert rejected == [Rejection.IDENTITY_MISMATCH, Rejection.IDENTITY_MISMATCH, Rejection.UNAUTHENTICATED]
+    assert rejected == [Rejection.IDENTITY_MISMATCH] * 3 + [Rejection.UNAUTHENTICATED]
     assert len(ingest.candidates) == 1
 
 

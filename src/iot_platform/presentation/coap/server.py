@@ -203,6 +203,10 @@ class _Caller:
         """Raises a 4.03 unless the caller may do ``permission`` for ``device_id``."""
         if self.principal is not None and not self.principal.may(permission):
             raise _Refusal(Code.FORBIDDEN, f"the token does not grant {permission}", Rejection.IDENTITY_MISMATCH)
+        if self.principal is not None and self.device is None and "device" in self.principal.roles:
+            # a device credential bound to no device (issue 12, defect 4) acts for none
+            raise _Refusal(Code.FORBIDDEN, "the token is a device credential bound to no device",
+                           Rejection.IDENTITY_MISMATCH)
         if self.device is not None and self.device != device_id:
             raise _Refusal(Code.FORBIDDEN, f"authenticated as {self.device!r}, not {device_id!r}",
                            Rejection.IDENTITY_MISMATCH)

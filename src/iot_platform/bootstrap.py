@@ -324,6 +324,7 @@ class Platform:
         if not front:
             return
         if telemetry.coap is not None:  # first: a taken port stops start-up before anything else
+            telemetry.coap.authenticate = self.access.authenticate  # ?token=: the keys of HTTP
             await telemetry.coap.start()
         if self.lorawan.listener is not None:
             await self.lorawan.listener.start()
@@ -537,7 +538,7 @@ def build_platform(settings: Settings) -> Platform:
     async def registered(device_id: str) -> bool:
         return await device_registry.get(device_id) is not None
 
-    platform = Platform(
+    return Platform(
         settings=settings,
         engine=engine,
         serializer=serializer,
@@ -575,9 +576,6 @@ def build_platform(settings: Settings) -> Platform:
         event_publisher=event_publisher,
         event_feed=event_feed,
     )
-    if telemetry.coap is not None:  # CoAP devices present the same tokens and keys as HTTP
-        telemetry.coap.authenticate = platform.access.authenticate
-    return platform
 
 
 def _mutual_tls(settings: Settings, key_password: str) -> tuple[MutualTls | None, ServiceIdentity | None]:

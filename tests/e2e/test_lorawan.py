@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
 import socket
 import time
@@ -409,3 +410,33 @@ def test_malformed_gwmp_packets_are_counted_and_logged_once_and_the_next_uplink_
     log = (platform.workdir / "platform.log").read_text()
     assert "Traceback" not in log
     assert len(re.findall(r"GWMP packet from .* refused \(bad_rxpk\)", log)) == 1
+
+
+def test_a_flood_of_random_gwmp_datagrams_leaves_the_listener_serving(
+    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+) -> None:
+    """Given 3,000 seeded random datagrams, a third of them random bytes and the rest PUSH_DATA,
+    PULL_DATA and TX_ACK headers of a registered gateway with random JSON bodies, when a good
+    uplink follows, then it is stored, every datagram that was refused is counted, and the log
+    holds no traceback."""
+    device = abp(api, "lw-1", 0x26011BDA)
+    a, _ = gateways
+    rng = random.Random(8)
+    values: list[Any] = [None, True, 5, -1.5, "x", "", [], {}, [1, "a"], {"data": 5}, {"tmst": "x"},
+                         [{"data": "!!", "freq": "nan"}], [{"tmst": 1, "freq": 1e400, "datr": 1, "rssi": None, "data": "AA=="}]]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        for i in range(3000):
+            if i % 3 == 0:
+                packet = rng.randbytes(rng.randint(0, 40))
+            else:
+                header = bytes([2]) + rng.randbytes(2) + bytes([rng.choice([0, 2, 5])]) + bytes.fromhex(GW_A)
+                body = {rng.choice(["rxpk", "stat", "txpk_ack", "x"]): rng.choice(values) for _ in range(rng.randint(0, 3))}
+                packet = header + (json.dumps(body).encode() if rng.random() < 0.8 else rng.randbytes(30))
+            udp.sendto(packet, ("127.0.0.1", platform.lorawan_port))
+    frame = device.uplink(1, TWO_TEMPERATURES)
+    eventually(lambda: a.push(frame), bool)  # once the flood is worked off (a repeat is stored once)
+    [reading] = eventually(lambda: readings(api, "lw-1"), lambda r: len(r) == 1)
+    assert reading["metrics"]["temperature_3"] == 27.2
+    text = httpx.get(f"{platform.base_url}/metrics/", headers=platform.headers).text
+    assert sum(float(n) for n in re.findall(r"^iot_gwmp_rejected_total{.*} (\S+)", text, re.MULTILINE)) > 0
+    assert "Traceback" not in (platform.workdir / "platform.log").read_text()

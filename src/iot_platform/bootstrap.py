@@ -51,7 +51,7 @@ from iot_platform.application.telemetry.queries import TelemetryQueries
 from iot_platform.application.telemetry.model import Reading
 from iot_platform.application.telemetry.sinks import StorageWriter
 from iot_platform.application.telemetry.stream import TelemetrySink
-from iot_platform.config import WORKER_ROLES, Settings
+from iot_platform.config import WORKER_ROLES, Settings, anonymous_coap
 from iot_platform.domain.alerts import Alert, AlertRule
 from iot_platform.domain.commands import CommandStatus, DeviceCommand
 from iot_platform.domain.devices import Device
@@ -329,6 +329,7 @@ class Platform:
         if not front:
             return
         if telemetry.coap is not None:  # first: a taken port stops start-up before anything else
+            telemetry.coap.authenticate = self.access.authenticate  # ?token=: the keys of HTTP
             await telemetry.coap.start()
         if self.lorawan.listener is not None:
             await self.lorawan.listener.start()
@@ -890,9 +891,12 @@ def _telemetry(
     coap = settings.coap
     if coap.enabled:
         telemetry.coap = CoapIngestion(
-            coap.host, coap.port, ingest, limits.max_payload_bytes, coap.allow_unauthenticated,
+            coap.host, coap.port, ingest, limits.max_payload_bytes, anonymous_coap(settings),
             CoapCommands(commands.delivery, commands.handler, settings.commands.max_wait_seconds),
             oscore,
+            limits=PayloadLimits(limits.max_payload_bytes, limits.max_nesting_depth, limits.max_payload_items),
+            rejected=lambda reason: metrics.rejected("coap", reason),
+            unparsable=metrics.coap_unparsable.inc,
         )
     telemetry.add_sink("storage", StorageWriter(store, refused), storage)
     # The latest state is not what acknowledges a device, so it batches longer (fewer upserts).

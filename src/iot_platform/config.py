@@ -145,6 +145,9 @@ class CoapSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(5683, ge=1, le=65535)
     allow_unauthenticated: bool = True
+    """Serve requests with neither OSCORE nor a ``?token=`` (a device token or API key), as
+    long as ``security.allow_anonymous_devices`` allows anonymous devices (``loopback``: only
+    while ``host`` is a loopback address)."""
 
 
 class LorawanSettings(Section):
@@ -424,7 +427,7 @@ class Settings(BaseSettings):
     def _anonymous_devices_only_on_loopback(self) -> Settings:
         if self.security.allow_anonymous_devices == "loopback":
             for key, host in anonymous_device_listeners(self):
-                if not _on_loopback(host):
+                if not is_loopback(host):
                     raise ValueError(
                         f"security.allow_anonymous_devices: loopback admits devices without credentials, but "
                         f"{key} listens on {host}: set security.allow_anonymous_devices: never (devices then "
@@ -445,15 +448,6 @@ class Settings(BaseSettings):
         return env_settings, _ConventionalEnvSource(settings_cls), init_settings
 
 
-def _on_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name: it may resolve anywhere
-        return False
-
-
 def anonymous_device_listeners(settings: Settings) -> list[tuple[str, str]]:
     """(key, host) of every listener that would admit devices without credentials under
     ``security.allow_anonymous_devices: loopback``."""
@@ -461,6 +455,9 @@ def anonymous_device_listeners(settings: Settings) -> list[tuple[str, str]]:
     mqtt = settings.mqtt
     if mqtt.enabled and mqtt.embedded_broker and not settings.security.mutual_tls_required:
         listeners.append(("mqtt.broker_url", mqtt.host))
+    coap = settings.coap
+    if coap.enabled and coap.allow_unauthenticated:
+        listeners.append(("coap.host", coap.host))
     return listeners
 
 
@@ -522,11 +519,12 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         data = loaded
     data = _deep_merge(data, overrides)
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
     except SettingsError as exc:  # an environment value that is not the JSON a list or map needs
         raise ConfigError(f"bad config value: {exc}".splitlines()[0]) from None
+    return settings
 
 
 # A rejected secret is named, never echoed.
@@ -549,4 +547,23 @@ def _one_line(exc: ValidationError) -> str:
         message = f"{message} (got {first['input']!r})"
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"bad config value {key}: {message}{more}"
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or ``localhost``; any other name or address (0.0.0.0, ::) is not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def anonymous_coap(settings: Settings) -> bool:
+    """Whether CoAP requests with neither OSCORE nor a token are served: only with
+    ``coap.allow_unauthenticated``, ``security.allow_anonymous_devices: loopback`` and the CoAP
+    listener on a loopback address."""
+    coap = settings.coap
+    return (coap.allow_unauthenticated and settings.security.allow_anonymous_devices == "loopback"
+            and is_loopback(coap.host))
 

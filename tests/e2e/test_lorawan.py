@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -365,3 +367,76 @@ def test_chirpstack_uplinks_published_with_mosquitto_pub_are_stored(tmp_path: Pa
         assert (got[1]["metrics"]["temperature_3"], got[1]["metrics"]["f_cnt"]) == (27.2, 11)
         eventually(lambda: metric_line(platform, r'iot_readings_rejected_total\{protocol="lorawan",reason="undecodable"\}'),
                    lambda n: n == 1)
+
+
+DEEP_JSON = b'{"x":' + b"[" * 1000 + b"]" * 1000 + b"}"
+
+
+def test_malformed_gwmp_packets_are_counted_and_logged_once_and_the_next_uplink_is_stored(
+    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+) -> None:
+    """Issue 12, defects 2 and 8: anyone who reaches UDP 1700 can send garbage, also in the
+    name of a registered gateway. Given three of each kind of malformed packet (a body of the
+    wrong shape, JSON nested 1,000 deep, truncated headers, random bytes, a PHY payload that is
+    no frame, an LPP payload that is no LPP), when a good uplink follows, then it is stored,
+    every bad one is counted by reason, and the log holds no traceback."""
+    device = abp(api, "lw-1", 0x26011BDA)
+    a, _ = gateways
+    eui = bytes.fromhex(GW_A)
+    push, tx_ack = bytes([2, 0, 1, 0]) + eui, bytes([2, 0, 1, 5]) + eui
+    malformed = {
+        "bad_rxpk": push + b'{"rxpk":5}',
+        "bad_txpk_ack": tx_ack + b'{"txpk_ack":"x"}',
+        "nesting_too_deep": push + DEEP_JSON,
+        "short_header": b"\x02\x00",
+        "not_json": push + bytes(range(200, 256)),
+        "bad_version": bytes(range(40, 90)),
+    }
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        for packet in malformed.values():
+            for _ in range(3):
+                udp.sendto(packet, ("127.0.0.1", platform.lorawan_port))
+    for i in range(3):
+        assert a.push(b"\x41" + bytes([i]) * 20)  # a PUSH_DATA whose frame is no LoRaWAN R1 frame
+        assert a.push(device.uplink(1, b"\x03\x67"))  # a real frame whose payload is cut-short LPP
+    assert a.push(device.uplink(1, TWO_TEMPERATURES))
+    [reading] = eventually(lambda: readings(api, "lw-1"), lambda r: len(r) == 1)
+    assert reading["metrics"]["temperature_3"] == 27.2
+    for reason in malformed:
+        assert eventually(lambda r=reason: metric_line(platform, rf'iot_gwmp_rejected_total{{reason="{r}"}}'),
+                          lambda n: n == 3) == 3
+    assert frame_count(platform, "malformed") == 3
+    assert metric_line(platform, r'iot_readings_rejected_total{protocol="lorawan",reason="undecodable"}') == 3
+    log = (platform.workdir / "platform.log").read_text()
+    assert "Traceback" not in log
+    assert len(re.findall(r"GWMP packet from .* refused \(bad_rxpk\)", log)) == 1
+
+
+def test_a_flood_of_random_gwmp_datagrams_leaves_the_listener_serving(
+    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway]
+) -> None:
+    """Given 3,000 seeded random datagrams, a third of them random bytes and the rest PUSH_DATA,
+    PULL_DATA and TX_ACK headers of a registered gateway with random JSON bodies, when a good
+    uplink follows, then it is stored, every datagram that was refused is counted, and the log
+    holds no traceback."""
+    device = abp(api, "lw-1", 0x26011BDA)
+    a, _ = gateways
+    rng = random.Random(8)
+    values: list[Any] = [None, True, 5, -1.5, "x", "", [], {}, [1, "a"], {"data": 5}, {"tmst": "x"},
+                         [{"data": "!!", "freq": "nan"}], [{"tmst": 1, "freq": 1e400, "datr": 1, "rssi": None, "data": "AA=="}]]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        for i in range(3000):
+            if i % 3 == 0:
+                packet = rng.randbytes(rng.randint(0, 40))
+            else:
+                header = bytes([2]) + rng.randbytes(2) + bytes([rng.choice([0, 2, 5])]) + bytes.fromhex(GW_A)
+                body = {rng.choice(["rxpk", "stat", "txpk_ack", "x"]): rng.choice(values) for _ in range(rng.randint(0, 3))}
+                packet = header + (json.dumps(body).encode() if rng.random() < 0.8 else rng.randbytes(30))
+            udp.sendto(packet, ("127.0.0.1", platform.lorawan_port))
+    frame = device.uplink(1, TWO_TEMPERATURES)
+    eventually(lambda: a.push(frame), bool)  # once the flood is worked off (a repeat is stored once)
+    [reading] = eventually(lambda: readings(api, "lw-1"), lambda r: len(r) == 1)
+    assert reading["metrics"]["temperature_3"] == 27.2
+    text = httpx.get(f"{platform.base_url}/metrics/", headers=platform.headers).text
+    assert sum(float(n) for n in re.findall(r"^iot_gwmp_rejected_total{.*} (\S+)", text, re.MULTILINE)) > 0
+    assert "Traceback" not in (platform.workdir / "platform.log").read_text()

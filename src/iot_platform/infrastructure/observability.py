@@ -85,6 +85,13 @@ class PlatformMetrics:
         self.lorawan_packets = Counter(
             "iot_lorawan_gateway_packets", "GWMP packets from gateways, by kind", ["kind"], registry=r
         )
+        self.coap_unparsable = Counter(
+            "iot_coap_unparsable", "UDP datagrams on the CoAP port that are no CoAP message (dropped)",
+            registry=r,
+        )
+        self.gwmp_rejected = Counter(
+            "iot_gwmp_rejected", "GWMP datagrams refused or failed, by reason", ["reason"], registry=r
+        )
         self.observed = Observed()
         r.register(self.observed)
 

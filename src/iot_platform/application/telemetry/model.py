@@ -136,6 +136,10 @@ class Rejection(StrEnum):
     TOO_MANY_METRICS = "too_many_metrics"
     INVALID_TAGS = "invalid_tags"
     IDENTITY_MISMATCH = "identity_mismatch"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    """A content format the protocol adapter does not read (CoAP 4.15)."""
+    UNAUTHENTICATED = "unauthenticated"
+    """No credential, or one that is not valid, where the listener asks for one (CoAP 4.01)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: str) 
         port=settings.api.port,
         log_level=settings.api.log_level,
         lifespan="on",
+        # The plain asyncio loop, never uvloop (which uvicorn[standard] would pick): under
+        # uvloop the CoAP listener's socket drops out of the epoll set once an answer meets an
+        # ICMP port-unreachable (a client that left) and the listener goes deaf for every
+        # device. Every listener runs on the loop the test suite runs it on.
+        loop="asyncio",
     )
 
 

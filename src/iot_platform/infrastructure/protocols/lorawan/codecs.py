@@ -21,6 +21,11 @@ class UndecodablePayload(ValueError):
     pass
 
 
+MAX_PAYLOAD_BYTES = 255
+"""A LoRaWAN FRMPayload is at most 242 bytes on any region's fastest data rate (and the
+PHYPayload's length is one byte): anything longer was not sent by a radio."""
+
+
 # Names of the values of Cayenne's multi-value types; single values are named by type alone.
 _PARTS = {
     "location": ("latitude", "longitude", "altitude"),
@@ -31,7 +36,10 @@ _PARTS = {
 
 
 def cayenne_lpp(f_port: int, payload: bytes) -> dict[str, MetricValue]:
-    """Each value is named ``<type>_<channel>``: ``temperature_3``, ``location_1_latitude``."""
+    """Each value is named ``<type>_<channel>``: ``temperature_3``, ``location_1_latitude``.
+    Raises ``UndecodablePayload`` (only) for anything else."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise UndecodablePayload(f"{len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} a LoRaWAN payload holds")
     try:
         items = LppFrame.from_bytes(payload).data
     except Exception as exc:  # the library raises Buffer/Value/Type errors for bad bytes

@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import os
 import struct
 import time
@@ -21,6 +22,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, cast
+
+from iot_platform.application.telemetry.model import Rejection
+from iot_platform.infrastructure.log_limits import OncePerInterval
+from iot_platform.infrastructure.payloads import PayloadLimits, PayloadRejected, decode_json
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,19 @@ class Ident(IntEnum):
 
 
 class MalformedPacket(ValueError):
-    pass
+    """A datagram that is not a GWMP packet the server takes; ``reason`` labels the
+    ``iot_gwmp_rejected_total`` counter (a few fixed words, never the sender's bytes)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+MAX_PACKET_BYTES = 65_507
+"""The largest UDP payload over IPv4; a gateway's PUSH_DATA is far smaller."""
+BODY_LIMITS = PayloadLimits(max_bytes=MAX_PACKET_BYTES, max_depth=8, max_items=20_000)
+"""A PUSH_DATA body is 4 levels deep (``{"rxpk": [{"rsig": [{...}]}]}``); a few more are left
+for forwarders that add fields. Deeper, or more values, is refused before it is looked at."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,30 +67,53 @@ class Packet:
 
 
 def parse_packet(data: bytes) -> Packet:
+    """Raises ``MalformedPacket`` (only) for anything but a well-formed GWMP v1/v2 packet whose
+    body, if any, is a JSON object of the shape its type needs (``rxpk`` a list of objects,
+    ``stat`` and ``txpk_ack`` objects)."""
     if len(data) < 4:
-        raise MalformedPacket("shorter than a GWMP header")
+        raise MalformedPacket("shorter than a GWMP header", "short_header")
+    if len(data) > MAX_PACKET_BYTES:
+        raise MalformedPacket(f"{len(data)} bytes is over {MAX_PACKET_BYTES}", "too_large")
     version, ident_byte = data[0], data[3]
     if version not in (1, 2):
-        raise MalformedPacket(f"protocol version {version}")
+        raise MalformedPacket(f"protocol version {version}", "bad_version")
     try:
         ident = Ident(ident_byte)
     except ValueError:
-        raise MalformedPacket(f"unknown packet type {ident_byte}") from None
+        raise MalformedPacket(f"unknown packet type {ident_byte}", "unknown_type") from None
     eui = None
     rest = data[4:]
     if ident in (Ident.PUSH_DATA, Ident.PULL_DATA, Ident.TX_ACK):
         if len(data) < 12:
-            raise MalformedPacket(f"{ident.name} without a gateway EUI")
+            raise MalformedPacket(f"{ident.name} without a gateway EUI", "short_header")
         eui, rest = data[4:12].hex(), data[12:]
     body = None
     if rest.strip(b"\0"):
         try:
-            body = json.loads(rest.rstrip(b"\0"))
-        except ValueError as exc:
-            raise MalformedPacket(f"{ident.name} body is not JSON: {exc}") from None
+            body = decode_json(rest.rstrip(b"\0"), BODY_LIMITS)
+        except PayloadRejected as exc:
+            reason = "nesting_too_deep" if exc.reason is Rejection.NESTING_TOO_DEEP else (
+                "too_large" if exc.reason is Rejection.PAYLOAD_TOO_LARGE else "not_json")
+            raise MalformedPacket(f"{ident.name} body: {exc}", reason) from None
         if not isinstance(body, dict):
-            raise MalformedPacket(f"{ident.name} body is not an object")
+            raise MalformedPacket(f"{ident.name} body is not an object", "not_an_object")
+        _check_shape(ident, body)
     return Packet(version, data[1:3], ident, eui, body)
+
+
+def _check_shape(ident: Ident, body: dict[str, Any]) -> None:
+    """The members the server reads have the type it reads them as; one wrong one refuses the
+    packet (the rest of a PUSH_DATA is not guessed at)."""
+    if ident is Ident.PUSH_DATA:
+        rxpk = body.get("rxpk")
+        if rxpk is not None and not (isinstance(rxpk, list) and all(isinstance(p, dict) for p in rxpk)):
+            raise MalformedPacket("rxpk is not a list of objects", "bad_rxpk")
+        if body.get("stat") is not None and not isinstance(body["stat"], dict):
+            raise MalformedPacket("stat is not an object", "bad_stat")
+    elif ident is Ident.TX_ACK:
+        ack = body.get("txpk_ack")
+        if ack is not None and not isinstance(ack, dict):
+            raise MalformedPacket("txpk_ack is not an object", "bad_txpk_ack")
 
 
 def answer(packet: Packet, ident: Ident) -> bytes:
@@ -123,22 +163,30 @@ def received(packet: Packet) -> tuple[list[tuple[RxInfo, bytes]], int]:
             info = RxInfo(
                 gateway_eui=packet.gateway_eui,
                 tmst=int(rxpk["tmst"]),
-                frequency_hz=round(float(rxpk["freq"]) * 1_000_000),
+                frequency_hz=round(_finite(rxpk["freq"]) * 1_000_000),
                 data_rate=str(rxpk["datr"]),
                 coding_rate=str(rxpk.get("codr", "4/5")),
-                rssi=float(rxpk.get("rssis", rxpk["rssi"])),
-                snr=float(rxpk.get("lsnr", 0.0)),
+                rssi=_finite(rxpk.get("rssis", rxpk["rssi"])),
+                snr=_finite(rxpk.get("lsnr", 0.0)),
                 rf_chain=int(rxpk.get("rfch", 0)),
                 channel=int(rxpk.get("chan", 0)),
                 heard_at=heard_at,
                 heard_utc=heard_utc,
                 gps_time_ms=int(rxpk["tmms"]) if rxpk.get("tmms") is not None else None,
             )
-        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, binascii.Error):
             dropped += 1
             continue
         found.append((info, phy))
     return found, dropped
+
+
+def _finite(value: Any) -> float:
+    """A number from a gateway: NaN or an infinity would poison the reading built from it."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
 
 
 def txpk(phy: bytes, *, tmst: int, frequency_hz: int, data_rate: str, coding_rate: str,
@@ -164,11 +212,15 @@ class GatewayServer(asyncio.DatagramProtocol):
     server gathers copies of one frame); everything else is answered here."""
 
     def __init__(self, known: GatewayCheck, on_frame: PushHandler, on_tx_ack: TxAckHandler,
-                 count: Count) -> None:
+                 count: Count, reject: Count | None = None) -> None:
         self._known = known
         self._on_frame = on_frame
         self._on_tx_ack = on_tx_ack
         self._count = count
+        self._reject = reject or (lambda reason: None)
+        """Counts a refused packet by reason (``iot_gwmp_rejected_total``)."""
+        self._refused = OncePerInterval(log)
+        """Refused packets: one line per reason a minute at most; every one is counted."""
         self._transport: asyncio.DatagramTransport | None = None
         self._pull_addresses: dict[str, tuple[str, int]] = {}
         self._token = int.from_bytes(os.urandom(2))
@@ -181,10 +233,12 @@ class GatewayServer(asyncio.DatagramProtocol):
         try:
             packet = parse_packet(data)
         except MalformedPacket as exc:
-            log.debug("GWMP packet from %s refused: %s", addr, exc)
+            self._refuse(exc.reason, "GWMP packet from %s refused (%s): %s", addr, exc.reason, exc)
             self._count("malformed")
             return
         if packet.ident not in (Ident.PUSH_DATA, Ident.PULL_DATA, Ident.TX_ACK):
+            self._refuse("unexpected_type", "GWMP packet from %s refused: a gateway does not send %s",
+                         addr, packet.ident.name)
             self._count("unexpected")
             return
         task = asyncio.get_running_loop().create_task(self._handle(packet, addr))
@@ -213,8 +267,13 @@ class GatewayServer(asyncio.DatagramProtocol):
                 error = ((packet.body or {}).get("txpk_ack") or {}).get("error", "NONE")
                 self._count("tx_ack")
                 await self._on_tx_ack(packet.gateway_eui, packet.token, str(error))
-        except Exception:  # one gateway's packet must never stop the server
-            log.exception("GWMP packet from %s failed", packet.gateway_eui)
+        except Exception as exc:  # one gateway's packet must never stop the server
+            self._refuse("failed", "GWMP %s from %s failed: %s: %s", packet.ident.name,
+                         packet.gateway_eui, type(exc).__name__, exc)
+
+    def _refuse(self, reason: str, message: str, *args: object) -> None:
+        self._reject(reason)
+        self._refused(reason, message, *args)
 
     def send(self, gateway_eui: str, tx: dict[str, Any]) -> bytes | None:
         """Sends a PULL_RESP; returns its token (a TX_ACK names it), or None if the gateway

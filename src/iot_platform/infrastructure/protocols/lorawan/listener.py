@@ -48,7 +48,8 @@ class LoRaWANListener:
         try:
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: GatewayServer(self._is_known, self._server.heard, self._server.transmitted,
-                                      lambda kind: count(kind).inc()),
+                                      lambda kind: count(kind).inc(),
+                                      lambda reason: self._metrics.gwmp_rejected.labels(reason).inc()),
                 local_addr=self._address,
             )
         except OSError as exc:

@@ -47,11 +47,14 @@ from iot_platform.domain.errors import DomainError, InvalidValue
 from iot_platform.domain.lorawan import Activation, CounterVerdict, counter_candidates
 from iot_platform.domain.lorawan.adr import LinkSettings, adr_decision
 from iot_platform.domain.lorawan.region import data_rate_index, link_margin
+from iot_platform.infrastructure.log_limits import OncePerInterval
 from iot_platform.infrastructure.protocols.lorawan import phy
 from iot_platform.infrastructure.protocols.lorawan.codecs import UndecodablePayload, codec
 from iot_platform.infrastructure.protocols.lorawan.gwmp import GatewayServer, RxInfo, txpk
 
 log = logging.getLogger(__name__)
+_limited = OncePerInterval(log)
+"""Frames anyone in radio range can send: counted each, logged once a minute per kind."""
 
 _ACTOR = EventContext(actor="network-server")
 _SESSION_CACHE_SECONDS = 30.0
@@ -185,8 +188,8 @@ class NetworkServer:
         try:
             async with lock:  # asyncio locks are fair: waiters go in the order they came
                 await self.handle(frame, receptions)
-        except Exception:  # one frame must never stop the server
-            log.exception("LoRaWAN frame failed")
+        except Exception as exc:  # one frame must never stop the server
+            _limited("failed", "LoRaWAN frame failed: %s: %s", type(exc).__name__, exc)
             self._count("failed")
         finally:
             lock, users = self._lanes[lane]
@@ -199,7 +202,7 @@ class NetworkServer:
         try:
             parsed = phy.parse(frame)
         except phy.MalformedFrame as exc:
-            log.info("LoRaWAN frame refused: %s", exc)
+            _limited("malformed", "LoRaWAN frame refused: %s", exc)
             self._count("malformed")
             return
         if isinstance(parsed, phy.JoinRequest):
@@ -361,6 +364,10 @@ class NetworkServer:
         except (UndecodablePayload, LookupError) as exc:
             return Candidate(session.device_id, None, {}, tags, payload_bytes=len(payload),
                              rejection=Rejection.UNDECODABLE, detail=str(exc))
+        except Exception as exc:  # a registered codec's own bug: this reading is refused, no more
+            return Candidate(session.device_id, None, {}, tags, payload_bytes=len(payload),
+                             rejection=Rejection.UNDECODABLE,
+                             detail=f"codec {session.codec} failed: {type(exc).__name__}: {exc}")
         return Candidate(session.device_id, None, {**metrics, **radio}, tags,
                          payload_bytes=len(payload))
 

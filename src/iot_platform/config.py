@@ -462,7 +462,7 @@ def anonymous_device_listeners(settings: Settings) -> list[tuple[str, str]]:
 
 
 class _ConventionalEnvSource(PydanticBaseSettingsSource):
-    """The variable names operators already use for these services (see DESIGN.md)."""
+    """The variable names operators already use for these services."""
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None):
         super().__init__(settings_cls)

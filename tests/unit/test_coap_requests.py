@@ -76,6 +76,22 @@ async def test_a_deeply_nested_payload_is_a_4_00_counted_as_nested_too_deep(payl
     assert ingest.candidates == []
 
 
+class ThrottlingIngest(RecordingIngest):
+    async def ingest(self, candidates: Sequence[Candidate], protocol: str,
+                     authenticated_device: str | None = None) -> list[Outcome]:
+        return [Outcome(c.device_id, None, Status.REJECTED, Rejection.THROTTLED, "over its reading budget")
+                for c in candidates]
+
+
+@pytest.mark.asyncio
+async def test_a_device_over_its_reading_budget_is_told_4_29_too_many_requests() -> None:
+    resource = _Telemetry(ThrottlingIngest(), 65536, DeviceAccess(True, authenticate),  # type: ignore[arg-type]
+                          PayloadLimits(), lambda _: None)
+    answer = await resource.post(post(b'{"temperature": 1}'), "d1")
+    assert answer.code == Code.TOO_MANY_REQUESTS
+    assert answer.payload.decode().startswith("throttled")
+
+
 @pytest.mark.asyncio
 async def test_a_format_that_is_neither_json_nor_cbor_is_a_4_15_counted() -> None:
     resource, _, rejected = telemetry()

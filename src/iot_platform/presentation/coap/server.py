@@ -72,7 +72,8 @@ log = logging.getLogger(__name__)
 
 _TEXT = ContentFormat.TEXT
 _REJECTION_CODES = {Rejection.UNKNOWN_DEVICE: Code.NOT_FOUND, Rejection.PAYLOAD_TOO_LARGE: Code.REQUEST_ENTITY_TOO_LARGE,
-                    Rejection.IDENTITY_MISMATCH: Code.FORBIDDEN}
+                    Rejection.IDENTITY_MISMATCH: Code.FORBIDDEN,
+                    Rejection.THROTTLED: Code.TOO_MANY_REQUESTS}  # 4.29, RFC 8516
 _UNAUTHENTICATED = "this CoAP endpoint needs a device credential: OSCORE, or ?token=<device token or API key>"
 _failed = OncePerInterval(log)
 

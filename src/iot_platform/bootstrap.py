@@ -38,6 +38,7 @@ from iot_platform.application.devices.commands import ActivateDevice, RecordConn
 from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.errors import NotFound
 from iot_platform.application.access.service import AccessLimits, AccessService
+from iot_platform.application.limits import Throttled
 from iot_platform.application.devices.certificates import CertificateProvisioning
 from iot_platform.application.devices.claims import ClaimProvisioning
 from iot_platform.application.devices.provisioning import OscoreProvisioning
@@ -655,11 +656,16 @@ def _broker_access(settings: Settings) -> BrokerAccess:
     )
 
 
-def _device_of(access: AccessService) -> Callable[[str], Awaitable[str | None]]:
-    """The device a credential presented as an MQTT password is bound to, if any."""
+def _device_of(access: AccessService) -> Callable[[str, str | None], Awaitable[str | None]]:
+    """The device a credential presented as an MQTT password is bound to, if any. A client
+    address whose credentials keep failing is refused for a while, as over REST, so the broker
+    is no faster a way to guess keys than the API."""
 
-    async def device_for(credential: str) -> str | None:
-        principal = await access.authenticate(credential)
+    async def device_for(credential: str, client: str | None) -> str | None:
+        try:
+            principal = await access.authenticate(credential, client)
+        except Throttled:
+            return None
         if principal is None or not principal.may("telemetry:write"):
             return None
         return principal.device_id

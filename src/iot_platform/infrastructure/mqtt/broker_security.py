@@ -77,7 +77,9 @@ class BrokerAccess:
     """The platform's own password (username ``SERVICE_IDENTITY``); empty: none logs in so."""
     platform_client_id: str = SERVICE_IDENTITY
     """``mqtt.client_id``: it and ``<it>-...`` are the platform's sessions, no one else's."""
-    device_for: Callable[[str], Awaitable[str | None]] | None = field(default=None, repr=False)
+    device_for: Callable[[str, str | None], Awaitable[str | None]] | None = field(default=None, repr=False)
+    """The device a password credential is bound to, given the client's address (whose failed
+    attempts are budgeted as over REST)."""
     """The device a credential (device token or API key) is bound to, or None."""
     refusals: Counter[str] = field(default_factory=Counter, compare=False)
     """Connections refused, by reason (``iot_mqtt_connections_refused``)."""
@@ -139,7 +141,7 @@ class DeviceCredentialAuth(BaseAuthPlugin):  # type: ignore[misc]
                 return access.refuse("no_credentials", client_id,
                                      "no username (security.allow_anonymous_devices: never)")
             session.username = None
-        elif password is None or access.device_for is None or await access.device_for(str(password)) != username:
+        elif password is None or access.device_for is None or await access.device_for(str(password), session.remote_address) != username:
             return access.refuse("bad_credentials", client_id, f"no valid credential for device {username!r}")
         if not _will_allowed(session, session.username, access.allow_anonymous):
             return access.refuse("foreign_will", client_id, "its last will names a topic it may not publish to")

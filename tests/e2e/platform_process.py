@@ -73,6 +73,18 @@ def platform_env(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def external_mqtt_env(mqtt_url: str, name: str) -> dict[str, str]:
+    """The platform on an external broker, in a shared-subscription group and with a client id
+    of its own (``name``), so concurrent tests never take each other's messages."""
+    return {
+        "IOT_MQTT__EMBEDDED_BROKER": "false",
+        "IOT_MQTT__BROKER_URL": mqtt_url,
+        "IOT_MQTT__CLIENT_ID": name,
+        "IOT_MQTT__SHARED_SUBSCRIPTION_GROUP": name,
+        "IOT_MQTT__SESSION_EXPIRY_SECONDS": "30",
+    }
+
+
 @contextmanager
 def running_platform(
     workdir: Path, database_url: str, deadline: float = 60.0, serve_args: tuple[str, ...] = (),

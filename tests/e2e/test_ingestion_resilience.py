@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import require_service
-from tests.e2e.platform_process import RunningPlatform, running_platform
+from tests.e2e.platform_process import RunningPlatform, external_mqtt_env, running_platform
 from tests.e2e.test_telemetry import eventually, mosquitto_pub, readings, register
 
 DEEP = '{"x":' + "[" * 1000 + "]" * 1000 + "}"
@@ -59,13 +59,7 @@ def test_a_deep_message_on_mosquitto_does_not_stop_ingestion(tmp_path: Path, pos
     from tests.conftest import reset_postgres
 
     asyncio.run(reset_postgres(postgres_url))
-    env = {
-        "IOT_MQTT__EMBEDDED_BROKER": "false",
-        "IOT_MQTT__BROKER_URL": mqtt_url,
-        "IOT_MQTT__CLIENT_ID": f"e2e-deep-{tmp_path.name}",
-        "IOT_MQTT__SHARED_SUBSCRIPTION_GROUP": f"e2e-deep-{tmp_path.name}",
-        "IOT_MQTT__SESSION_EXPIRY_SECONDS": "30",
-    }
+    env = external_mqtt_env(mqtt_url, f"e2e-deep-{tmp_path.name}")
     with running_platform(tmp_path, postgres_url, **env) as platform:
         with httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
             _deep_message_then_a_reading(platform, api, f"deep-{tmp_path.name[-8:]}")
@@ -96,17 +90,11 @@ def test_on_kafka_the_deep_message_is_dead_lettered_and_listed(tmp_path: Path, e
     from uuid import uuid4
 
     from tests.e2e.platform_process import BIN, platform_env
+    from tests.e2e.test_kafka_backbone import kafka_env
 
     brokers = require_service("IOT_TEST_KAFKA_BROKERS", "Kafka")
     run = uuid4().hex[:8]
-    env = {
-        "IOT_STREAMING__BACKEND": "kafka",
-        "IOT_STREAMING__BROKERS": brokers,
-        "IOT_STREAMING__TOPICS__SENSOR_DATA": f"readings-{run}",
-        "IOT_STREAMING__TOPICS__DOMAIN_EVENTS": f"events-{run}",
-        "IOT_STREAMING__TOPICS__DEAD_LETTER": f"dead-{run}",
-        "IOT_STREAMING__CONSUMER_GROUP": f"e2e-{run}",
-    }
+    env = kafka_env(run, brokers)
 
     def dlq_list() -> str:
         return subprocess.run([str(BIN / "iot-platform"), "dlq", "list"], cwd=tmp_path, capture_output=True,

@@ -96,7 +96,8 @@ class Fleet:
         return counts
 
 
-def scaled_out_env(run: str, brokers: str) -> dict[str, str]:
+def kafka_env(run: str, brokers: str) -> dict[str, str]:
+    """The Kafka backend on topics and a consumer group of this run's own."""
     return {
         "IOT_STREAMING__BACKEND": "kafka",
         "IOT_STREAMING__BROKERS": brokers,
@@ -104,6 +105,12 @@ def scaled_out_env(run: str, brokers: str) -> dict[str, str]:
         "IOT_STREAMING__TOPICS__DOMAIN_EVENTS": f"events-{run}",
         "IOT_STREAMING__TOPICS__DEAD_LETTER": f"dead-{run}",
         "IOT_STREAMING__CONSUMER_GROUP": f"e2e-{run}",
+    }
+
+
+def scaled_out_env(run: str, brokers: str) -> dict[str, str]:
+    return {
+        **kafka_env(run, brokers),
         "IOT_TIMESERIES__BACKEND": "influxdb",
         "IOT_TIMESERIES__URL": require_service("IOT_TEST_INFLUX_URL", "InfluxDB"),
         "IOT_TIMESERIES__BUCKET": require_service("IOT_TEST_INFLUX_BUCKET", "InfluxDB"),

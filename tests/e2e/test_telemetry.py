@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import require_service
-from tests.e2e.platform_process import RunningPlatform, running_platform
+from tests.e2e.platform_process import RunningPlatform, external_mqtt_env, running_platform
 
 
 def mosquitto_pub(port: int, topic: str, *, message: str | None = None, file: Path | None = None,
@@ -93,6 +93,20 @@ def test_malformed_mqtt_payloads_are_counted_and_the_rest_is_stored(
     for reason in ("undecodable", "unknown_device", "invalid_metric_name"):
         assert f'iot_readings_rejected_total{{protocol="mqtt",reason="{reason}"}} 1.0' in metrics
     assert 'iot_readings_accepted_total{protocol="mqtt"} 1.0' in metrics
+
+
+def test_a_qos1_burst_that_ends_in_a_disconnect_is_stored_whole(
+    platform: RunningPlatform, api: httpx.Client
+) -> None:
+    """mosquitto_pub -l sends its lines and disconnects as soon as the last is acknowledged: the
+    broker must hand on every reading it acknowledged, the burst's tail too."""
+    register(api, "sensor-001")
+    lines = "".join(json.dumps({"message_id": f"burst-{n}", "timestamp": 1_704_067_200_000 + n,
+                                "metrics": {"temperature": n}}) + "\n" for n in range(300))
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(platform.mqtt_port), "-q", "1",
+                    "-t", "devices/sensor-001/telemetry", "-l"], input=lines, text=True, check=True, timeout=60)
+    stored = eventually(lambda: readings(api, "sensor-001", limit=1000), lambda r: len(r) >= 300)
+    assert sorted(r["metrics"]["temperature"] for r in stored) == list(range(300))
 
 
 def test_status_and_last_will_mark_a_device_connected_and_disconnected(
@@ -193,11 +207,7 @@ def test_scaled_out_mosquitto_influxdb_and_postgresql(tmp_path: Path, postgres_u
 
     asyncio.run(reset_postgres(postgres_url))
     env = {
-        "IOT_MQTT__EMBEDDED_BROKER": "false",
-        "IOT_MQTT__BROKER_URL": mqtt_url,
-        "IOT_MQTT__CLIENT_ID": f"e2e-{tmp_path.name}",
-        "IOT_MQTT__SHARED_SUBSCRIPTION_GROUP": f"e2e-{tmp_path.name}",
-        "IOT_MQTT__SESSION_EXPIRY_SECONDS": "30",
+        **external_mqtt_env(mqtt_url, f"e2e-{tmp_path.name}"),
         "IOT_TIMESERIES__BACKEND": "influxdb",
         "IOT_TIMESERIES__URL": influx_url,
         "IOT_TIMESERIES__BUCKET": require_service("IOT_TEST_INFLUX_BUCKET", "InfluxDB"),

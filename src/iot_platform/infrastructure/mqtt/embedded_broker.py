@@ -12,6 +12,7 @@ client cannot disturb anyone's session, the platform's least of all.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -116,6 +117,19 @@ class _Broker(Broker):  # type: ignore[misc]
         if kept is not None and kept.clean_session and not kept.transitions.is_connected():
             return True  # gone, and nothing was kept for it
         return self._access.refuse("foreign_session", incoming.client_id, f"that client id is {owner}'s session")
+
+    async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
+        await super()._client_message_loop(client_session, handler)
+        # amqtt 0.12 leaves this loop on DISCONNECT with the client's last PUBLISHes still
+        # queued, though it has already acknowledged them: a QoS 1 burst that ends in a
+        # disconnect (mosquitto_pub -l) lost its tail as soon as anything on the way (the topic
+        # ACL) awaited. They are handed on here, in order, as the loop would have.
+        queue = client_session.delivered_message_queue
+        while not queue.empty():
+            message: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            message.set_result(queue.get_nowait())
+            if not await self._handle_message_delivery(client_session, handler, message):
+                break
 
     async def _authenticate(self, session: Session, listener: Any) -> bool:
         """Already done, on the connection's own CONNECT (``_initialize_client_session``)."""

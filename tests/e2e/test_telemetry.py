@@ -101,7 +101,8 @@ def test_a_qos1_burst_that_ends_in_a_disconnect_is_stored_whole(
     """mosquitto_pub -l sends its lines and disconnects as soon as the last is acknowledged: the
     broker must hand on every reading it acknowledged, the burst's tail too."""
     register(api, "sensor-001")
-    lines = "".join(json.dumps({"message_id": f"burst-{n}", "timestamp": 1_704_067_200_000 + n,
+    an_hour_ago = int(time.time() * 1000) - 3_600_000  # inside timeseries.retention_days
+    lines = "".join(json.dumps({"message_id": f"burst-{n}", "timestamp": an_hour_ago + n,
                                 "metrics": {"temperature": n}}) + "\n" for n in range(300))
     subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(platform.mqtt_port), "-q", "1",
                     "-t", "devices/sensor-001/telemetry", "-l"], input=lines, text=True, check=True, timeout=60)

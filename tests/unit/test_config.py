@@ -66,6 +66,12 @@ def test_the_iot_prefixed_name_beats_the_conventional_one(monkeypatch: pytest.Mo
         ("telemetry:\n  max_nesting_depth: 500\n", "telemetry.max_nesting_depth"),
         ("telemetry:\n  max_payload_items: 0\n", "telemetry.max_payload_items"),
         ("mqtt:\n  stall_seconds: 0\n", "mqtt.stall_seconds"),
+        ("rate_limits:\n  login_per_username:\n    burst: 0\n", "rate_limits.login_per_username.burst"),
+        ("rate_limits:\n  device_readings:\n    per_second: fast\n", "rate_limits.device_readings.per_second"),
+        ("rate_limits:\n  login_per_client:\n    per_second: 0\n", "rate_limits.login_per_client.per_second"),
+        ("rate_limits:\n  credential_failures_per_client:\n    per_second: .inf\n",
+         "rate_limits.credential_failures_per_client.per_second"),
+        ("rate_limits:\n  logins: 5\n", "rate_limits.logins"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:

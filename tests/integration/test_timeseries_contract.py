@@ -33,7 +33,7 @@ from iot_platform.application.telemetry.model import (
 )
 from iot_platform.application.telemetry.ports import PermanentWriteError, TimeSeriesStore
 from iot_platform.infrastructure.timeseries import InfluxTimeSeriesStore, SqliteTimeSeriesStore
-from iot_platform.infrastructure.timeseries._common import PARTIAL_NS, DirtyBuckets, plan_maintenance
+from iot_platform.infrastructure.timeseries.rollups import PARTIAL_NS, DirtyBuckets, plan_maintenance
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.asyncio

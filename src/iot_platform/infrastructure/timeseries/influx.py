@@ -13,7 +13,7 @@ the series of a device and metric here (they differ only by reading tags), and w
 as points of ``telemetry_5m`` / ``telemetry_1h`` / ``telemetry_1d`` (tags metric, device_id,
 device_type; fields count, sum, min, max; time = bucket start), so recomputing a bucket
 overwrites it. Partials (5 minutes) come from raw data, hours from partials, days from hours
-(see ``_common``); a write marks the partial buckets it touched, per device, and only those are
+(see ``rollups``); a write marks the partial buckets it touched, per device, and only those are
 read again. One query per bucket, narrowed to the devices written when they are few. The
 queries are shaped for 1.8: a bare ``range |> filter |> sum()`` is pushed down to storage, while
 ``window``/``group``/``map`` run in the Flux engine about 20 times slower; 1.8's Flux cannot
@@ -69,16 +69,14 @@ from iot_platform.application.telemetry.model import (
     TagQuery,
 )
 from iot_platform.application.telemetry.ports import PermanentWriteError
-from iot_platform.infrastructure.timeseries._common import (
+from iot_platform.infrastructure.timeseries.rollups import (
     PARTIAL_NS,
-    PERCENTILES,
     DirtyBuckets,
     MaintenancePlan,
-    StoredValue,
     check_rollup_interval,
     plan_maintenance,
-    storable,
 )
+from iot_platform.infrastructure.timeseries.values import PERCENTILES, StoredValue, storable
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ Schema, narrow so a value costs a few bytes:
   indexed (device_id, ts) to give a reading back its tags.
 - ``rollup_5m`` / ``rollup_hourly`` / ``rollup_daily``: count, sum, min, max per series and
   bucket. Recomputed by ``maintain`` (partials from points, hours from partials, days from
-  hours; see ``_common``), never incremented on write, so a redelivered reading cannot be
+  hours; see ``rollups``), never incremented on write, so a redelivered reading cannot be
   counted twice. A write marks the (partial bucket, series) pairs it touched.
 
 ``maintain`` works in short jobs, each one transaction on the worker thread, so writes queued
@@ -61,16 +61,14 @@ from iot_platform.application.telemetry.model import (
     TagQuery,
 )
 from iot_platform.infrastructure.files import private_sqlite
-from iot_platform.infrastructure.timeseries._common import (
+from iot_platform.infrastructure.timeseries.rollups import (
     PARTIAL_NS,
     DirtyBuckets,
     MaintenancePlan,
-    StoredValue,
     check_rollup_interval,
-    percentiles,
     plan_maintenance,
-    storable,
 )
+from iot_platform.infrastructure.timeseries.values import StoredValue, percentiles, storable
 
 T = TypeVar("T")
 

@@ -1,6 +1,5 @@
-"""What both time-series adapters must agree on, kept in one place so they cannot drift apart:
-how a value is stored, where a bucket starts, how a percentile is picked, and which rollup
-buckets a ``maintain`` recomputes.
+"""The rollup planner both time-series adapters share, so they cannot drift apart: where a bucket
+starts, which partial buckets a write dirties, and which rollup buckets a ``maintain`` recomputes.
 
 Rollups are three levels, each recomputed from the level below, never incremented on write (a
 redelivered reading cannot be counted twice, and a restarted process converges):
@@ -31,25 +30,15 @@ partials it sees), which the next write there corrects.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from iot_platform.application.telemetry.model import (
-    NS_PER_DAY,
-    NS_PER_HOUR,
-    NS_PER_SECOND,
-    MetricValue,
-)
+from iot_platform.application.telemetry.model import NS_PER_DAY, NS_PER_HOUR, NS_PER_SECOND
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K")
-
-PERCENTILES = (0.5, 0.9, 0.99)
-
-StoredValue = float | bool | str
 
 PARTIAL_NS = 5 * 60 * NS_PER_SECOND
 """Width of a partial rollup bucket: a dirty one is recomputed whole, from raw data."""
@@ -59,36 +48,10 @@ PARTIAL_RETENTION_NS = 2 * NS_PER_DAY
 series written from raw data instead, which costs at most 12 partials' worth more for those."""
 
 
-def storable(value: MetricValue) -> StoredValue | None:
-    """Numbers are stored as floats, so a metric never changes type between an int and a float
-    reading (InfluxDB would reject the second as a field type conflict). NaN and infinities
-    have no representation in InfluxDB, so neither store keeps them (None: skip the value).
-    """
-    if isinstance(value, bool | str):
-        return value
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def bucket_start(ts_ns: int, interval_ns: int) -> int:
     """The start of the bucket holding ``ts_ns``; buckets start at multiples of the interval
     since the epoch (floor division, so pre-1970 timestamps land in the right bucket too)."""
     return ts_ns - ts_ns % interval_ns
-
-
-def nearest_rank(sorted_values: Sequence[float], q: float) -> float:
-    """The nearest-rank percentile: the smallest value with at least ``q`` of the values at or
-    below it. Index ``ceil(q*n) - 1``, which is what InfluxDB's ``quantile(method:
-    "exact_selector")`` picks, so both stores answer the same number."""
-    index = max(math.ceil(q * len(sorted_values)) - 1, 0)
-    return sorted_values[index]
-
-
-def percentiles(values: Iterable[float]) -> tuple[float, float, float]:
-    ordered = sorted(values)
-    p50, p90, p99 = (nearest_rank(ordered, q) for q in PERCENTILES)
-    return p50, p90, p99
-
 
 def check_rollup_interval(interval_ns: int, granularity_ns: int) -> None:
     if interval_ns <= 0 or interval_ns % granularity_ns:

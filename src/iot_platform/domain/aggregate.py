@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Self
 
 from iot_platform.domain.events import DomainEvent
@@ -33,7 +34,9 @@ class EventContext:
 
 
 class Aggregate:
-    """Base class. Subclasses define ``stream_type`` and an ``_apply`` dispatch over their events."""
+    """Base class. Subclasses define ``stream_type`` and ``_apply``, a ``singledispatchmethod``
+    with one handler per event type (an event it has no handler for is a TypeError, never
+    silently skipped)."""
 
     stream_type: ClassVar[str]
     snapshot_schema_version: ClassVar[int] = 1
@@ -51,6 +54,16 @@ class Aggregate:
 
     def _apply(self, event: DomainEvent) -> None:
         raise NotImplementedError
+
+    def _meta(self, context: EventContext, now: datetime | None = None) -> dict[str, Any]:
+        """The fields every event of this aggregate carries: its id, who caused it, under which
+        correlation id, and when (``now``, when the caller gives it)."""
+        meta: dict[str, Any] = {"aggregate_id": self.id, "actor": context.actor}
+        if now is not None:
+            meta["occurred_at"] = now
+        if context.correlation_id:
+            meta["correlation_id"] = context.correlation_id
+        return meta
 
     @property
     def pending_events(self) -> tuple[DomainEvent, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from functools import singledispatchmethod
 from typing import Any
 
 from iot_platform.domain.aggregate import Aggregate, EventContext
@@ -96,18 +97,21 @@ class Alert(Aggregate):
     def _status_name(self) -> str:
         return self.status.value if self.status else "unknown"
 
-    def _meta(self, context: EventContext) -> dict[str, Any]:
-        meta: dict[str, Any] = {"aggregate_id": self.id, "actor": context.actor}
-        if context.correlation_id:
-            meta["correlation_id"] = context.correlation_id
-        return meta
-
+    # -- state changes: only here -------------------------------------------------------
+    @singledispatchmethod
     def _apply(self, event: DomainEvent) -> None:
-        if isinstance(event, AlertRaised):
-            self.status = AlertStatus.RAISED
-            self.rule_id, self.device_id, self.severity = event.rule_id, event.device_id, event.severity
-            self.raised = event
-        elif isinstance(event, AlertAcknowledged):
-            self.status = AlertStatus.ACKNOWLEDGED
-        elif isinstance(event, AlertResolved):
-            self.status = AlertStatus.RESOLVED
+        raise TypeError(f"Alert cannot apply {type(event).__name__}")
+
+    @_apply.register
+    def _(self, event: AlertRaised) -> None:
+        self.status = AlertStatus.RAISED
+        self.rule_id, self.device_id, self.severity = event.rule_id, event.device_id, event.severity
+        self.raised = event
+
+    @_apply.register
+    def _(self, event: AlertAcknowledged) -> None:
+        self.status = AlertStatus.ACKNOWLEDGED
+
+    @_apply.register
+    def _(self, event: AlertResolved) -> None:
+        self.status = AlertStatus.RESOLVED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import singledispatchmethod
 from typing import Any
 
 from iot_platform.domain.aggregate import Aggregate, EventContext
@@ -26,26 +27,37 @@ class AlertRule(Aggregate):
     def create(self, definition: RuleDefinition, context: EventContext = EventContext()) -> None:
         if self.definition is not None:
             raise AlreadyExists(f"rule {self.id!r} already exists")
-        self._trigger(AlertRuleCreated(definition=definition, **_meta(self.id, context)))
+        self._trigger(AlertRuleCreated(definition=definition, **self._meta(context)))
 
     def change(self, definition: RuleDefinition, context: EventContext = EventContext()) -> None:
         self._require_live()
         if definition != self.definition:
-            self._trigger(AlertRuleChanged(definition=definition, **_meta(self.id, context)))
+            self._trigger(AlertRuleChanged(definition=definition, **self._meta(context)))
 
     def delete(self, context: EventContext = EventContext()) -> None:
         self._require_live()
-        self._trigger(AlertRuleDeleted(**_meta(self.id, context)))
+        self._trigger(AlertRuleDeleted(**self._meta(context)))
 
     def _require_live(self) -> None:
         if self.deleted:
             raise InvalidTransition(f"rule {self.id!r} was deleted")
 
+    # -- state changes: only here -------------------------------------------------------
+    @singledispatchmethod
     def _apply(self, event: DomainEvent) -> None:
-        if isinstance(event, AlertRuleCreated | AlertRuleChanged):
-            self.definition = event.definition
-        elif isinstance(event, AlertRuleDeleted):
-            self.deleted = True
+        raise TypeError(f"AlertRule cannot apply {type(event).__name__}")
+
+    @_apply.register
+    def _(self, event: AlertRuleCreated) -> None:
+        self.definition = event.definition
+
+    @_apply.register
+    def _(self, event: AlertRuleChanged) -> None:
+        self.definition = event.definition
+
+    @_apply.register
+    def _(self, event: AlertRuleDeleted) -> None:
+        self.deleted = True
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -57,11 +69,4 @@ class AlertRule(Aggregate):
         raw = state["definition"]
         self.definition = None if raw is None else RuleDefinition.from_dict(raw)
         self.deleted = bool(state["deleted"])
-
-
-def _meta(aggregate_id: str, context: EventContext) -> dict[str, Any]:
-    meta: dict[str, Any] = {"aggregate_id": aggregate_id, "actor": context.actor}
-    if context.correlation_id:
-        meta["correlation_id"] = context.correlation_id
-    return meta
 

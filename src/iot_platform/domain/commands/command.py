@@ -145,12 +145,6 @@ class DeviceCommand(Aggregate):
         if self.status.final:
             raise InvalidTransition(f"cannot {action} command {self.id!r}: it already {self.status}")
 
-    def _meta(self, context: EventContext, now: datetime) -> dict[str, Any]:
-        meta: dict[str, Any] = {"aggregate_id": self.id, "actor": context.actor, "occurred_at": now}
-        if context.correlation_id:
-            meta["correlation_id"] = context.correlation_id
-        return meta
-
     # -- state changes: only here -------------------------------------------------------
     @singledispatchmethod
     def _apply(self, event: DomainEvent) -> None:

@@ -242,12 +242,6 @@ class Device(Aggregate):
         if self.status is DeviceStatus.DECOMMISSIONED:
             raise InvalidTransition(f"cannot {action} device {self.id!r}: it is decommissioned")
 
-    def _meta(self, context: EventContext) -> dict[str, Any]:
-        meta: dict[str, Any] = {"aggregate_id": self.id, "actor": context.actor}
-        if context.correlation_id:
-            meta["correlation_id"] = context.correlation_id
-        return meta
-
     # -- state changes: only here -------------------------------------------------------
     @singledispatchmethod
     def _apply(self, event: DomainEvent) -> None:

@@ -278,3 +278,10 @@ def test_certificates_survive_a_snapshot() -> None:
     restored = Device(ID)
     restored._restore(device._state())
     assert restored.certificates == {"01": NOT_AFTER}
+
+
+def test_events_occur_at_the_time_the_context_gives() -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    device = given(REGISTERED)
+    device.decommission("retired", EventContext(at=at))
+    assert [e.occurred_at for e in then(device, DeviceDecommissioned)] == [at]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from iot_platform.application.devices.commands import (
@@ -15,6 +17,7 @@ from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.devices.queries import device_history
 from iot_platform.application.errors import ConcurrencyError, NotFound
 from iot_platform.application.repository import EventSourcedRepository
+from iot_platform.domain.aggregate import EventContext
 from iot_platform.domain.devices import Device, DeviceStatus
 from iot_platform.domain.errors import AlreadyExists, InvalidTransition
 from tests.unit.fakes import InMemoryEventStore, RecordingReadModel
@@ -102,3 +105,22 @@ async def test_snapshots_are_taken_every_n_events_and_used_on_load() -> None:
     loaded = await repository.load("sensor-001")
     assert loaded.version == 12 and loaded.tags == {"n": "10"}
     assert loaded.status is DeviceStatus.REGISTERED
+
+
+async def test_device_events_occur_at_the_time_of_the_handlers_clock() -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    store = InMemoryEventStore()
+    devices = DeviceCommandHandler(EventSourcedRepository(store, Device, 0), clock=lambda: at)
+    await devices.register(RegisterDevice("sensor-001", "th"))
+    await devices.suspend(SuspendDevice("sensor-001", reason="maintenance"))
+    assert [r.event.occurred_at for r in store.events] == [at, at]
+
+
+async def test_a_time_given_with_the_command_wins_over_the_handlers_clock() -> None:
+    given = datetime(2029, 6, 1, tzinfo=UTC)
+    store = InMemoryEventStore()
+    devices = DeviceCommandHandler(
+        EventSourcedRepository(store, Device, 0), clock=lambda: datetime(2030, 1, 1, tzinfo=UTC)
+    )
+    await devices.register(RegisterDevice("sensor-001", "th", context=EventContext(at=given)))
+    assert store.events[0].event.occurred_at == given

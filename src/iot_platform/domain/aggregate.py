@@ -27,10 +27,12 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class EventContext:
-    """Who asked for a change and under which correlation id; stamped on every event it causes."""
+    """Who asked for a change, under which correlation id and when; stamped on every event it
+    causes. ``at`` comes from the application's clock: the domain reads none."""
 
     actor: str = "system"
     correlation_id: str | None = None
+    at: datetime | None = None
 
 
 class Aggregate:
@@ -57,10 +59,11 @@ class Aggregate:
 
     def _meta(self, context: EventContext, now: datetime | None = None) -> dict[str, Any]:
         """The fields every event of this aggregate carries: its id, who caused it, under which
-        correlation id, and when (``now``, when the caller gives it)."""
+        correlation id, and when (``now`` if given, else the context's time)."""
         meta: dict[str, Any] = {"aggregate_id": self.id, "actor": context.actor}
-        if now is not None:
-            meta["occurred_at"] = now
+        occurred_at = now if now is not None else context.at
+        if occurred_at is not None:
+            meta["occurred_at"] = occurred_at
         if context.correlation_id:
             meta["correlation_id"] = context.correlation_id
         return meta

@@ -3,11 +3,16 @@
 Waiting for the projection is what lets ``POST /api/devices`` be followed at once by a ``GET``
 that finds the device. The wait is bounded; if projections lag further than that, the write
 still stands and the read side will show it shortly.
+
+The handler stamps every change with its clock's time (``EventContext.at``): the domain reads no
+clock, so the time a device event occurred is the application's to give.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
 
 from iot_platform.application.devices.commands import (
     ActivateDevice,
@@ -26,7 +31,9 @@ from iot_platform.application.devices.commands import (
 from iot_platform.application.errors import ConcurrencyError, NotFound
 from iot_platform.application.ports import ReadModelSync
 from iot_platform.application.repository import EventSourcedRepository
+from iot_platform.domain.aggregate import EventContext
 from iot_platform.domain.devices import Device
+from iot_platform.domain.events import utcnow
 
 
 class DeviceCommandHandler:
@@ -36,8 +43,10 @@ class DeviceCommandHandler:
         read_model: ReadModelSync | None = None,
         read_your_writes_timeout: float = 5.0,
         on_change: Callable[[str], None] | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._repository = repository
+        self._clock = clock
         self._read_model = read_model
         self._timeout = read_your_writes_timeout
         self._on_change = on_change
@@ -53,7 +62,7 @@ class DeviceCommandHandler:
             location=command.location,
             metadata=command.metadata,
             lorawan=command.lorawan,
-            context=command.context,
+            context=self._now(command.context),
         )
         return await self._save(device, None)
 
@@ -65,49 +74,51 @@ class DeviceCommandHandler:
             location=command.location,
             clear_location=command.clear_location,
             metadata=command.metadata,
-            context=command.context,
+            context=self._now(command.context),
         )
         return await self._save(device, command.expected_version)
 
     async def suspend(self, command: SuspendDevice) -> CommandResult:
         device = await self._existing(command.device_id)
-        device.suspend(command.reason, command.context)
+        device.suspend(command.reason, self._now(command.context))
         return await self._save(device, command.expected_version)
 
     async def resume(self, command: ResumeDevice) -> CommandResult:
         device = await self._existing(command.device_id)
-        device.resume(command.context)
+        device.resume(self._now(command.context))
         return await self._save(device, command.expected_version)
 
     async def decommission(self, command: DecommissionDevice) -> CommandResult:
         device = await self._existing(command.device_id)
-        device.decommission(command.reason, command.context)
+        device.decommission(command.reason, self._now(command.context))
         return await self._save(device, command.expected_version)
 
     async def activate(self, command: ActivateDevice) -> CommandResult:
         """Called by ingestion, not a person: nobody waits for the read model, and a race with
         another writer is retried rather than reported."""
-        return await self._retrying(command.device_id, lambda d: d.activate(command.context))
+        return await self._retrying(command.device_id, lambda d: d.activate(self._now(command.context)))
 
     async def record_connectivity(self, command: RecordConnectivity) -> CommandResult:
         return await self._retrying(
-            command.device_id, lambda d: d.record_connectivity(command.online, command.context)
+            command.device_id, lambda d: d.record_connectivity(command.online, self._now(command.context))
         )
 
     async def provision(self, command: ProvisionDevice) -> CommandResult:
         device = await self._existing(command.device_id)
         device.provision(credential_type=command.credential_type,
-                         credential_fingerprint=command.credential_fingerprint, context=command.context)
+                         credential_fingerprint=command.credential_fingerprint,
+                         context=self._now(command.context))
         return await self._save(device, None)
 
     async def record_certificate(self, command: RecordCertificate) -> CommandResult:
         device = await self._existing(command.device_id)
-        device.record_certificate(command.serial, command.fingerprint, command.not_after, command.context)
+        device.record_certificate(command.serial, command.fingerprint, command.not_after,
+                                  self._now(command.context))
         return await self._save(device, None)
 
     async def revoke_certificate(self, command: RevokeCertificate) -> CommandResult:
         device = await self._existing(command.device_id)
-        device.revoke_certificate(command.serial, command.reason, command.context)
+        device.revoke_certificate(command.serial, command.reason, self._now(command.context))
         return await self._save(device, None)
 
     async def may_hold_credentials(self, device_id: str) -> None:
@@ -116,8 +127,12 @@ class DeviceCommandHandler:
 
     async def join(self, command: RecordJoin) -> CommandResult:
         return await self._retrying(
-            command.device_id, lambda d: d.join(command.dev_addr, command.context)
+            command.device_id, lambda d: d.join(command.dev_addr, self._now(command.context))
         )
+
+    def _now(self, context: EventContext) -> EventContext:
+        """The context with the time of the change: the caller's, else this handler's clock."""
+        return context if context.at is not None else replace(context, at=self._clock())
 
     async def _retrying(self, device_id: str, decide: Callable[[Device], None]) -> CommandResult:
         for attempt in range(3):

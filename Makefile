@@ -25,6 +25,7 @@ run: $(VENV)/.installed-runtime
 
 test: $(VENV)/.installed-dev
 	bash tools/services.sh start
+	$(BIN)/ruff check
 	$(BIN)/mypy
 	eval "$$(bash tools/services.sh env)" && $(BIN)/pytest
 
@@ -42,6 +43,7 @@ bench: $(VENV)/.installed-dev
 	eval "$$(bash tools/services.sh env)" && $(BIN)/python tools/bench_eventstore.py --backend all
 
 lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check
 	$(BIN)/mypy
 
 clean:

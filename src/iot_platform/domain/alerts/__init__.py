@@ -1,6 +1,14 @@
 """Alert rules and the alerts they raise."""
 
 from iot_platform.domain.alerts.alert import OPEN_STATUSES, Alert, AlertStatus
+from iot_platform.domain.alerts.evaluation import (
+    SeriesState,
+    Verdict,
+    evaluate,
+    holds,
+    judge,
+    silent_for,
+)
 from iot_platform.domain.alerts.events import (
     ALERT_EVENTS,
     AlertAcknowledged,
@@ -9,14 +17,6 @@ from iot_platform.domain.alerts.events import (
     AlertRuleChanged,
     AlertRuleCreated,
     AlertRuleDeleted,
-)
-from iot_platform.domain.alerts.evaluation import (
-    SeriesState,
-    Verdict,
-    evaluate,
-    holds,
-    judge,
-    silent_for,
 )
 from iot_platform.domain.alerts.rule import AlertRule
 from iot_platform.domain.alerts.values import (

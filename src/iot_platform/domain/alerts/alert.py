@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from functools import singledispatchmethod
-from typing import Any
 
 from iot_platform.domain.aggregate import Aggregate, EventContext
 from iot_platform.domain.alerts.events import AlertAcknowledged, AlertRaised, AlertResolved

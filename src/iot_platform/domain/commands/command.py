@@ -24,9 +24,9 @@ from iot_platform.domain.commands.events import (
     CommandSucceeded,
 )
 from iot_platform.domain.commands.values import ACK_STATUSES, CommandStatus, validate_command_name
-from iot_platform.domain.validation import require_json
 from iot_platform.domain.errors import AlreadyExists, InvalidTransition, InvalidValue
 from iot_platform.domain.events import DomainEvent
+from iot_platform.domain.validation import require_json
 
 
 class DeviceCommand(Aggregate):

@@ -2,15 +2,15 @@
 
 from iot_platform.domain.devices.device import Device
 from iot_platform.domain.devices.events import (
-    DeviceActivated,
-    DeviceConnected,
-    DeviceDisconnected,
-    DeviceDecommissioned,
-    DeviceLocationChanged,
-    DeviceMetadataChanged,
-    DeviceJoined,
     CertificateIssued,
     CertificateRevoked,
+    DeviceActivated,
+    DeviceConnected,
+    DeviceDecommissioned,
+    DeviceDisconnected,
+    DeviceJoined,
+    DeviceLocationChanged,
+    DeviceMetadataChanged,
     DeviceProvisioned,
     DeviceRegistered,
     DeviceRenamed,

@@ -337,14 +337,7 @@ class SecuritySettings(Section):
         return value
 
 
-class FirmwareSettings(Section):
-    store_path: str = "./firmware_store"
-    max_image_mb: int = Field(64, ge=1)
-    default_wave_size: int = Field(100, ge=1)
-
-
 class AnalyticsSettings(Section):
-    anomaly_detection: bool = True
     zscore_threshold: float = Field(3.0, gt=0)
     real_time_processing: bool = True
     """Runs the rule engine on the telemetry stream."""
@@ -359,13 +352,6 @@ class AnalyticsSettings(Section):
     webhook_queue_size: int = Field(10_000, ge=1)
     anomaly_max_readings: int = Field(10_000, ge=1, le=100_000)
     """Readings of one device examined per anomaly query at most (the newest of the window)."""
-
-
-class EdgeSettings(Section):
-    gateway_enabled: bool = False
-    local_storage_days: int = Field(7, ge=1)
-    sync_interval_minutes: int = Field(5, ge=1)
-    offline_processing: bool = True
 
 
 class RatePolicy(Section):
@@ -418,9 +404,7 @@ class Settings(BaseSettings):
     commands: CommandSettings = CommandSettings()
     streaming: StreamingSettings = StreamingSettings()
     security: SecuritySettings = SecuritySettings()
-    firmware: FirmwareSettings = FirmwareSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
-    edge: EdgeSettings = EdgeSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
 
     @model_validator(mode="after")

@@ -72,6 +72,9 @@ def test_the_iot_prefixed_name_beats_the_conventional_one(monkeypatch: pytest.Mo
         ("rate_limits:\n  credential_failures_per_client:\n    per_second: .inf\n",
          "rate_limits.credential_failures_per_client.per_second"),
         ("rate_limits:\n  logins: 5\n", "rate_limits.logins"),
+        ("firmware:\n  store_path: ./firmware_store\n", "firmware"),
+        ("edge:\n  gateway_enabled: false\n", "edge"),
+        ("analytics:\n  anomaly_detection: true\n", "analytics.anomaly_detection"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:

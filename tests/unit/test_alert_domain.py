@@ -206,3 +206,10 @@ def test_a_reading_older_than_one_already_judged_changes_nothing() -> None:
     condition, state = Condition("t", Operator.GT, 30.0), SeriesState()
     assert evaluate(condition, 0, state, 20.0, 10.0) is Verdict.NOTHING
     assert evaluate(condition, 0, state, 35.0, 9.0) is Verdict.NOTHING  # late: the newest says cool
+
+
+def test_rule_and_alert_events_occur_at_the_time_the_context_gives() -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    rule = AlertRule("r-1")
+    rule.create(HOT, EventContext(actor="alice", at=at))
+    assert [e.occurred_at for e in rule.pending_events] == [at]

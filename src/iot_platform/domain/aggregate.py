@@ -8,7 +8,7 @@ over stored events, optionally starting from a snapshot of an earlier version.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
@@ -33,6 +33,10 @@ class EventContext:
     actor: str = "system"
     correlation_id: str | None = None
     at: datetime | None = None
+
+    def stamped(self, now: datetime) -> EventContext:
+        """This context with ``now`` as its time, unless it already has one."""
+        return self if self.at is not None else replace(self, at=now)
 
 
 class Aggregate:

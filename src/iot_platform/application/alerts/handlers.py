@@ -1,7 +1,8 @@
 """Command handlers for rules and alerts: load, decide, save, tell.
 
 Every saved change is told to ``listeners`` (the rule engine, the notification channels) in
-this process, after it is stored; the read model is waited for only when a person asked.
+this process, after it is stored; the read model is waited for only when a person asked. The
+time of every change comes from the handler's clock (the domain reads none).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from iot_platform.domain.alerts import (
     Severity,
 )
 from iot_platform.domain.errors import InvalidValue
+from iot_platform.domain.events import utcnow
 
 RuleListener = Callable[[str, RuleDefinition | None, int], None]
 """(rule id, its definition or None once deleted, the version that saved it)"""
@@ -92,26 +94,28 @@ class RuleHandler:
         repository: EventSourcedRepository[AlertRule],
         read_model: ReadModelSync | None = None,
         read_your_writes_timeout: float = 5.0,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._repository = repository
+        self._clock = clock
         self._read_model = read_model
         self._timeout = read_your_writes_timeout
         self.listeners: list[RuleListener] = []
 
     async def create(self, command: CreateRule) -> CommandResult:
         rule = await self._repository.load(command.rule_id)
-        rule.create(command.definition, command.context)
+        rule.create(command.definition, command.context.stamped(self._clock()))
         return await self._save(rule, None)
 
     async def change(self, command: ChangeRule) -> CommandResult:
         rule = await self._existing(command.rule_id)
         assert rule.definition is not None
-        rule.change(apply_changes(rule.definition, command.changes), command.context)
+        rule.change(apply_changes(rule.definition, command.changes), command.context.stamped(self._clock()))
         return await self._save(rule, command.expected_version)
 
     async def delete(self, command: DeleteRule) -> CommandResult:
         rule = await self._existing(command.rule_id)
-        rule.delete(command.context)
+        rule.delete(command.context.stamped(self._clock()))
         return await self._save(rule, command.expected_version)
 
     async def _existing(self, rule_id: str) -> AlertRule:
@@ -137,8 +141,10 @@ class AlertHandler:
         repository: EventSourcedRepository[Alert],
         read_model: ReadModelSync | None = None,
         read_your_writes_timeout: float = 5.0,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._repository = repository
+        self._clock = clock
         self._read_model = read_model
         self._timeout = read_your_writes_timeout
         self.listeners: list[AlertListener] = []
@@ -155,18 +161,18 @@ class AlertHandler:
             value=command.value,
             message=command.message,
             raised_at=datetime.fromtimestamp(command.at, UTC),
-            context=EventContext(actor="rule-engine"),
+            context=EventContext(actor="rule-engine", at=self._clock()),
         )
         await self._save(alert, wait=False)
 
     async def acknowledge(self, command: AcknowledgeAlert) -> CommandResult:
         alert = await self._existing(command.alert_id)
-        alert.acknowledge(command.note, command.context)
+        alert.acknowledge(command.note, command.context.stamped(self._clock()))
         return await self._save(alert)
 
     async def resolve(self, command: ResolveAlert, *, automatic: bool = False) -> CommandResult:
         alert = await self._existing(command.alert_id)
-        alert.resolve(command.resolution, command.context, automatic=automatic)
+        alert.resolve(command.resolution, command.context.stamped(self._clock()), automatic=automatic)
         return await self._save(alert, wait=not automatic)
 
     async def _existing(self, alert_id: str) -> Alert:

@@ -11,7 +11,6 @@ clock, so the time a device event occurred is the application's to give.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 
 from iot_platform.application.devices.commands import (
@@ -131,8 +130,7 @@ class DeviceCommandHandler:
         )
 
     def _now(self, context: EventContext) -> EventContext:
-        """The context with the time of the change: the caller's, else this handler's clock."""
-        return context if context.at is not None else replace(context, at=self._clock())
+        return context.stamped(self._clock())
 
     async def _retrying(self, device_id: str, decide: Callable[[Device], None]) -> CommandResult:
         for attempt in range(3):

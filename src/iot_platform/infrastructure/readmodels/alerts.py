@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from functools import singledispatchmethod
 from typing import Any
 
 from sqlalchemy import Row, Table, insert, select, update
@@ -29,6 +30,7 @@ from iot_platform.domain.alerts import (
 )
 from iot_platform.domain.devices import DeviceStatus
 from iot_platform.domain.errors import InvalidValue
+from iot_platform.domain.events import DomainEvent
 from iot_platform.infrastructure.persistence.database import reader
 from iot_platform.infrastructure.persistence.schema import (
     device_presence,
@@ -70,22 +72,32 @@ class AlertRulesProjection:
     stream_types = frozenset({"alert_rule"})
 
     async def apply(self, conn: AsyncConnection, recorded: RecordedEvent) -> None:
-        event, rule_id = recorded.event, recorded.aggregate_id
-        if isinstance(event, AlertRuleCreated):
-            await conn.execute(
-                insert(rm_alert_rules).values(
-                    rule_id=rule_id,
-                    deleted=False,
-                    version=recorded.version,
-                    created_at=event.occurred_at,
-                    updated_at=event.occurred_at,
-                    **_definition_columns(event.definition),
-                )
+        await self._on(recorded.event, conn, recorded)
+
+    @singledispatchmethod
+    async def _on(self, event: DomainEvent, conn: AsyncConnection, recorded: RecordedEvent) -> None:
+        """Events this read model does not show."""
+
+    @_on.register
+    async def _(self, event: AlertRuleCreated, conn: AsyncConnection, r: RecordedEvent) -> None:
+        await conn.execute(
+            insert(rm_alert_rules).values(
+                rule_id=r.aggregate_id,
+                deleted=False,
+                version=r.version,
+                created_at=event.occurred_at,
+                updated_at=event.occurred_at,
+                **_definition_columns(event.definition),
             )
-        elif isinstance(event, AlertRuleChanged):
-            await self._update(conn, recorded, **_definition_columns(event.definition))
-        elif isinstance(event, AlertRuleDeleted):
-            await self._update(conn, recorded, deleted=True)
+        )
+
+    @_on.register
+    async def _(self, event: AlertRuleChanged, conn: AsyncConnection, r: RecordedEvent) -> None:
+        await self._update(conn, r, **_definition_columns(event.definition))
+
+    @_on.register
+    async def _(self, event: AlertRuleDeleted, conn: AsyncConnection, r: RecordedEvent) -> None:
+        await self._update(conn, r, deleted=True)
 
     @staticmethod
     async def _update(conn: AsyncConnection, recorded: RecordedEvent, **values: Any) -> None:
@@ -102,39 +114,49 @@ class AlertsProjection:
     stream_types = frozenset({"alert"})
 
     async def apply(self, conn: AsyncConnection, recorded: RecordedEvent) -> None:
-        event, alert_id = recorded.event, recorded.aggregate_id
-        if isinstance(event, AlertRaised):
-            await conn.execute(
-                insert(rm_alerts).values(
-                    alert_id=alert_id,
-                    rule_id=event.rule_id,
-                    device_id=event.device_id,
-                    rule_name=event.rule_name,
-                    metric=event.metric,
-                    severity=event.severity.value,
-                    status=AlertStatus.RAISED.value,
-                    value=event.value,
-                    message=event.message,
-                    raised_at=event.raised_at,
-                    version=recorded.version,
-                )
+        await self._on(recorded.event, conn, recorded)
+
+    @singledispatchmethod
+    async def _on(self, event: DomainEvent, conn: AsyncConnection, recorded: RecordedEvent) -> None:
+        """Events this read model does not show."""
+
+    @_on.register
+    async def _(self, event: AlertRaised, conn: AsyncConnection, r: RecordedEvent) -> None:
+        await conn.execute(
+            insert(rm_alerts).values(
+                alert_id=r.aggregate_id,
+                rule_id=event.rule_id,
+                device_id=event.device_id,
+                rule_name=event.rule_name,
+                metric=event.metric,
+                severity=event.severity.value,
+                status=AlertStatus.RAISED.value,
+                value=event.value,
+                message=event.message,
+                raised_at=event.raised_at,
+                version=r.version,
             )
-        elif isinstance(event, AlertAcknowledged):
-            await self._update(
-                conn, recorded,
-                status=AlertStatus.ACKNOWLEDGED.value,
-                acknowledged_at=event.occurred_at,
-                acknowledged_by=event.by,
-                note=event.note,
-            )
-        elif isinstance(event, AlertResolved):
-            await self._update(
-                conn, recorded,
-                status=AlertStatus.RESOLVED.value,
-                resolved_at=event.occurred_at,
-                resolved_by=event.by,
-                resolution=event.resolution,
-            )
+        )
+
+    @_on.register
+    async def _(self, event: AlertAcknowledged, conn: AsyncConnection, r: RecordedEvent) -> None:
+        await self._update(
+            conn, r,
+            status=AlertStatus.ACKNOWLEDGED.value,
+            acknowledged_at=event.occurred_at,
+            acknowledged_by=event.by,
+            note=event.note,
+        )
+
+    @_on.register
+    async def _(self, event: AlertResolved, conn: AsyncConnection, r: RecordedEvent) -> None:
+        await self._update(
+            conn, r,
+            status=AlertStatus.RESOLVED.value,
+            resolved_at=event.occurred_at,
+            resolved_by=event.by,
+            resolution=event.resolution,
+        )
 
     @staticmethod
     async def _update(conn: AsyncConnection, recorded: RecordedEvent, **values: Any) -> None:

@@ -4,7 +4,7 @@
 Every device owns a few sensors whose values take a slow random walk around a resting level
 drawn per device (temperature, humidity, pressure, battery_level, co2, vibration), and publishes
 them every ``--interval`` seconds on ``devices/{device_id}/telemetry``, the topic contract of
-``../shared/DESIGN.md``. The flat payload is::
+docs/mqtt.md. The flat payload is::
 
     {"temperature": 23.51, "humidity": 45.2, "timestamp": "2024-01-01T12:00:00.123Z"}
 

@@ -1,4 +1,4 @@
-"""The MQTT topic contract on the device side (the README's MQTT section documents it), decoded into candidates.
+"""The MQTT topic contract on the device side (docs/mqtt.md documents it), decoded into candidates.
 
 - ``devices/{id}/telemetry``: flat ``{"temperature": 23.5, "timestamp": ...}`` or envelope
   ``{"message_id", "timestamp", "metrics": {...}, "tags": {...}}``, in JSON or CBOR.

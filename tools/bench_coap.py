@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import signal
@@ -101,9 +102,11 @@ class _Client(asyncio.DatagramProtocol):
         self.sent_at = 0.0
         self.datagram = b""
         self.retry: asyncio.TimerHandle | None = None
+        self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
         self._next()
 
     def _next(self) -> None:
@@ -120,7 +123,8 @@ class _Client(asyncio.DatagramProtocol):
         self._send()
 
     def _send(self) -> None:
-        self.transport.sendto(self.datagram)  # type: ignore[attr-defined]
+        assert self.transport is not None
+        self.transport.sendto(self.datagram)
         self.retry = asyncio.get_running_loop().call_later(2.0, self._resend)
 
     def _resend(self) -> None:
@@ -130,7 +134,8 @@ class _Client(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: object) -> None:
         mtype, code = (data[0] >> 4) & 0b11, data[1]
         if mtype == 0:  # a separate confirmable response: acknowledge it
-            self.transport.sendto(struct.pack("!BBH", 0x60, 0, struct.unpack("!H", data[2:4])[0]))  # type: ignore[attr-defined]
+            assert self.transport is not None
+            self.transport.sendto(struct.pack("!BBH", 0x60, 0, struct.unpack("!H", data[2:4])[0]))
         if code == 0:
             return  # an empty ACK: the answer follows
         token = data[4:4 + (data[0] & 0x0F)]
@@ -156,9 +161,8 @@ async def load(port: int, devices: list[str], clients: int, requests: int, tag: 
     for i in range(clients):
         done: asyncio.Future[None] = loop.create_future()
         share = requests // clients + (1 if i < requests % clients else 0)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda d=done, n=share, mine=devices[i::clients] or devices: _Client(f"{tag}{i}-", mine, n, result, d),
-            remote_addr=("127.0.0.1", port))
+        client = functools.partial(_Client, f"{tag}{i}-", devices[i::clients] or devices, share, result, done)
+        transport, _ = await loop.create_datagram_endpoint(client, remote_addr=("127.0.0.1", port))
         transports.append(transport)
         dones.append(done)
     await asyncio.gather(*dones)

@@ -50,9 +50,9 @@ devices use; ``tests/unit/test_lorawan_frames.py`` checks it against the indepen
 simulator ``tests/lorawan_sim.py``).
 Tables go to stdout, progress to stderr::
 
-    .venv/bin/python -m tools.bench_lorawan                      # 200 devices, 10,000 uplinks, 2 gateways
-    .venv/bin/python -m tools.bench_lorawan--gateways 1 --dedup-ms 0 --uplinks 5000
-    .venv/bin/python -m tools.bench_lorawan--env IOT_LORAWAN__GATEWAY_CACHE_SECONDS=100000
+    .venv/bin/python -m tools.bench_lorawan                       # 200 devices, 10,000 uplinks, 2 gateways
+    .venv/bin/python -m tools.bench_lorawan --gateways 1 --dedup-ms 0 --uplinks 5000
+    .venv/bin/python -m tools.bench_lorawan --env IOT_LORAWAN__GATEWAY_CACHE_SECONDS=100000
 """
 
 from __future__ import annotations

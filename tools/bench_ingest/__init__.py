@@ -76,13 +76,13 @@ cost under 30 % of the ingest rate.
 
 Run from the repository root, with the services up (``tools/services.sh start``)::
 
-    .venv/bin/python tools/bench_ingest.py                  # 10,000 devices, QoS 1 then 0
-    .venv/bin/python tools/bench_ingest.py --devices 1000 --messages 50000 --qos 1 --paced 0
-    .venv/bin/python tools/bench_ingest.py --store influxdb --devices 1000
-    .venv/bin/python tools/bench_ingest.py --platform-env IOT_MQTT__PROTOCOL=3.1.1
-    .venv/bin/python tools/bench_ingest.py --devices 100 --qos 1 --profile /tmp/platform.prof
-    .venv/bin/python tools/bench_ingest.py --qos '' --paced 0     # only the rules comparison
-    .venv/bin/python tools/bench_ingest.py --stream kafka         # in-process vs Kafka, 1 and 2 workers
+    .venv/bin/python -m tools.bench_ingest                  # 10,000 devices, QoS 1 then 0
+    .venv/bin/python -m tools.bench_ingest --devices 1000 --messages 50000 --qos 1 --paced 0
+    .venv/bin/python -m tools.bench_ingest --store influxdb --devices 1000
+    .venv/bin/python -m tools.bench_ingest --platform-env IOT_MQTT__PROTOCOL=3.1.1
+    .venv/bin/python -m tools.bench_ingest --devices 100 --qos 1 --profile /tmp/platform.prof
+    .venv/bin/python -m tools.bench_ingest --qos '' --paced 0     # only the rules comparison
+    .venv/bin/python -m tools.bench_ingest --stream kafka         # in-process vs Kafka, 1 and 2 workers
 
 Broker and InfluxDB come from ``IOT_TEST_MQTT_URL`` / ``IOT_TEST_INFLUX_*`` (else from
 ``tools/services.sh env``); ``--broker`` overrides the broker. ``--keep`` keeps the temp dir

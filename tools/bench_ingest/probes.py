@@ -12,7 +12,7 @@ from typing import Any
 
 from tools.bench_ingest.constants import ALERT_GIVE_UP, ALERT_INTERVAL, PROBE_GIVE_UP, PROBE_INTERVAL, PROBE_POLL
 from tools.bench_ingest.fleet import Fleet
-from tools.bench_ingest.publishers import _payload
+from tools.bench_ingest.publishers import reading_payload
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Prober:
                 ts_us = time.time_ns() // 1000
                 probe = Probe(time.monotonic())
                 await mqtt.publish(f"devices/{device}/telemetry",
-                                   _payload(f"{self.tag}probe-".encode(), seq, ts_us), qos=self.qos)
+                                   reading_payload(f"{self.tag}probe-".encode(), seq, ts_us), qos=self.qos)
                 seq += 1
                 self.sent += 1
                 self.samples.append(probe)

@@ -37,7 +37,7 @@ PAYLOAD = (
 )
 
 
-def _payload(tag: bytes, seq: int, ts_us: int) -> bytes:
+def reading_payload(tag: bytes, seq: int, ts_us: int) -> bytes:
     k = seq % 97
     return PAYLOAD % (tag, seq, ts_us, 20 + k / 10, 40 + k / 5, 1010 + k / 20, 100 - k / 10, 400 + k)
 
@@ -127,7 +127,7 @@ async def _publish_connection(
                     ts = last_us + 1
                 last_us = ts
                 topic = topics[sent % ndev]
-                payload = _payload(tag, sent, ts)
+                payload = reading_payload(tag, sent, ts)
                 if qos:
                     pid = struct.pack("!H", sent % 65535 + 1)
                     parts += (header, _varint(len(topic) + 2 + len(payload)), topic, pid, payload)

@@ -1,0 +1,48 @@
+"""The harness the e2e tests and the benchmarks share: its ports, figures and tables."""
+
+from __future__ import annotations
+
+import math
+import socket
+
+from tools.harness import fmt, free_port, free_udp_port, nearest_rank, parse_metrics, percentile, table
+
+
+def test_a_port_is_handed_out_once_and_is_bindable_and_below_the_ephemeral_range() -> None:
+    ports = [free_port() for _ in range(20)] + [free_udp_port() for _ in range(20)]
+    assert len(set(ports)) == len(ports)
+    assert all(12000 <= port <= 19999 for port in ports)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[0]))
+
+
+def test_metrics_text_becomes_series_and_values_skipping_comments_and_garbage() -> None:
+    text = '# HELP x\n# TYPE x counter\niot_sink_readings_total{sink="storage"} 42.0\nup 1\nbroken line nan-ish\n'
+    assert parse_metrics(text) == {'iot_sink_readings_total{sink="storage"}': 42.0, "up": 1.0}
+
+
+def test_percentile_interpolates_between_ranks_and_nearest_rank_returns_a_sample() -> None:
+    values = [4.0, 1.0, 3.0, 2.0]
+    assert percentile(values, 0.5) == 2.5
+    assert percentile(values, 1.0) == 4.0
+    assert math.isnan(percentile([], 0.5))
+    assert nearest_rank(values, 50) == 2.0
+    assert nearest_rank([float(v) for v in range(30)], 99) == 29.0
+
+
+def test_a_figure_that_could_not_be_measured_prints_as_a_dash() -> None:
+    assert fmt(12345.678) == "12,346"
+    assert fmt(1.5, 2) == "1.50"
+    assert fmt(math.nan) == "-"
+    assert fmt(None) == "-"
+
+
+def test_a_table_puts_labels_left_and_figures_right_in_a_box() -> None:
+    assert table(["phase", "msgs/s"], [["bare", "1,000"], ["platform", "12"]]).splitlines() == [
+        "+----------+--------+",
+        "| phase    | msgs/s |",
+        "+----------+--------+",
+        "| bare     |  1,000 |",
+        "| platform |     12 |",
+        "+----------+--------+",
+    ]

@@ -45,10 +45,23 @@ failed CI with ``address already in use``."""
 _handed_out: set[int] = set()
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A loopback port nobody holds now, never handed out twice by this process."""
+def port_band() -> tuple[int, int]:
+    """The ports this process may take. Under pytest-xdist each worker gets a slice of its own:
+    the workers are separate processes, so none of them knows what the others handed out."""
     low = int(_EPHEMERAL_RANGE.read_text().split()[0]) if _EPHEMERAL_RANGE.exists() else 32768
     first, last = _PORT_BAND[0], min(_PORT_BAND[1], low - 1)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if worker.startswith("gw") and worker[2:].isdigit() and count > 1:
+        size = (last - first + 1) // count
+        first += int(worker[2:]) % count * size
+        last = first + size - 1
+    return first, last
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A loopback port nobody holds now, never handed out twice by this process."""
+    first, last = port_band()
     for _ in range(200):
         port = random.randint(first, last)
         if port not in _handed_out and _bindable(port, kind):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import socket
 
-from tools.harness import fmt, free_port, free_udp_port, nearest_rank, parse_metrics, percentile, table
+import pytest
+
+from tools.harness import fmt, free_port, free_udp_port, nearest_rank, parse_metrics, percentile, port_band, table
 
 
 def test_a_port_is_handed_out_once_and_is_bindable_and_below_the_ephemeral_range() -> None:
@@ -14,6 +16,19 @@ def test_a_port_is_handed_out_once_and_is_bindable_and_below_the_ephemeral_range
     assert all(12000 <= port <= 19999 for port in ports)
     with socket.socket() as s:
         s.bind(("127.0.0.1", ports[0]))
+
+
+def test_each_xdist_worker_takes_its_ports_from_a_slice_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "4")
+    slices = []
+    for worker in ("gw0", "gw1", "gw2", "gw3"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        slices.append(port_band())
+    assert slices[0][0] == 12000
+    assert all(a[1] < b[0] for a, b in zip(slices, slices[1:]))
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw2")
+    first, last = slices[2]
+    assert all(first <= free_port() <= last for _ in range(10))
 
 
 def test_metrics_text_becomes_series_and_values_skipping_comments_and_garbage() -> None:

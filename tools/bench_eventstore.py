@@ -328,9 +328,9 @@ async def measure_appends(
 
     # 1. store appends of one event each, on one stream.
     async def append_single(evs: Sequence[DomainEvent], version: int) -> None:
-        for event in evs:
+        for domain_event in evs:
             version = (
-                await store.append(Device.stream_type, "bench-single", [event], version)
+                await store.append(Device.stream_type, "bench-single", [domain_event], version)
             ).version
 
     # 3b. raw 100-row executemany transactions.
@@ -379,8 +379,8 @@ async def measure_appends(
     ser_sample = batch_evs[: min(len(batch_evs), 5000)]
 
     async def serialize_only() -> None:
-        for event in ser_sample:
-            serializer.serialize(event)
+        for domain_event in ser_sample:
+            serializer.serialize(domain_event)
 
     serialize_rate = len(ser_sample) / await timed(serialize_only)
 

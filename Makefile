@@ -40,7 +40,7 @@ services-stop:
 
 bench: $(VENV)/.installed-dev
 	bash tools/services.sh start
-	eval "$$(bash tools/services.sh env)" && $(BIN)/python tools/bench_eventstore.py --backend all
+	eval "$$(bash tools/services.sh env)" && $(BIN)/python -m tools.bench_eventstore --backend all
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check

@@ -20,18 +20,18 @@ to check that every request was stored once. The platform gets a fresh admin API
 (``security.admin_api_key``), sent as ``Authorization: Bearer`` on every REST and /metrics
 request. Tables go to stdout, progress to stderr::
 
-    .venv/bin/python tools/bench_coap.py                       # 1,000 devices, 20,000 requests
-    .venv/bin/python tools/bench_coap.py --clients 16 --requests 5000
+    .venv/bin/python -m tools.bench_coap                       # 1,000 devices, 20,000 requests
+    .venv/bin/python -m tools.bench_coap --clients 16 --requests 5000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -39,13 +39,27 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import cbor2
 import httpx
 
-from bench_common import fmt, free_port, log, new_api_key, percentile, scrape, wait_ready
+from tools.harness import (
+    LOG_NAME,
+    clean_env,
+    fmt,
+    free_port,
+    free_udp_port,
+    log,
+    new_api_key,
+    percentile,
+    scrape,
+    serve,
+    stop,
+    table,
+    wait_ready,
+)
 
-BIN = Path(sys.executable).parent
 STORED = 'iot_sink_readings_total{sink="storage"}'
 
 
@@ -89,9 +103,10 @@ class _Client(asyncio.DatagramProtocol):
         self.sent_at = 0.0
         self.datagram = b""
         self.retry: asyncio.TimerHandle | None = None
+        self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.DatagramTransport, transport)  # what create_datagram_endpoint gives
         self._next()
 
     def _next(self) -> None:
@@ -108,7 +123,8 @@ class _Client(asyncio.DatagramProtocol):
         self._send()
 
     def _send(self) -> None:
-        self.transport.sendto(self.datagram)  # type: ignore[attr-defined]
+        assert self.transport is not None
+        self.transport.sendto(self.datagram)
         self.retry = asyncio.get_running_loop().call_later(2.0, self._resend)
 
     def _resend(self) -> None:
@@ -118,7 +134,8 @@ class _Client(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: object) -> None:
         mtype, code = (data[0] >> 4) & 0b11, data[1]
         if mtype == 0:  # a separate confirmable response: acknowledge it
-            self.transport.sendto(struct.pack("!BBH", 0x60, 0, struct.unpack("!H", data[2:4])[0]))  # type: ignore[attr-defined]
+            assert self.transport is not None
+            self.transport.sendto(struct.pack("!BBH", 0x60, 0, struct.unpack("!H", data[2:4])[0]))
         if code == 0:
             return  # an empty ACK: the answer follows
         token = data[4:4 + (data[0] & 0x0F)]
@@ -144,9 +161,8 @@ async def load(port: int, devices: list[str], clients: int, requests: int, tag: 
     for i in range(clients):
         done: asyncio.Future[None] = loop.create_future()
         share = requests // clients + (1 if i < requests % clients else 0)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda d=done, n=share, mine=devices[i::clients] or devices: _Client(f"{tag}{i}-", mine, n, result, d),
-            remote_addr=("127.0.0.1", port))
+        client = functools.partial(_Client, f"{tag}{i}-", devices[i::clients] or devices, share, result, done)
+        transport, _ = await loop.create_datagram_endpoint(client, remote_addr=("127.0.0.1", port))
         transports.append(transport)
         dones.append(done)
     await asyncio.gather(*dones)
@@ -176,7 +192,7 @@ async def main_async(args: argparse.Namespace) -> int:
     devices = [f"c{os.getpid() % 1000:03d}-{i:05d}" for i in range(args.devices)]
     rows: list[list[str]] = []
     # 1. the bare server
-    port = free_port(socket.SOCK_DGRAM)
+    port = free_udp_port()
     bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)], stdout=subprocess.PIPE, text=True)
     try:
         assert bare.stdout is not None and bare.stdout.readline().strip() == "ready"
@@ -190,21 +206,19 @@ async def main_async(args: argparse.Namespace) -> int:
                  fmt(percentile(b.latencies, 0.99), 1), str(b.errors or "-")])
     # 2. the platform
     workdir = Path(tempfile.mkdtemp(prefix="bench-coap-"))
-    http, coap = free_port(), free_port(socket.SOCK_DGRAM)
+    http, coap = free_port(), free_udp_port()
     api_key = new_api_key()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_") or k.startswith("IOT_TEST_")}
+    env = clean_env()
     env.update({"IOT_EVENTSTORE__URL": f"sqlite:///{workdir}/iot.db", "IOT_TIMESERIES__URL": f"sqlite:///{workdir}/ts.db",
                 "IOT_COAP__PORT": str(coap), "IOT_MQTT__BROKER_URL": f"mqtt://127.0.0.1:{free_port()}",
                 "IOT_LORAWAN__ENABLED": "false", "IOT_API__LOG_LEVEL": "warning",
                 "IOT_SECURITY__ADMIN_API_KEY": api_key})
-    with (workdir / "platform.log").open("ab") as out:
-        platform = subprocess.Popen([str(BIN / "iot-platform"), "serve", "--port", str(http)], cwd=workdir, env=env,
-                                    stdout=out, stderr=subprocess.STDOUT)
+    platform = serve(workdir, http, env)
     exit_code = 0
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http}", timeout=60,
                                      headers={"Authorization": f"Bearer {api_key}"}) as api:
-            await wait_ready(api, platform, workdir)
+            await wait_ready(api, platform, workdir / LOG_NAME)
             log(f"registering {len(devices):,} devices ...")
             pending = iter(devices)
 
@@ -230,23 +244,14 @@ async def main_async(args: argparse.Namespace) -> int:
         log(f"benchmark failed: {type(exc).__name__}: {exc}")
         return 1
     finally:
-        platform.send_signal(signal.SIGTERM)
-        platform.wait(timeout=60)
+        stop(platform, timeout=60)
     rate = len(p.latencies) / (p.ended - p.started)
     rows.append(["iot-platform serve", fmt(rate), fmt(rate / bare_rate, 2), fmt(percentile(p.latencies, 0.5), 1),
                  fmt(percentile(p.latencies, 0.99), 1), str(p.errors or "-")])
     print(f"\nbench_coap: {args.requests:,} confirmable CBOR POSTs (5 metrics) from {args.clients} stop-and-wait "
           f"clients over {len(devices):,} devices, loopback, {os.cpu_count()} CPUs; baseline = a bare aiocoap "
           "server in the same run")
-    headers = ["server", "requests/s", "vs bare", "p50 ms", "p99 ms", "errors"]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    print(line)
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
-    print(line)
-    for r in rows:
-        print("| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |")
-    print(line)
+    print(table(["server", "requests/s", "vs bare", "p50 ms", "p99 ms", "errors"], rows))
     print(f"  stored by the platform: {stored:,.0f} of {len(p.latencies):,} answered 2.01"
           + ("" if stored == len(p.latencies) else "  (MISMATCH)"))
     if stored != len(p.latencies):

@@ -34,8 +34,8 @@ tables dropped, upgrade to head) and dropped at the end. Point it only at a test
 Run (from the repository root)::
 
     eval "$(bash tools/services.sh env)"   # optional: exports IOT_TEST_POSTGRES_URL
-    .venv/bin/python tools/bench_eventstore.py --backend all
-    .venv/bin/python tools/bench_eventstore.py --backend sqlite --events 5000 --samples 50
+    .venv/bin/python -m tools.bench_eventstore --backend all
+    .venv/bin/python -m tools.bench_eventstore --backend sqlite --events 5000 --samples 50
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import math
 import os
 import shutil
 import statistics
@@ -74,6 +73,7 @@ from iot_platform.infrastructure.persistence import migrate
 from iot_platform.infrastructure.persistence.database import create_engine
 from iot_platform.infrastructure.persistence.schema import events as events_table
 from iot_platform.infrastructure.persistence.schema import metadata as platform_metadata
+from tools.harness import nearest_rank
 
 BATCH = 100  # events per append call / rows per raw executemany transaction
 SNAPSHOT_EVERY = 100
@@ -115,13 +115,6 @@ class BackendResult:
     batched_ratio: float
     snapshot_p99_ms: float
     notes: list[str]
-
-
-def percentile(samples: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (with 30 samples, p99 is the maximum)."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 # -- workload -------------------------------------------------------------------------------------
@@ -335,9 +328,9 @@ async def measure_appends(
 
     # 1. store appends of one event each, on one stream.
     async def append_single(evs: Sequence[DomainEvent], version: int) -> None:
-        for event in evs:
+        for domain_event in evs:
             version = (
-                await store.append(Device.stream_type, "bench-single", [event], version)
+                await store.append(Device.stream_type, "bench-single", [domain_event], version)
             ).version
 
     # 3b. raw 100-row executemany transactions.
@@ -386,8 +379,8 @@ async def measure_appends(
     ser_sample = batch_evs[: min(len(batch_evs), 5000)]
 
     async def serialize_only() -> None:
-        for event in ser_sample:
-            serializer.serialize(event)
+        for domain_event in ser_sample:
+            serializer.serialize(domain_event)
 
     serialize_rate = len(ser_sample) / await timed(serialize_only)
 
@@ -478,8 +471,8 @@ async def measure_rehydration(
 
     fetch_ms = await latencies_ms(fetch_rows_only, min(plain_samples, 10), warmup=1)
 
-    p50_plain, p99_plain = statistics.median(plain_ms), percentile(plain_ms, 99)
-    p50_snap, p99_snap = statistics.median(snap_ms), percentile(snap_ms, 99)
+    p50_plain, p99_plain = statistics.median(plain_ms), nearest_rank(plain_ms, 99)
+    p50_snap, p99_snap = statistics.median(snap_ms), nearest_rank(snap_ms, 99)
     over = sum(1 for v in snap_ms if v >= TARGET_SNAPSHOT_P99_MS)
     notes.append(
         f"snapshot loads: min {min(snap_ms):.2f} ms, max {max(snap_ms):.2f} ms, "

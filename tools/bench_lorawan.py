@@ -50,9 +50,9 @@ devices use; ``tests/unit/test_lorawan_frames.py`` checks it against the indepen
 simulator ``tests/lorawan_sim.py``).
 Tables go to stdout, progress to stderr::
 
-    .venv/bin/python tools/bench_lorawan.py                       # 200 devices, 10,000 uplinks, 2 gateways
-    .venv/bin/python tools/bench_lorawan.py --gateways 1 --dedup-ms 0 --uplinks 5000
-    .venv/bin/python tools/bench_lorawan.py --env IOT_LORAWAN__GATEWAY_CACHE_SECONDS=100000
+    .venv/bin/python -m tools.bench_lorawan                       # 200 devices, 10,000 uplinks, 2 gateways
+    .venv/bin/python -m tools.bench_lorawan --gateways 1 --dedup-ms 0 --uplinks 5000
+    .venv/bin/python -m tools.bench_lorawan --env IOT_LORAWAN__GATEWAY_CACHE_SECONDS=100000
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ import math
 import os
 import random
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -79,16 +78,28 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
-
-from bench_common import fmt, free_port, log, new_api_key, percentile, scrape, wait_ready
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
 from iot_platform.domain.lorawan.counters import CounterVerdict, counter_candidates
 from iot_platform.infrastructure.protocols.lorawan import phy
 from iot_platform.infrastructure.protocols.lorawan.codecs import cayenne_lpp
+from tools import harness
+from tools.harness import (
+    LOG_NAME,
+    clean_env,
+    fmt,
+    free_port,
+    free_udp_port,
+    log,
+    new_api_key,
+    percentile,
+    scrape,
+    serve,
+    stop,
+    wait_ready,
+)
 
-BIN = Path(sys.executable).parent
 ACCEPTED = 'iot_readings_accepted_total{protocol="lorawan"}'
 FRAMES = "iot_lorawan_frames_total{outcome="
 PACKETS = "iot_lorawan_gateway_packets_total{kind="
@@ -152,14 +163,7 @@ def next_uplinks(devices: list[Device], count: int) -> list[tuple[Device, int, b
 
 def table(title: str, headers: list[str], rows: list[list[str]]) -> None:
     print(f"\n{title}")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    print(line)
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
-    print(line)
-    for r in rows:
-        print("| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |")
-    print(line)
+    print(harness.table(headers, rows))
 
 
 # -- 1. the codec in process -----------------------------------------------------------------------
@@ -589,10 +593,10 @@ class Follower:
 
 
 async def start_platform(workdir: Path, args: argparse.Namespace
-                         ) -> tuple[subprocess.Popen[bytes], int, int, dict[str, str]]:
+                         ) -> tuple[subprocess.Popen[str], int, int, dict[str, str]]:
     """The platform process, its HTTP and LoRaWAN ports, and the headers an admin sends."""
-    http, lorawan = free_port(), free_port(socket.SOCK_DGRAM)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_") or k.startswith("IOT_TEST_")}
+    http, lorawan = free_port(), free_udp_port()
+    env = clean_env()
     env.update({"IOT_EVENTSTORE__URL": f"sqlite:///{workdir}/iot.db", "IOT_TIMESERIES__URL": f"sqlite:///{workdir}/ts.db",
                 "IOT_MQTT__BROKER_URL": f"mqtt://127.0.0.1:{free_port()}", "IOT_COAP__ENABLED": "false",
                 "IOT_LORAWAN__PORT": str(lorawan), "IOT_LORAWAN__DEDUPLICATION_MS": str(args.dedup_ms),
@@ -600,9 +604,7 @@ async def start_platform(workdir: Path, args: argparse.Namespace
     for setting in args.env:
         key, _, value = setting.partition("=")
         env[key] = value
-    with (workdir / "platform.log").open("ab") as out:
-        platform = subprocess.Popen([str(BIN / "iot-platform"), "serve", "--port", str(http)], cwd=workdir, env=env,
-                                    stdout=out, stderr=subprocess.STDOUT)
+    platform = serve(workdir, http, env)
     return platform, http, lorawan, {"Authorization": f"Bearer {env['IOT_SECURITY__ADMIN_API_KEY']}"}
 
 
@@ -621,7 +623,7 @@ async def main_async(args: argparse.Namespace) -> int:
     devices = make_devices(args.devices, run)
     probes = devices[:max(1, min(args.probes, len(devices)))]
     # 2. the bare server, on its own copies of the devices (the counters do not matter to it)
-    port = free_port(socket.SOCK_DGRAM)
+    port = free_udp_port()
     bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)], stdout=subprocess.PIPE, text=True)
     try:
         assert bare.stdout is not None and bare.stdout.readline().strip() == "ready"
@@ -643,7 +645,7 @@ async def main_async(args: argparse.Namespace) -> int:
     o: SendResult | None = None
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http}", timeout=60, headers=headers) as api:
-            await wait_ready(api, platform, workdir)
+            await wait_ready(api, platform, workdir / LOG_NAME)
             for i, eui in enumerate(euis):
                 response = await api.post("/api/lorawan/gateways", json={"gateway_eui": eui, "name": f"gw{i}"})
                 if response.status_code != 201:
@@ -710,11 +712,7 @@ async def main_async(args: argparse.Namespace) -> int:
         log(f"benchmark failed: {type(exc).__name__}: {exc} (platform log: {workdir}/platform.log)")
         return 1
     finally:
-        platform.send_signal(signal.SIGTERM)
-        try:
-            platform.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            platform.kill()
+        stop(platform, timeout=60)
 
     # -- tables
     cpus = os.cpu_count()

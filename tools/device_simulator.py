@@ -40,21 +40,21 @@ could not be reached at all; 2 for bad arguments; 130 when forced to quit.
 Examples (from the repository root)::
 
     # the seed document's run: 1,000 temperature/humidity sensors, every 30 s, for an hour
-    .venv/bin/python tools/device-simulator.py --device-count 1000 \\
+    .venv/bin/python -m tools.device_simulator --device-count 1000 \\
         --sensor-types temperature,humidity --interval 30 --duration 3600
 
     # a quick look at the payloads on the local services harness
     mosquitto_sub -h 127.0.0.1 -p 21883 -t 'devices/#' -v -C 20 &
-    .venv/bin/python tools/device-simulator.py --broker mqtt://127.0.0.1:21883 \\
+    .venv/bin/python -m tools.device_simulator --broker mqtt://127.0.0.1:21883 \\
         --device-count 5 --interval 0.5 --duration 3
 
     # CBOR envelopes, devices registered through the REST API first, status topics, repeatable
     export IOT_API_KEY=iotk_...    # see "REST API key" below
-    .venv/bin/python tools/device-simulator.py --format cbor --envelope --status --seed 7 \\
+    .venv/bin/python -m tools.device_simulator --format cbor --envelope --status --seed 7 \\
         --register-url http://127.0.0.1:8000 --sensor-types co2,battery_level
 
     # load: 10,000 devices, one reading every 2 s each (5,000 msgs/s), 50 connections, TLS
-    .venv/bin/python tools/device-simulator.py --broker mqtts://broker.example:8883 \\
+    .venv/bin/python -m tools.device_simulator --broker mqtts://broker.example:8883 \\
         --ca-file ca.crt --device-count 10000 --interval 2 --clients 50 --duration 300
 
 REST API key: ``--register-url`` calls the platform's REST API, which wants
@@ -259,7 +259,7 @@ def positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="device-simulator.py",
+        prog="python -m tools.device_simulator",
         description="Simulate a fleet of devices publishing telemetry over MQTT.",
         epilog=f"sensor types: {', '.join(SENSORS)}",
     )

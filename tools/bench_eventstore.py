@@ -58,10 +58,11 @@ from typing import Any
 from sqlalchemy import Column, MetaData, Table, event, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from iot_platform.application.clock import utcnow
 from iot_platform.application.repository import EventSourcedRepository
 from iot_platform.domain.aggregate import Snapshot
 from iot_platform.domain.devices.device import Device
-from iot_platform.domain.events import DomainEvent, utcnow
+from iot_platform.domain.events import DomainEvent
 from iot_platform.infrastructure.eventstore.serialization import (
     EventSerializer,
     build_event_serializer,

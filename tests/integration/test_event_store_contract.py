@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -20,13 +21,15 @@ from iot_platform.infrastructure.persistence.schema import events, metadata, out
 
 pytestmark = pytest.mark.asyncio
 
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
 
 def registered(device_id: str) -> DeviceRegistered:
-    return DeviceRegistered(aggregate_id=device_id, name=device_id, device_type="th", protocol=Protocol.MQTT)
+    return DeviceRegistered(aggregate_id=device_id, occurred_at=AT, name=device_id, device_type="th", protocol=Protocol.MQTT)
 
 
 def renamed(device_id: str, name: str) -> DeviceRenamed:
-    return DeviceRenamed(aggregate_id=device_id, name=name)
+    return DeviceRenamed(aggregate_id=device_id, occurred_at=AT, name=name)
 
 
 @pytest.fixture

@@ -57,10 +57,11 @@ from typing import Any
 from sqlalchemy import Column, MetaData, Table, event, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from iot_platform.application.clock import utcnow
 from iot_platform.application.repository import EventSourcedRepository
-from iot_platform.domain.aggregate import Snapshot
+from iot_platform.domain.aggregate import EventContext, Snapshot
 from iot_platform.domain.devices.device import Device
-from iot_platform.domain.events import DomainEvent, utcnow
+from iot_platform.domain.events import DomainEvent
 from iot_platform.infrastructure.eventstore.serialization import (
     EventSerializer,
     build_event_serializer,
@@ -127,7 +128,8 @@ def device_events(
     changes (one DeviceTagsChanged each). Returns the aggregate, its events and, if asked, the
     snapshot of its state at version ``snapshot_at``."""
     device = Device(aggregate_id)
-    device.register(name="bench device", device_type="th")
+    context = EventContext(at=utcnow())
+    device.register(name="bench device", device_type="th", context=context)
     snapshot = None
     i = 0
     while device.version < total:
@@ -135,15 +137,15 @@ def device_events(
             snapshot = device.snapshot()
         i += 1
         if device.version == 1:
-            device.provision(credential_type="psk", credential_fingerprint="ab" * 16)
+            device.provision(credential_type="psk", credential_fingerprint="ab" * 16, context=context)
         elif device.version == 2:
-            device.activate()
+            device.activate(context)
         elif i == total // 2:
-            device.suspend(reason="bench")
+            device.suspend(reason="bench", context=context)
         elif i == total // 2 + 1:
-            device.resume()
+            device.resume(context)
         else:
-            device.update(tags={"n": str(i), "site": "bench"})
+            device.update(tags={"n": str(i), "site": "bench"}, context=context)
     if device.version == snapshot_at:
         snapshot = device.snapshot()
     pending = list(device.pending_events)
@@ -155,9 +157,10 @@ def device_events(
 def tag_events(aggregate_id: str, count: int) -> tuple[DomainEvent, list[DomainEvent]]:
     """A DeviceRegistered event and ``count`` DeviceTagsChanged events after it."""
     device = Device(aggregate_id)
-    device.register(name=None, device_type="th")
+    context = EventContext(at=utcnow())
+    device.register(name=None, device_type="th", context=context)
     for i in range(count):
-        device.update(tags={"n": str(i)})
+        device.update(tags={"n": str(i)}, context=context)
     pending = list(device.pending_events)
     return pending[0], pending[1:]
 

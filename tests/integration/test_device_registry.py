@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from iot_platform.application.clock import utcnow
 from iot_platform.application.devices.commands import (
     DecommissionDevice,
     RegisterDevice,
@@ -20,18 +21,17 @@ from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.devices.queries import DeviceSearch, InvalidCursor, Near
 from iot_platform.application.ports import RecordedEvent
 from iot_platform.application.repository import EventSourcedRepository
+from iot_platform.application.telemetry.model import Reading
 from iot_platform.domain.devices import Device, DeviceMetadata, DeviceStatus, Location
-from iot_platform.domain.events import utcnow
 from iot_platform.infrastructure.eventstore.serialization import build_event_serializer
 from iot_platform.infrastructure.eventstore.sqlalchemy_store import SqlAlchemyEventStore
 from iot_platform.infrastructure.persistence.schema import rm_device_tags, rm_devices
 from iot_platform.infrastructure.projections.runner import ProjectionRunner
-from iot_platform.application.telemetry.model import Reading
-from iot_platform.infrastructure.readmodels.device_state import SqlDeviceState
 from iot_platform.infrastructure.readmodels.device_registry import (
     DeviceRegistryProjection,
     SqlDeviceRegistry,
 )
+from iot_platform.infrastructure.readmodels.device_state import SqlDeviceState
 
 pytestmark = pytest.mark.asyncio
 

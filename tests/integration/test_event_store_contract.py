@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iot_platform.application.errors import ConcurrencyError
 from iot_platform.application.repository import EventSourcedRepository
+from iot_platform.domain.aggregate import EventContext
 from iot_platform.domain.devices import Device, DeviceRegistered, DeviceRenamed, Protocol
 from iot_platform.infrastructure.eventstore.serialization import build_event_serializer
 from iot_platform.infrastructure.eventstore.sqlalchemy_store import SqlAlchemyEventStore
@@ -20,13 +22,16 @@ from iot_platform.infrastructure.persistence.schema import events, metadata, out
 
 pytestmark = pytest.mark.asyncio
 
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+NOW = EventContext(at=AT)
+
 
 def registered(device_id: str) -> DeviceRegistered:
-    return DeviceRegistered(aggregate_id=device_id, name=device_id, device_type="th", protocol=Protocol.MQTT)
+    return DeviceRegistered(aggregate_id=device_id, occurred_at=AT, name=device_id, device_type="th", protocol=Protocol.MQTT)
 
 
 def renamed(device_id: str, name: str) -> DeviceRenamed:
-    return DeviceRenamed(aggregate_id=device_id, name=name)
+    return DeviceRenamed(aggregate_id=device_id, occurred_at=AT, name=name)
 
 
 @pytest.fixture
@@ -129,11 +134,11 @@ async def test_read_all_pages_through_the_global_order(store: SqlAlchemyEventSto
 async def test_snapshot_plus_tail_rehydrates_identically(store: SqlAlchemyEventStore) -> None:
     with_snapshots = EventSourcedRepository(store, Device, snapshot_every=10)
     device = await with_snapshots.load("sensor-001")
-    device.register(name=None, device_type="th")
+    device.register(name=None, device_type="th", context=NOW)
     await with_snapshots.save(device)
     for i in range(34):
         device = await with_snapshots.load("sensor-001")
-        device.update(tags={"i": str(i)}, name=f"n{i}")
+        device.update(tags={"i": str(i)}, name=f"n{i}", context=NOW)
         await with_snapshots.save(device)
     snapshot = await store.latest_snapshot("device", "sensor-001")
     # Each save adds two events; the one that crossed version 60 took the snapshot, at 61.

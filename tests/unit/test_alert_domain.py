@@ -30,7 +30,9 @@ HOT = RuleDefinition(
     condition=Condition("temperature", Operator.GT, 30.0),
     severity=Severity.CRITICAL,
 )
-ALICE = EventContext(actor="alice")
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+ALICE = EventContext(actor="alice", at=AT)
+NOW = EventContext(at=AT)
 
 
 def names(aggregate: AlertRule | Alert) -> list[str]:
@@ -48,14 +50,14 @@ def test_a_created_rule_can_be_changed_and_deleted_and_then_nothing_more() -> No
     assert names(rule) == ["AlertRuleCreated", "AlertRuleChanged", "AlertRuleDeleted"]
     assert all(e.actor == "alice" for e in rule.pending_events)
     with pytest.raises(InvalidTransition):
-        rule.change(HOT)
+        rule.change(HOT, NOW)
     with pytest.raises(AlreadyExists):
-        rule.create(HOT)
+        rule.create(HOT, NOW)
 
 
 def test_a_rule_rehydrates_from_its_events_and_from_a_snapshot() -> None:
     rule = AlertRule("r1")
-    rule.create(HOT)
+    rule.create(HOT, NOW)
     again = AlertRule.rehydrate("r1", rule.pending_events)
     assert again.definition == HOT and again.exists
     restored = AlertRule.rehydrate("r1", [], rule.snapshot())
@@ -107,7 +109,7 @@ def raised(alert_id: str = "a1") -> Alert:
     alert = Alert(alert_id)
     alert.raise_(rule_id="r1", rule_name="hot", device_id="sensor-1", metric="temperature",
                  severity=Severity.CRITICAL, value=35.0, message="hot",
-                 raised_at=datetime(2026, 1, 1, tzinfo=UTC))
+                 raised_at=AT, context=NOW)
     return alert
 
 
@@ -122,7 +124,7 @@ def test_an_alert_is_raised_acknowledged_then_resolved() -> None:
 
 def test_an_alert_may_be_resolved_without_acknowledgement_but_not_twice() -> None:
     alert = raised()
-    alert.resolve(None, EventContext("rule-engine"), automatic=True)
+    alert.resolve(None, EventContext("rule-engine", at=AT), automatic=True)
     with pytest.raises(InvalidTransition):
         alert.resolve(None, ALICE)
     with pytest.raises(InvalidTransition):
@@ -136,7 +138,7 @@ def test_an_acknowledged_alert_cannot_be_acknowledged_again_nor_raised_twice() -
         alert.acknowledge(None, ALICE)
     with pytest.raises(AlreadyExists):
         alert.raise_(rule_id="r1", rule_name="hot", device_id="d", metric="m",
-                     severity=Severity.INFO, value=None, message="", raised_at=datetime.now(UTC))
+                     severity=Severity.INFO, value=None, message="", raised_at=AT, context=NOW)
 
 
 # -- judging readings ---------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from iot_platform.application.repository import EventSourcedRepository
 from iot_platform.domain.alerts import AlertRule, RuleDefinition
 from iot_platform.domain.alerts.events import AlertRuleChanged
 from iot_platform.domain.commands import DeviceCommand
+from iot_platform.domain.commands.events import CommandIssued
 from iot_platform.domain.devices import DeviceMetadata, Location
 from iot_platform.domain.errors import InvalidValue
-from iot_platform.domain.commands.events import CommandIssued
 from iot_platform.infrastructure.eventstore.serialization import EventNotStorable, build_event_serializer
 from iot_platform.presentation.rest.schemas.alerts import RuleCreate, RuleUpdate
 from iot_platform.presentation.rest.schemas.devices import DeviceUpdate
@@ -127,15 +127,16 @@ def test_command_parameters_nested_past_the_limit_or_with_nan_are_refused() -> N
 def test_the_serializer_refuses_an_event_that_would_not_read_back() -> None:
     """The last guard: whatever the domain misses costs one refused request, not the store."""
     serializer = build_event_serializer()
-    unreadable = AlertRuleChanged(aggregate_id="r", definition=RuleDefinition.__new__(RuleDefinition))
+    from datetime import UTC, datetime
+
+    unreadable = AlertRuleChanged(aggregate_id="r", occurred_at=datetime.now(UTC),
+                                  definition=RuleDefinition.__new__(RuleDefinition))
     object.__setattr__(unreadable.definition, "__dict__", {**RULE.__dict__, "enabled": None})
     with pytest.raises(EventNotStorable) as refused:
         serializer.serialize(unreadable)
     assert refused.value.field == "enabled"
-    from datetime import UTC, datetime
-
-    nan = CommandIssued(aggregate_id="c", device_id="d", command="x", parameters={"v": math.nan},
-                        ttl_seconds=1, expires_at=datetime.now(UTC))
+    nan = CommandIssued(aggregate_id="c", occurred_at=datetime.now(UTC), device_id="d", command="x",
+                        parameters={"v": math.nan}, ttl_seconds=1, expires_at=datetime.now(UTC))
     with pytest.raises(EventNotStorable):
         serializer.serialize(nan)
 
@@ -147,12 +148,12 @@ def test_alert_notes_that_a_read_model_could_not_hold_are_refused() -> None:
 
     alert = Alert("a")
     alert.raise_(rule_id="r", rule_name="n", device_id="d", metric="t", severity=Severity.INFO, value=1.0,
-                 message="m", raised_at=datetime_now(), context=EventContext())
+                 message="m", raised_at=datetime_now(), context=EventContext(at=datetime_now()))
     with pytest.raises(InvalidValue) as refused:
-        alert.acknowledge("a\x00b", EventContext())
+        alert.acknowledge("a\x00b", EventContext(at=datetime_now()))
     assert refused.value.field == "note"
     with pytest.raises(InvalidValue) as refused:
-        alert.resolve("\x00", EventContext())
+        alert.resolve("\x00", EventContext(at=datetime_now()))
     assert refused.value.field == "resolution"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 
@@ -23,11 +24,14 @@ from iot_platform.infrastructure.eventstore.serialization import (
     build_event_serializer,
 )
 
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
 
 def test_every_device_event_round_trips_through_json() -> None:
     serializer = build_event_serializer()
     registered = DeviceRegistered(
         aggregate_id="sensor-001",
+        occurred_at=AT,
         name="Lobby",
         device_type="th",
         protocol=Protocol.COAP,
@@ -35,7 +39,7 @@ def test_every_device_event_round_trips_through_json() -> None:
         location=Location(37.7, -122.4, 10.0, "SF"),
         metadata=DeviceMetadata(manufacturer="ACME", extra={"batch": 7}),
     )
-    suspended = DeviceSuspended(aggregate_id="sensor-001", previous_status=DeviceStatus.PROVISIONED)
+    suspended = DeviceSuspended(aggregate_id="sensor-001", occurred_at=AT, previous_status=DeviceStatus.PROVISIONED)
     for event in (registered, suspended):
         data = serializer.serialize(event)
         assert serializer.deserialize(event.event_type(), event.schema_version, data) == event

@@ -63,11 +63,15 @@ class Aggregate:
 
     def _meta(self, context: EventContext, now: datetime | None = None) -> dict[str, Any]:
         """The fields every event of this aggregate carries: its id, who caused it, under which
-        correlation id, and when (``now`` if given, else the context's time)."""
-        meta: dict[str, Any] = {"aggregate_id": self.id, "actor": context.actor}
+        correlation id, and when (``now`` if given, else the context's time; one of them must be
+        set, since the domain reads no clock)."""
         occurred_at = now if now is not None else context.at
-        if occurred_at is not None:
-            meta["occurred_at"] = occurred_at
+        if occurred_at is None:
+            raise ValueError(
+                f"{type(self).__name__} {self.id}: an event needs a time; stamp the context "
+                "with the application's clock"
+            )
+        meta: dict[str, Any] = {"aggregate_id": self.id, "actor": context.actor, "occurred_at": occurred_at}
         if context.correlation_id:
             meta["correlation_id"] = context.correlation_id
         return meta

@@ -3,19 +3,16 @@
 Events are immutable facts named in the past tense. Each class carries a schema version so that
 stored events written by an older release can be upcast when read (see the event registry in
 infrastructure). Fields are keyword-only so that subclasses may add required fields after the
-base's defaulted metadata.
+base's defaulted metadata. ``occurred_at`` has no default: the time comes from whoever causes the
+event (the application's clock, or the stored row), so the domain reads no clock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import ClassVar
 from uuid import uuid4
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,7 +20,7 @@ class DomainEvent:
     schema_version: ClassVar[int] = 1
 
     aggregate_id: str
-    occurred_at: datetime = field(default_factory=utcnow)
+    occurred_at: datetime
     actor: str = "system"
     correlation_id: str = field(default_factory=lambda: uuid4().hex)
 

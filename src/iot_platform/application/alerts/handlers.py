@@ -21,6 +21,7 @@ from iot_platform.application.alerts.commands import (
     ResolveAlert,
 )
 from iot_platform.application.alerts.notices import AlertNotice
+from iot_platform.application.clock import utcnow
 from iot_platform.application.devices.commands import CommandResult
 from iot_platform.application.errors import NotFound
 from iot_platform.application.ports import ReadModelSync
@@ -39,7 +40,6 @@ from iot_platform.domain.alerts import (
     Severity,
 )
 from iot_platform.domain.errors import InvalidValue
-from iot_platform.domain.events import utcnow
 
 RuleListener = Callable[[str, RuleDefinition | None, int], None]
 """(rule id, its definition or None once deleted, the version that saved it)"""

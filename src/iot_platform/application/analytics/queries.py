@@ -28,11 +28,11 @@ from iot_platform.application.analytics.statistics import (
     robust_spread,
     summarize,
 )
+from iot_platform.application.clock import utcnow
 from iot_platform.application.errors import NotFound
 from iot_platform.application.telemetry.model import RawQuery
 from iot_platform.application.telemetry.ports import TimeSeriesStore
 from iot_platform.application.telemetry.queries import InvalidQuery, check_range
-from iot_platform.domain.events import utcnow
 
 
 @dataclass(frozen=True)

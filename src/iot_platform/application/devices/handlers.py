@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from iot_platform.application.clock import utcnow
 from iot_platform.application.devices.commands import (
     ActivateDevice,
     CommandResult,
@@ -32,7 +33,6 @@ from iot_platform.application.ports import ReadModelSync
 from iot_platform.application.repository import EventSourcedRepository
 from iot_platform.domain.aggregate import EventContext
 from iot_platform.domain.devices import Device
-from iot_platform.domain.events import utcnow
 
 
 class DeviceCommandHandler:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import replace
 
+from iot_platform.application.clock import utcnow
 from iot_platform.application.devices.commands import CommandResult, RegisterDevice
 from iot_platform.application.devices.handlers import DeviceCommandHandler
 from iot_platform.application.lorawan.ports import (
@@ -18,7 +19,6 @@ from iot_platform.application.lorawan.ports import (
     SessionTaken,
 )
 from iot_platform.domain.errors import AlreadyExists, InvalidValue
-from iot_platform.domain.events import utcnow
 from iot_platform.domain.lorawan import Activation, validate_eui
 
 _KEY_BYTES = 16

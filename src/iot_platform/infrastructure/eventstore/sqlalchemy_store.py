@@ -21,10 +21,11 @@ from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from iot_platform.application.clock import utcnow
 from iot_platform.application.errors import ConcurrencyError
 from iot_platform.application.ports import AppendResult, RecordedEvent, UnreadableEvent
 from iot_platform.domain.aggregate import Snapshot
-from iot_platform.domain.events import DomainEvent, utcnow
+from iot_platform.domain.events import DomainEvent
 from iot_platform.infrastructure.eventstore.serialization import EventSerializer
 from iot_platform.infrastructure.persistence.database import reader
 from iot_platform.infrastructure.persistence.schema import (

@@ -30,8 +30,8 @@ from sqlalchemy import Table, and_, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from iot_platform.application.clock import utcnow
 from iot_platform.application.ports import EventStore, RecordedEvent, UnreadableEvent
-from iot_platform.domain.events import utcnow
 from iot_platform.infrastructure.persistence.database import reader
 from iot_platform.infrastructure.persistence.schema import projection_checkpoints, projection_failures
 

@@ -24,7 +24,7 @@ from aiocoap.credentials import CredentialsMap
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from iot_platform.domain.events import utcnow
+from iot_platform.application.clock import utcnow
 from iot_platform.infrastructure.persistence.database import reader
 from iot_platform.infrastructure.persistence.schema import coap_oscore_contexts
 from iot_platform.infrastructure.secrets import SecretBox

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from iot_platform.application.clock import utcnow
 from iot_platform.application.devices.queries import (
     MAX_PAGE,
     DevicePage,
@@ -46,7 +47,7 @@ from iot_platform.domain.devices import (
     DeviceTagsChanged,
     Location,
 )
-from iot_platform.domain.events import DomainEvent, utcnow
+from iot_platform.domain.events import DomainEvent
 from iot_platform.infrastructure.persistence.database import reader
 from iot_platform.infrastructure.persistence.schema import device_presence, rm_device_tags, rm_devices
 

@@ -19,8 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from iot_platform.application.clock import utcnow
 from iot_platform.application.telemetry.model import MetricValue, Reading
-from iot_platform.domain.events import utcnow
 from iot_platform.infrastructure.persistence.database import reader
 from iot_platform.infrastructure.persistence.schema import device_presence
 

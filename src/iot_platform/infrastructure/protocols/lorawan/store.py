@@ -11,6 +11,7 @@ from sqlalchemy import delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from iot_platform.application.clock import utcnow
 from iot_platform.application.lorawan.ports import (
     DevNonceUsed,
     Gateway,
@@ -18,7 +19,6 @@ from iot_platform.application.lorawan.ports import (
     RootKeys,
     SessionTaken,
 )
-from iot_platform.domain.events import utcnow
 from iot_platform.domain.lorawan import Activation
 from iot_platform.infrastructure.persistence.database import reader
 from iot_platform.infrastructure.persistence.schema import (

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.e2e.platform_process import RunningPlatform, free_udp_port, running_platform
-from tests.e2e.test_device_api import assert_unprocessable
+from tests.api.test_device_api import assert_unprocessable
 from tests.e2e.test_telemetry import eventually, mosquitto_pub, readings
 from tests.lorawan_sim import EndDevice, Gateway
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.e2e.platform_process import RunningPlatform
-from tests.e2e.test_device_api import assert_unprocessable
+from tests.api.test_device_api import assert_unprocessable
 from tests.e2e.test_telemetry import register
 
 pytestmark = pytest.mark.e2e

@@ -120,7 +120,50 @@ def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_database_url: 
 
 
 @pytest.fixture
+def web(platform: InProcessPlatform) -> Iterator[httpx.Client]:
+    """The app at its root, with no credentials."""
+    with platform.client() as client:
+        yield client
+
+
+@pytest.fixture
 def api(platform: InProcessPlatform) -> Iterator[httpx.Client]:
     """The REST API as the admin, at ``/api``."""
     with platform.client(platform.headers, "/api") as client:
         yield client
+
+
+async def status_of(app: FastAPI, method: str, path: str, credential: str | None) -> int:
+    """The status an ASGI call answers with; the call is abandoned once it is known (so the SSE
+    streams and long polls end at once). A ``{}`` JSON body goes with every method."""
+    started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    body_sent = False
+    headers = [(b"content-type", b"application/json"), (b"host", b"testserver")]
+    if credential is not None:
+        headers.append((b"authorization", f"Bearer {credential}".encode()))
+    raw_path, _, query = path.partition("?")
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": raw_path, "raw_path": raw_path.encode(), "query_string": query.encode(),
+             "root_path": "", "headers": headers, "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+
+    async def receive() -> dict[str, Any]:
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+        await asyncio.shield(started)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and not started.done():
+            started.set_result(message["status"])
+
+    call = asyncio.create_task(app(scope, receive, send))
+    try:
+        await asyncio.wait({call, started}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():
+            call.result()  # raised before answering: show why
+        return started.result()
+    finally:
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)

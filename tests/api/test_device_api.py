@@ -11,6 +11,7 @@ import httpx
 
 from tests.api.conftest import InProcessPlatform
 
+
 def register(api: httpx.Client, device_id: str, **fields: Any) -> httpx.Response:
     body = {"device_id": device_id, "device_type": "th", **fields}
     return api.post("/devices", json=body)

@@ -53,14 +53,12 @@ def test_a_csr_becomes_a_certificate_that_openssl_verifies_against_the_served_ch
     assert "BEGIN" not in str(history)  # no certificate or key material in events
 
 
-
 def test_bad_csrs_are_422_naming_the_csr(platform: InProcessPlatform, api: httpx.Client, tmp_path: Path) -> None:
     register(api, "sensor-1")
     assert_unprocessable(api.put("/devices/sensor-1/provision", json={"csr": make_csr(tmp_path, "other", "sensor-2")}), "csr")
     assert_unprocessable(api.put("/devices/sensor-1/provision", json={"csr": "-----BEGIN CERTIFICATE REQUEST-----\nnope"}), "csr")
     assert api.get("/devices/sensor-1").json()["status"] == "registered"
     assert api.put("/devices/ghost/provision", json={}).status_code == 404
-
 
 
 def test_renewal_overlap_revocation_crl_and_decommissioning(platform: InProcessPlatform, api: httpx.Client, tmp_path: Path) -> None:
@@ -93,7 +91,6 @@ def test_renewal_overlap_revocation_crl_and_decommissioning(platform: InProcessP
     (tmp_path / "written.pem").write_bytes(written)
     assert openssl("verify", "-crl_check", "-CRLfile", "written.pem", "-CAfile", "chain.pem", "b.crt",
                    cwd=tmp_path).returncode != 0
-
 
 
 def test_a_factory_claim_is_exchanged_once_per_device_within_its_uses(

@@ -39,6 +39,7 @@ def test_a_user_gets_a_bearer_token_with_curl_and_the_events_name_them(platform:
     wrong = httpx.post(f"{platform.base_url}/api/auth/token", data={"username": "alice", "password": "nope"})
     assert wrong.status_code == 401
 
+
 def token_with_curl(platform: RunningPlatform, username: str, password: str) -> str:
     done = subprocess.run(["curl", "-s", "-d", f"username={username}", "-d", f"password={password}",
                            f"{platform.base_url}/api/auth/token"], capture_output=True, text=True, check=True, timeout=30)

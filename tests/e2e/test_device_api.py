@@ -7,8 +7,6 @@ import json
 import subprocess
 from typing import Any
 
-import httpx
-
 from tests.e2e.platform_process import ADMIN_KEY, RunningPlatform
 
 SENSOR = {

@@ -1,7 +1,7 @@
 """Every REST route against every kind of credential, in process (ASGI, no sockets).
 
-The expected permission of each route is the table of ``tests/e2e/test_access.py`` (which
-drives the API-key roles over a real server); this matrix extends it to every credential the
+The expected permission of each route is the table of ``tests/api/test_access.py`` (which
+drives the API-key roles); this matrix extends it to every credential the
 platform knows: none, an API key and a user's bearer token for each role, a device's own
 credentials bound to ``d1`` (its API key, and the token a device-role user bound to ``d1``
 carries), and a claim's enrollment token. Routes are enumerated from ``app.routes``, so a
@@ -14,7 +14,6 @@ credential on another device's route, 403; otherwise anything but 401, 403 and 5
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,9 +28,9 @@ from starlette.routing import Mount, WebSocketRoute
 
 from iot_platform.application.access.model import ROLE_PERMISSIONS, Principal
 from iot_platform.bootstrap import Platform
-from tests.api.conftest import app_in
+from tests.api.conftest import app_in, status_of
+from tests.api.test_access import CLAIM_TOKEN, GRANTS, ROUTES, allowed
 from tests.e2e.platform_process import ADMIN_KEY
-from tests.e2e.test_access import CLAIM_TOKEN, GRANTS, ROUTES, allowed
 
 EXTRA_ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/health"): None,
@@ -58,42 +57,6 @@ async def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
         yield built
     finally:
         await platform.stop()
-
-
-async def status_of(app: FastAPI, method: str, path: str, credential: str | None) -> int:
-    """The status an ASGI call answers with; the call is abandoned once it is known (so the SSE
-    streams and long polls end at once). A ``{}`` JSON body goes with every method."""
-    started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    body_sent = False
-    headers = [(b"content-type", b"application/json"), (b"host", b"testserver")]
-    if credential is not None:
-        headers.append((b"authorization", f"Bearer {credential}".encode()))
-    raw_path, _, query = path.partition("?")
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-             "scheme": "http", "path": raw_path, "raw_path": raw_path.encode(), "query_string": query.encode(),
-             "root_path": "", "headers": headers, "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
-
-    async def receive() -> dict[str, Any]:
-        nonlocal body_sent
-        if not body_sent:
-            body_sent = True
-            return {"type": "http.request", "body": b"{}", "more_body": False}
-        await asyncio.shield(started)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start" and not started.done():
-            started.set_result(message["status"])
-
-    call = asyncio.create_task(app(scope, receive, send))
-    try:
-        await asyncio.wait({call, started}, return_when=asyncio.FIRST_COMPLETED)
-        if not started.done():
-            call.result()  # raised before answering: show why
-        return started.result()
-    finally:
-        call.cancel()
-        await asyncio.gather(call, return_exceptions=True)
 
 
 def concrete(path: str, device: str) -> str:

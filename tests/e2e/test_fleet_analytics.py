@@ -232,10 +232,6 @@ def check_device_anomalies(api: httpx.Client, device_id: str, max_readings: int)
                                  params={"metric": "temp", "from": "yesterday"}), "from")
 
 
-def test_device_anomalies_on_the_embedded_store(api: httpx.Client) -> None:
-    check_device_anomalies(api, "th-1", max_readings=10_000)
-
-
 @dataclass
 class InfluxDatabase:
     """A database of one test's own on the harness's InfluxDB."""

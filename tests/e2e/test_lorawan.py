@@ -25,7 +25,6 @@ import httpx
 import pytest
 
 from tests.e2e.platform_process import RunningPlatform, free_udp_port, running_platform
-from tests.e2e.test_device_api import assert_unprocessable
 from tests.e2e.test_telemetry import eventually, mosquitto_pub, readings
 from tests.lorawan_sim import EndDevice, Gateway
 
@@ -319,28 +318,6 @@ def test_the_raw_codec_stores_hex_and_keys_are_sealed_at_rest(
     if e2e_database_url.startswith("sqlite"):
         stored = b"".join(p.read_bytes() for p in Path(e2e_database_url.removeprefix("sqlite:///")).parent.glob("iot.db*"))
         assert bytes.fromhex(NWK) not in stored and NWK.encode() not in stored and APP.encode() not in stored
-
-
-def test_bad_lorawan_registrations_name_the_field(platform: RunningPlatform, api: httpx.Client) -> None:
-    def register(**lorawan: Any) -> httpx.Response:
-        return api.post("/devices", json={"device_id": "lw-x", "device_type": "t", "protocol": "lorawan",
-                                          "lorawan": {"dev_eui": "0000000000000001", **lorawan}})
-
-    assert_unprocessable(register(activation="abp", dev_addr="01020304", app_s_key=APP), "lorawan.nwk_s_key")
-    assert_unprocessable(register(activation="abp", app_s_key=APP, nwk_s_key=NWK), "lorawan.dev_addr")
-    assert_unprocessable(register(activation="otaa", join_eui="0000000000000002"), "lorawan.app_key")
-    assert_unprocessable(register(activation="otaa", app_key=APP_KEY, join_eui="0000000000000002",
-                                  codec="nope"), "lorawan.codec")
-    assert_unprocessable(register(activation="abp", dev_addr="0102", app_s_key=APP, nwk_s_key=NWK),
-                         "lorawan.dev_addr")
-    assert api.get("/devices/lw-x").status_code == 404
-    abp(api, "lw-1", 1)
-    taken = api.post("/devices", json={"device_id": "lw-2", "device_type": "t", "protocol": "lorawan",
-                                       "lorawan": {"dev_eui": f"{1:016x}", "activation": "otaa",
-                                                   "join_eui": "0000000000000002", "app_key": APP_KEY}})
-    assert taken.status_code == 409, taken.text
-    assert api.get("/devices/lw-2").status_code == 404
-    assert api.post("/lorawan/gateways", json={"gateway_eui": "xyz"}).status_code == 422
 
 
 def test_chirpstack_uplinks_published_with_mosquitto_pub_are_stored(tmp_path: Path, e2e_database_url: str) -> None:

@@ -29,8 +29,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.test_access import new_key
 from tests.e2e.platform_process import BIN, RunningPlatform, free_port, platform_env, running_platform
-from tests.e2e.test_access import new_key, token_with_curl
+from tests.e2e.test_access import token_with_curl
 from tests.e2e.test_telemetry import eventually, readings, register
 
 pytestmark = pytest.mark.e2e

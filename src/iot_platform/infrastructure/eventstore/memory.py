@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from iot_platform.application.errors import ConcurrencyError
 from iot_platform.application.ports import AppendResult, RecordedEvent
 from iot_platform.domain.aggregate import Snapshot
-from iot_platform.domain.events import DomainEvent, utcnow
+from iot_platform.application.clock import utcnow
+from iot_platform.domain.events import DomainEvent
 
 
 class InMemoryEventStore:

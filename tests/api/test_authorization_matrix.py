@@ -27,7 +27,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import Mount, WebSocketRoute
 
 from iot_platform.application.access.model import ROLE_PERMISSIONS, Principal
-from iot_platform.bootstrap import Platform
+from iot_platform.composition import Platform
 from tests.api.conftest import app_in, status_of
 from tests.api.test_access import CLAIM_TOKEN, GRANTS, ROUTES, allowed
 from tests.e2e.platform_process import ADMIN_KEY

@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from iot_platform.application.devices.commands import RegisterDevice
-from iot_platform.bootstrap import Platform, build_platform
+from iot_platform.composition import Platform, build_platform
 from iot_platform.config import Settings
 from tests.conftest import require_service
 

@@ -35,7 +35,7 @@ def test_the_domain_imports_only_the_standard_library_and_itself() -> None:
 
 
 @pytest.mark.parametrize("forbidden", ["iot_platform.infrastructure", "iot_platform.presentation",
-                                       "iot_platform.bootstrap", "sqlalchemy", "fastapi", "pydantic"])
+                                       "iot_platform.composition", "sqlalchemy", "fastapi", "pydantic"])
 def test_the_application_layer_knows_no_adapter(forbidden: str) -> None:
     for module, names in imports_of("application").items():
         assert not any(n == forbidden or n.startswith(forbidden + ".") for n in names), module

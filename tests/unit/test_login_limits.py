@@ -120,13 +120,13 @@ async def test_concurrent_guesses_cannot_all_slip_past_the_budget() -> None:
 async def test_mqtt_passwords_share_the_client_s_budget_of_failed_credentials() -> None:
     """The embedded broker checks a device's password through the same budget as REST, so the
     broker is no faster a way to guess keys."""
-    from iot_platform.bootstrap import _device_of
+    from iot_platform.composition.broker import device_of
 
     clock = FakeClock()
     limits = AccessLimits(credential_failures_per_client=TokenBuckets(per_second=0.01, burst=2, clock=clock))
     access = access_with(FakeHasher(), limits)
     _, key = await access.create_key("d1", ("device",), "test", device_id="d1")
-    device_for = _device_of(access)
+    device_for = device_of(access)
     # Given a client whose guesses have spent its budget
     assert await device_for("iotk_guess_1", "10.0.0.9") is None
     assert await device_for("iotk_guess_2", "10.0.0.9") is None

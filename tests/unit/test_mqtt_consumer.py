@@ -21,7 +21,7 @@ import pytest
 
 from iot_platform.application.telemetry.ingestion import IngestTelemetry
 from iot_platform.application.telemetry.model import Reading
-from iot_platform.bootstrap import _supervised
+from iot_platform.composition.runtime import supervised
 from iot_platform.config import MqttSettings
 from iot_platform.domain.devices import DeviceStatus
 from iot_platform.infrastructure.observability import PlatformMetrics
@@ -202,7 +202,7 @@ async def test_the_supervisor_restarts_a_consumer_that_died_and_counts_it(caplog
         await forever.wait()
 
     with caplog.at_level(logging.ERROR):
-        task = asyncio.create_task(_supervised("MQTT consumer", work, metrics.mqtt_consumer_restarts.labels, 0.01, 0.1))
+        task = asyncio.create_task(supervised("MQTT consumer", work, metrics.mqtt_consumer_restarts.labels, 0.01, 0.1))
         await until(lambda: len(runs) == 2)
     assert metrics.registry.get_sample_value("iot_mqtt_consumer_restarts_total", {"reason": "RuntimeError"}) == 1
     assert [r.getMessage() for r in caplog.records] == ["MQTT consumer died (RuntimeError: boom); restarting in 0.0s"]

@@ -114,7 +114,7 @@ class Clock:
 
 
 class Platform:
-    """The alerting use cases wired as bootstrap wires them, over one fake store."""
+    """The alerting use cases wired as the composition root wires them, over one fake store."""
 
     def __init__(self, store: InMemoryEventStore | None = None, *, clock: Clock | None = None,
                  directory: Directory | None = None, presence: Iterable[DevicePresence] = (),

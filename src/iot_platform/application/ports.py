@@ -5,7 +5,7 @@ Adapters: ``SqlAlchemyEventStore`` (SQLite and PostgreSQL); the unit tests' in-m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -107,4 +107,16 @@ class DomainEventPublisher(Protocol):
 
     async def publish(self, events: Sequence[RecordedEvent]) -> None:
         """Returns once the broker has acknowledged every event; raises if it could not."""
+        ...
+
+
+class PlatformEventStore(EventStore, Outbox, Protocol):
+    """The event store a running platform stands on: besides the log and its outbox, it wakes
+    in-process readers (projections, the relay) as soon as it appends, rather than at their
+    next poll, and answers the readiness probe."""
+
+    def on_append(self, listener: Callable[[int], None]) -> None: ...
+
+    async def check(self) -> None:
+        """Raises unless the store answers."""
         ...

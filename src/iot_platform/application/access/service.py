@@ -102,6 +102,20 @@ class AccessService:
             raise ValueError(f"key {parts[0]} was revoked or has expired; choose a new key")
         return False
 
+    async def ensure_admin(self, configured_key: str, announce: Callable[[str], None]) -> None:
+        """First-run setup of access: the configured admin key exists; or, on a first start
+        without one, a new admin key is made and shown once through ``announce``, so a new user
+        can call the API at once. Raises ``RuntimeError`` naming the setting if the configured
+        key cannot be used, since the operator would otherwise believe it works."""
+        if configured_key:
+            try:
+                await self.ensure_key(configured_key, "admin (security.admin_api_key)", ("admin",))
+            except ValueError as exc:
+                raise RuntimeError(f"security.admin_api_key: {exc}") from None
+        elif not await self.any_keys():
+            _, key = await self.create_key("initial admin", ("admin",), "first start")
+            announce(f"Admin API key: {key}")
+
     async def any_keys(self) -> bool:
         return await self._keys.count() > 0
 

@@ -1,4 +1,5 @@
-"""Who may use the embedded broker, and which topics: amqtt plugins.
+"""Who may use the embedded broker (amqtt auth plugins), and which topics (``topic_allowed``,
+which the broker asks itself).
 
 Every client is one of three identities:
 
@@ -11,7 +12,7 @@ Every client is one of three identities:
   REST for that device (``DeviceCredentialAuth``), or, under mutual TLS, a certificate from
   the device CA that the CRL does not list, its CN being the device id
   (``DeviceCertificateAuth``). A device is confined to ``devices/<id>/...`` and
-  ``sensors/<id>/...`` (``DeviceTopics``, the ACL the Mosquitto listener applies with
+  ``sensors/<id>/...`` (``topic_allowed``, the ACL the Mosquitto listener applies with
   ``pattern readwrite devices/%u/#``), without wildcards: it cannot read another device's
   commands, publish its readings, acknowledge its commands or mark it offline, nor leave a
   last will on another device's topic;
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from amqtt.contexts import Action
-from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -111,7 +112,7 @@ def topic_allowed(identity: str | None, topic: str, action: Action | str, *, ano
 
 
 def _will_allowed(session: Session, identity: str | None, anonymous: bool) -> bool:
-    """A last will is published by the broker on the client's behalf, past the topic plugins:
+    """A last will is published by the broker on the client's behalf, past the topic ACL:
     it is checked at connection, as Mosquitto does."""
     if not session.will_flag or session.will_topic is None:
         return True
@@ -175,18 +176,3 @@ class DeviceCertificateAuth(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is u
                                  "its last will names a topic it may not publish to")
         session.username = identity
         return True
-
-
-class DeviceTopics(BaseTopicPlugin):  # type: ignore[misc]
-    @dataclass
-    class Config:
-        service_identity: str = SERVICE_IDENTITY
-        anonymous: bool = False
-        """Whether anonymous clients were admitted (only the plain listener, only on loopback)."""
-
-    async def topic_filtering(self, *, session: Session | None = None, topic: str | None = None,
-                              action: Action | None = None) -> bool | None:
-        if session is None or topic is None or action is None:
-            return False
-        return topic_allowed(session.username, topic, action, anonymous=self.config.anonymous,
-                             service_identity=self.config.service_identity)

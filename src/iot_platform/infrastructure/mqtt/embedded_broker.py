@@ -155,11 +155,10 @@ class EmbeddedBroker:
         under ``mutual_tls`` a client certificate is the only way in."""
         listener: dict[str, Any] = {"type": "tcp", "bind": f"{host}:{port}"}
         access = access or BrokerAccess()
-        topics = "iot_platform.infrastructure.mqtt.broker_security.DeviceTopics"
-        # Only what is needed: no $SYS publisher, no per-packet logging on the hot path.
+        # Only what is needed: no $SYS publisher, no per-packet logging on the hot path. No
+        # topic plugin either: ``_Broker._topic_filtering`` asks the ACL itself.
         plugins: dict[str, Any] = {
             "iot_platform.infrastructure.mqtt.broker_security.DeviceCredentialAuth": {"access": access},
-            topics: {"anonymous": access.allow_anonymous},
         }
         if mutual_tls is not None:
             listener.update(ssl=True, cafile=mutual_tls.ca_file, certfile=mutual_tls.cert_file,
@@ -167,7 +166,6 @@ class EmbeddedBroker:
             plugins = {
                 "iot_platform.infrastructure.mqtt.broker_security.DeviceCertificateAuth": {
                     "crl_file": mutual_tls.crl_file, "access": access},
-                topics: {},
             }
         self._config: dict[str, Any] = {"listeners": {"default": listener}, "plugins": plugins}
         self._key_password = mutual_tls.key_password if mutual_tls else None

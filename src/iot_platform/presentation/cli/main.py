@@ -18,7 +18,7 @@ from iot_platform.infrastructure.files import private_by_default
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from iot_platform.bootstrap import Platform
+    from iot_platform.composition import Platform
 
 T = TypeVar("T")
 
@@ -142,7 +142,7 @@ def _with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]
 
 def _with_platform(settings: Settings, work: Callable[[Platform], Awaitable[T]]) -> T:
     """Runs ``work`` on a migrated platform whose projections do not run by themselves."""
-    from iot_platform.bootstrap import build_platform
+    from iot_platform.composition import build_platform
 
     async def main() -> T:
         platform = build_platform(settings)
@@ -260,7 +260,7 @@ def worker(ctx: click.Context, roles: tuple[str, ...], metrics_port: int | None)
 
     from prometheus_client import start_http_server
 
-    from iot_platform.bootstrap import build_platform
+    from iot_platform.composition import build_platform
 
     settings = _settings(ctx)
     _needs_kafka(settings, "worker")

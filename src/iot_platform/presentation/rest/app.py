@@ -10,7 +10,7 @@ from uuid import uuid4
 from fastapi import FastAPI, Request, Response
 from prometheus_client import make_asgi_app
 
-from iot_platform.bootstrap import Platform, build_platform
+from iot_platform.composition import Platform, build_platform
 from iot_platform.config import WORKER_ROLES, Settings
 from iot_platform.presentation.rest.errors import install_error_handlers
 from iot_platform.presentation.rest.security import ProtectedMetrics

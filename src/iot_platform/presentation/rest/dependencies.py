@@ -7,7 +7,7 @@ from uuid import uuid4
 
 from fastapi import Depends, Header, Request
 
-from iot_platform.bootstrap import Platform
+from iot_platform.composition import Platform
 from iot_platform.domain.aggregate import EventContext
 from iot_platform.presentation.rest.errors import FieldError
 from iot_platform.presentation.rest.security import Principal

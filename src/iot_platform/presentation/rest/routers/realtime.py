@@ -12,7 +12,7 @@ from sse_starlette import EventSourceResponse
 
 from iot_platform.application.errors import NotFound
 from iot_platform.application.realtime import AlertFilter, Subscription
-from iot_platform.bootstrap import Platform
+from iot_platform.composition import Platform
 from iot_platform.domain.alerts import Severity
 from iot_platform.presentation.rest.dependencies import PlatformDep
 from iot_platform.presentation.rest.routers.alerts import sse

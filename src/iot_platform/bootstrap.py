@@ -73,7 +73,7 @@ from iot_platform.infrastructure.mqtt.broker_security import BrokerAccess
 from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker, MutualTls
 from iot_platform.infrastructure.mqtt.publisher import MqttPublisher
 from iot_platform.infrastructure.observability import PlatformMetrics
-from iot_platform.infrastructure.payloads import PayloadLimits
+from iot_platform.presentation.payloads import PayloadLimits
 from iot_platform.infrastructure.persistence import migrate
 from iot_platform.infrastructure.persistence.database import create_engine
 from iot_platform.infrastructure.projections.kafka_feed import KafkaProjectionFeed
@@ -105,10 +105,10 @@ from iot_platform.infrastructure.streaming.kafka_telemetry import (
 )
 from iot_platform.infrastructure.timeseries.influx import InfluxTimeSeriesStore
 from iot_platform.infrastructure.timeseries.sqlite import SqliteTimeSeriesStore
-from iot_platform.infrastructure.protocols.lorawan.chirpstack import ChirpStackUplinks
-from iot_platform.infrastructure.protocols.lorawan.codecs import codec_names
-from iot_platform.infrastructure.protocols.lorawan.listener import LoRaWANListener
-from iot_platform.infrastructure.protocols.lorawan.network_server import NetworkServer
+from iot_platform.presentation.lorawan.chirpstack import ChirpStackUplinks
+from iot_platform.presentation.lorawan.codecs import codec_names
+from iot_platform.presentation.lorawan.listener import LoRaWANListener
+from iot_platform.presentation.lorawan.network_server import NetworkServer
 from iot_platform.infrastructure.protocols.lorawan.store import SqlGateways, SqlLoRaWANDevices
 from iot_platform.infrastructure.access.store import SqlApiKeys, SqlUsers
 from iot_platform.infrastructure.access.passwords import ScryptPasswords

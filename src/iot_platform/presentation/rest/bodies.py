@@ -3,7 +3,7 @@
 FastAPI parses bodies with the standard library's ``json``, which has no depth limit: a body
 nested 1,000 levels deep raised ``RecursionError`` inside it (a 400 that named nothing, at a
 depth that depended on the stack). A route of ``BoundedJsonRoute`` first reads its body with
-``infrastructure.payloads.decode_json`` (pydantic-core, bounded) and answers 422 naming
+``presentation.payloads.decode_json`` (pydantic-core, bounded) and answers 422 naming
 ``body`` when it is nested deeper than ``telemetry.max_nesting_depth`` (plus the two levels of
 an event in a batch envelope), or is not JSON at all (FastAPI answered 422 for most malformed
 JSON but 400 naming nothing for an integer of over 4,300 digits), counting it as a rejected
@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from iot_platform.infrastructure.payloads import PayloadLimits, PayloadRejected, decode_json
+from iot_platform.presentation.payloads import PayloadLimits, PayloadRejected, decode_json
 from iot_platform.presentation.rest.errors import FieldError
 
 ENVELOPE_LEVELS = 2

@@ -46,6 +46,7 @@ from iot_platform.application.lorawan.registration import LoRaWANRegistrar
 from iot_platform.application.outbox import OutboxRelay
 from iot_platform.application.realtime import LiveFeed
 from iot_platform.application.repository import EventSourcedRepository
+from iot_platform.application.services import Services
 from iot_platform.application.telemetry.ingestion import IngestionLimits, IngestTelemetry
 from iot_platform.application.telemetry.ports import TimeSeriesStore
 from iot_platform.application.telemetry.queries import TelemetryQueries
@@ -908,3 +909,42 @@ def _telemetry(
     # The latest state is not what acknowledges a device, so it batches longer (fewer upserts).
     telemetry.add_sink("state", state, replace(storage, durable=False, flush_interval=0.5))
     return telemetry
+
+
+def services_from(platform: Platform) -> Services:
+    """What presentation may reach of a built platform: use cases and ports, never adapters."""
+    from prometheus_client import make_asgi_app
+
+    from iot_platform.application.services import (
+        AccessServices,
+        AlertServices,
+        CommandServices,
+        DeviceServices,
+        LoRaWANServices,
+        ProvisioningServices,
+        Readiness,
+        TelemetryServices,
+    )
+
+    telemetry, alerting, commands, lorawan = platform.telemetry, platform.alerting, platform.commands, platform.lorawan
+    return Services(
+        devices=DeviceServices(commands=platform.devices, registry=platform.registry, events=platform.store,
+                               encoder=platform.serializer),
+        provisioning=ProvisioningServices(oscore=platform.oscore, certificates=platform.certificates,
+                                          issued=platform.pki_store, claims=platform.claims,
+                                          claim_records=platform.claim_store),
+        telemetry=TelemetryServices(ingest=telemetry.ingest, queries=telemetry.queries, latest=telemetry.state),
+        alerts=AlertServices(rules=alerting.rules, alerts=alerting.alerts, views=alerting.read_model),
+        commands=CommandServices(handler=commands.handler, delivery=commands.delivery, status=commands.status,
+                                 views=commands.queries),
+        access=AccessServices(service=platform.access, keys=platform.access_keys),
+        pki=platform.pki,
+        lorawan=LoRaWANServices(registrar=lorawan.registrar, sessions=lorawan.sessions, gateways=lorawan.gateways,
+                                forget_gateway=lorawan.forget_gateway),
+        analytics=platform.analytics,
+        feed=platform.feed,
+        readiness=Readiness(probes={"eventstore": platform.store.check, "timeseries": telemetry.store.check},
+                            projections=platform.projections, mqtt=telemetry.mqtt),
+        metrics=platform.metrics,
+        metrics_endpoint=make_asgi_app(platform.metrics.registry),
+    )

@@ -82,8 +82,8 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
 from iot_platform.domain.lorawan.counters import CounterVerdict, counter_candidates
-from iot_platform.infrastructure.protocols.lorawan import phy
-from iot_platform.infrastructure.protocols.lorawan.codecs import cayenne_lpp
+from iot_platform.presentation.lorawan import phy
+from iot_platform.presentation.lorawan.codecs import cayenne_lpp
 from tools import harness
 from tools.harness import (
     LOG_NAME,

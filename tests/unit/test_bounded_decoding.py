@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iot_platform.application.telemetry.model import Candidate, Rejection
-from iot_platform.infrastructure.payloads import (
+from iot_platform.presentation.payloads import (
     PayloadLimits,
     PayloadRejected,
     check_shape,

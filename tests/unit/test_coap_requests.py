@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from iot_platform.application.access.model import Principal
 from iot_platform.application.telemetry.model import Candidate, Outcome, Rejection, Status
 from iot_platform.config import Settings, anonymous_coap, is_loopback
-from iot_platform.infrastructure.log_limits import OncePerIntervalFilter
-from iot_platform.infrastructure.payloads import PayloadLimits
+from iot_platform.presentation.log_limits import OncePerIntervalFilter
+from iot_platform.presentation.payloads import PayloadLimits
 from iot_platform.presentation.coap.server import DeviceAccess, _Telemetry
 
 DEEP_JSON = b'{"x":' + b"[" * 1000 + b"]" * 1000 + b"}"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from iot_platform.domain.lorawan import MAX_FCNT_GAP, CounterVerdict, counter_candidates
-from iot_platform.infrastructure.protocols.lorawan import phy
-from iot_platform.infrastructure.protocols.lorawan.codecs import UndecodablePayload, cayenne_lpp, raw
+from iot_platform.presentation.lorawan import phy
+from iot_platform.presentation.lorawan.codecs import UndecodablePayload, cayenne_lpp, raw
 from tests.lorawan_sim import EndDevice
 
 NWK = bytes.fromhex("44024241ed4ce9a68c6a8bc055233fd3")

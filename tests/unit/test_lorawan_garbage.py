@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iot_platform.infrastructure.log_limits import OncePerInterval
-from iot_platform.infrastructure.protocols.lorawan import phy
-from iot_platform.infrastructure.protocols.lorawan.codecs import UndecodablePayload, cayenne_lpp
-from iot_platform.infrastructure.protocols.lorawan.gwmp import (
+from iot_platform.presentation.log_limits import OncePerInterval
+from iot_platform.presentation.lorawan import phy
+from iot_platform.presentation.lorawan.codecs import UndecodablePayload, cayenne_lpp
+from iot_platform.presentation.lorawan.gwmp import (
     GatewayServer,
     Ident,
     MalformedPacket,

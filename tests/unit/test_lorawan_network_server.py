@@ -20,8 +20,8 @@ from iot_platform.application.telemetry.model import Candidate, Outcome, Status
 from iot_platform.config import LorawanSettings
 from iot_platform.domain.devices import Device, DeviceJoined, Protocol
 from iot_platform.domain.lorawan import Activation, LoRaWANProfile
-from iot_platform.infrastructure.protocols.lorawan.gwmp import RxInfo
-from iot_platform.infrastructure.protocols.lorawan.network_server import NetworkServer
+from iot_platform.presentation.lorawan.gwmp import RxInfo
+from iot_platform.presentation.lorawan.network_server import NetworkServer
 from tests.lorawan_sim import EndDevice
 from tests.unit.fakes import InMemoryEventStore
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from iot_platform.domain.aggregate import Snapshot
 from iot_platform.domain.events import DomainEvent
@@ -119,4 +119,32 @@ class PlatformEventStore(EventStore, Outbox, Protocol):
 
     async def check(self) -> None:
         """Raises unless the store answers."""
+        ...
+
+
+class EventEncoder(Protocol):
+    """Turns a domain event into the JSON object a device's history shows."""
+
+    def to_jsonable(self, event: DomainEvent) -> dict[str, Any]: ...
+
+
+class StalledProjection(Protocol):
+    """A projection stopped just before ``position``, at an event it could not apply."""
+
+    @property
+    def projection(self) -> str: ...
+
+    @property
+    def position(self) -> int: ...
+
+    @property
+    def event_type(self) -> str: ...
+
+    @property
+    def error(self) -> str: ...
+
+
+class ProjectionHealth(Protocol):
+    async def stalled(self) -> Sequence[StalledProjection]:
+        """Every stalled projection, whichever process runs it."""
         ...

@@ -10,6 +10,7 @@
 - ``runtime``: start and stop order, periodic jobs, stream consumers, first-run setup; tasks
   are kept by their ``Job``.
 - ``platform``: ``Platform`` and ``build_platform(settings, adapters=None)``.
+- ``services``: ``services_from(platform)``, the use cases and ports presentation is given.
 
 A new capability gets its own area module here, named for it, wired into ``build_platform``:
 firmware (images and OTA updates) in ``firmware``, rollout campaigns in ``campaigns``, edge
@@ -19,5 +20,6 @@ there. Only the REST app factory and the CLI import this package.
 
 from iot_platform.composition.adapters import Adapters, adapters_from
 from iot_platform.composition.platform import Platform, build_platform
+from iot_platform.composition.services import services_from
 
-__all__ = ["Adapters", "Platform", "adapters_from", "build_platform"]
+__all__ = ["Adapters", "Platform", "adapters_from", "build_platform", "services_from"]

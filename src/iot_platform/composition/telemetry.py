@@ -30,8 +30,8 @@ from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker, Mut
 from iot_platform.infrastructure.mqtt.tls import ServiceIdentity, tls_parameters
 from iot_platform.infrastructure.observability import PlatformMetrics
 from iot_platform.infrastructure.ingestion_rate import InProcessIngestionRate
-from iot_platform.infrastructure.payloads import PayloadLimits
-from iot_platform.infrastructure.protocols.lorawan.chirpstack import ChirpStackUplinks
+from iot_platform.presentation.payloads import PayloadLimits
+from iot_platform.presentation.lorawan.chirpstack import ChirpStackUplinks
 from iot_platform.infrastructure.protocols.oscore import OscoreContexts
 from iot_platform.infrastructure.readmodels.device_directory import CachedDeviceDirectory
 from iot_platform.infrastructure.readmodels.device_state import SqlDeviceState

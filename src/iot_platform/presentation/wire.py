@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from iot_platform.application.telemetry.model import NS_PER_SECOND, Rejection
-from iot_platform.infrastructure.payloads import (
+from iot_platform.presentation.payloads import (
     DEFAULT_LIMITS,
     PayloadLimits,
     PayloadRejected,

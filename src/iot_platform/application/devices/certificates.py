@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 from iot_platform.application.devices.commands import RecordCertificate, RevokeCertificate
 from iot_platform.application.devices.handlers import DeviceCommandHandler
@@ -125,3 +128,38 @@ class CertificateProvisioning:
             await self.revoke(known.device_id, known.serial, "superseded", _SYSTEM)
             retired += 1
         return retired
+
+
+class CertificateRecord(KnownCertificate, Protocol):
+    """One certificate issued to a device, as the API lists it."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def not_after(self) -> datetime: ...
+
+    @property
+    def issued_at(self) -> datetime: ...
+
+    @property
+    def superseded_at(self) -> datetime | None: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+
+class CertificateListing(Protocol):
+    async def for_device(self, device_id: str) -> Sequence[CertificateRecord]:
+        """Every certificate issued to the device, revoked and superseded ones included."""
+        ...
+
+
+class CertificatePublication(Protocol):
+    """What the authority publishes to anyone: its chain and its revocation list."""
+
+    def chain(self) -> str:
+        """The issuing CA and the root above it, PEM."""
+        ...
+
+    async def crl(self) -> x509.CertificateRevocationList: ...

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from iot_platform.application.telemetry.model import (
     AggregateQuery,
     Bucket,
+    MetricValue,
     RawQuery,
     Reading,
     Rejection,
@@ -102,3 +104,28 @@ class IngestionMetrics(Protocol):
     def rejected(self, protocol: str, reason: Rejection, count: int = 1) -> None: ...
 
     def duplicates(self, protocol: str, count: int) -> None: ...
+
+
+class LatestReadings(Protocol):
+    """A device's newest value of each metric (``metrics``: name -> (value, timestamp_ns))."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def last_seen(self) -> datetime: ...
+
+    @property
+    def metrics(self) -> Mapping[str, tuple[MetricValue, int]]: ...
+
+
+class LatestState(Protocol):
+    """The latest-state read model the ``/latest`` endpoint answers from."""
+
+    async def latest(self, device_id: str) -> LatestReadings | None: ...
+
+
+class ConsumerHealth(Protocol):
+    """A broker consumer that can say whether it is taking messages (``ok``) or why not."""
+
+    def health(self) -> str: ...

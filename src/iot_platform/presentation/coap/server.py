@@ -58,8 +58,8 @@ from iot_platform.application.telemetry.ingestion import IngestTelemetry
 from iot_platform.application.telemetry.model import Candidate, Outcome, Rejection, Status
 from iot_platform.domain.commands import CommandStatus
 from iot_platform.domain.errors import DomainError
-from iot_platform.infrastructure.log_limits import OncePerInterval, OncePerIntervalFilter
-from iot_platform.infrastructure.payloads import DEFAULT_LIMITS, PayloadLimits, PayloadRejected, decode_cbor, decode_json
+from iot_platform.presentation.log_limits import OncePerInterval, OncePerIntervalFilter
+from iot_platform.presentation.payloads import DEFAULT_LIMITS, PayloadLimits, PayloadRejected, decode_cbor, decode_json
 from iot_platform.presentation.mqtt.contract import (
     MalformedAck,
     candidate_from_body,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from iot_platform.application.telemetry.model import Candidate, Rejection
-from iot_platform.infrastructure.payloads import DEFAULT_LIMITS, PayloadLimits
+from iot_platform.presentation.payloads import DEFAULT_LIMITS, PayloadLimits
 from iot_platform.presentation.wire import WireError, decode_body, parse_tags, parse_timestamp
 
 TELEMETRY_TOPICS = ("devices/+/telemetry", "sensors/+/+", "devices/+/status")

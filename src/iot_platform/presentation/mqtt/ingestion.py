@@ -7,7 +7,7 @@ manual-ack API yet, so paho's ``manual_ack_set``/``ack`` are reached through ``c
 (the workaround in aiomqtt issue #345). Messages are taken in batches of whatever has arrived,
 several batches are ingested at once, and PUBACKs still leave in arrival order, as MQTT asks.
 
-One message never stops ingestion. Decoding is bounded (``infrastructure.payloads``) and each
+One message never stops ingestion. Decoding is bounded (``presentation.payloads``) and each
 message is handled under its own ``try``: an error that comes from the message itself (a
 ``ValueError``, ``TypeError``, ``RecursionError``... anywhere in decoding, ingesting, recording
 a status or an acknowledgement) drops that message only: it is logged once per kind a minute,
@@ -36,11 +36,11 @@ from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from iot_platform.application.observability import MqttMetrics
 from iot_platform.application.telemetry.ingestion import BatchOrder, IngestTelemetry
 from iot_platform.application.telemetry.model import Candidate, Outcome, Rejection, Status
 from iot_platform.config import MqttSettings
-from iot_platform.infrastructure.observability import PlatformMetrics
-from iot_platform.infrastructure.payloads import DEFAULT_LIMITS, PayloadLimits
+from iot_platform.presentation.payloads import DEFAULT_LIMITS, PayloadLimits
 from iot_platform.presentation.mqtt.contract import (
     DEVICE_TOPICS,
     CommandAck,
@@ -86,7 +86,7 @@ class MqttIngestion:
         settings: MqttSettings,
         ingest: IngestTelemetry,
         on_status: ConnectivityHandler,
-        metrics: PlatformMetrics,
+        metrics: MqttMetrics,
         on_ack: AckHandler | None = None,
         foreign: ForeignUplinks | None = None,
         tls: aiomqtt.TLSParameters | None = None,

@@ -8,9 +8,8 @@ from contextlib import asynccontextmanager
 from uuid import uuid4
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import make_asgi_app
 
-from iot_platform.composition import Platform, build_platform
+from iot_platform.composition import Platform, build_platform, services_from
 from iot_platform.config import WORKER_ROLES, Settings
 from iot_platform.presentation.rest.errors import install_error_handlers
 from iot_platform.presentation.rest.security import ProtectedMetrics
@@ -33,7 +32,10 @@ def create_app(
     settings: Settings, platform: Platform | None = None, roles: Collection[str] = WORKER_ROLES
 ) -> FastAPI:
     """``platform`` may be passed by tests that built their own; otherwise built here.
-    ``roles``: which workers this process also runs (``serve --workers``)."""
+    ``roles``: which workers this process also runs (``serve --workers``).
+
+    The routers see only ``app.state.services`` (use cases and ports) and ``app.state.settings``;
+    the platform itself stays here, for its start and stop."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,7 +53,10 @@ def create_app(
         summary="Device registry, telemetry, rules, commands and OTA firmware for IoT fleets.",
         lifespan=lifespan,
     )
-    app.state.platform = built
+    app.state.platform = built  # for whoever starts and stops it by hand (tests); no router reads it
+    services = services_from(built)
+    app.state.services = services
+    app.state.settings = built.settings
     install_error_handlers(app)
     for prefix in ("/api", ""):
         app.include_router(ops.router, prefix=prefix, include_in_schema=prefix == "/api")
@@ -67,9 +72,9 @@ def create_app(
     app.include_router(pki.router)
     app.include_router(provisioning.router)
 
-    metrics = built.metrics
-    app.mount("/metrics", ProtectedMetrics(make_asgi_app(metrics.registry), app.state))
-    app.mount("/api/metrics", ProtectedMetrics(make_asgi_app(metrics.registry), app.state))
+    metrics = services.metrics
+    app.mount("/metrics", ProtectedMetrics(services.metrics_endpoint, app.state))
+    app.mount("/api/metrics", ProtectedMetrics(services.metrics_endpoint, app.state))
 
     @app.middleware("http")
     async def correlate_and_measure(

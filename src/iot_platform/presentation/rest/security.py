@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from iot_platform.application.access.model import ROLE_PERMISSIONS, Principal
 from iot_platform.application.limits import Throttled
 from iot_platform.presentation.rest.errors import error_body
+from iot_platform.presentation.rest.state import services_of
 
 __all__ = ["ROLE_PERMISSIONS", "Principal", "confine", "current_principal", "require"]
 
@@ -55,7 +56,8 @@ async def _authenticate(app_state: Any, credential: str | None, client: str) -> 
         raise HTTPException(status.HTTP_401_UNAUTHORIZED,
                             "credentials required: Authorization: Bearer <API key or token>", _CHALLENGE)
     try:
-        principal: Principal | None = await app_state.platform.access.authenticate(credential, client)
+        access = services_of(app_state).access.service
+        principal: Principal | None = await access.authenticate(credential, client)
     except Throttled as refused:
         raise too_many(refused) from None
     if principal is None:

@@ -1,1 +1,2 @@
-"""The platform as a LoRaWAN 1.0.x network and application server behind Semtech UDP gateways."""
+"""Where LoRaWAN sessions (keys, counters) and gateways are kept; the network server and the
+gateways' UDP endpoint that use them are in ``presentation.lorawan``."""

@@ -13,7 +13,7 @@ from iot_platform.application.access.ports import CredentialTaken
 from iot_platform.application.errors import NotFound
 from iot_platform.application.limits import Throttled
 from iot_platform.domain.errors import AlreadyExists
-from iot_platform.presentation.rest.dependencies import PlatformDep
+from iot_platform.presentation.rest.deps import AccessDep
 from iot_platform.presentation.rest.errors import FieldError
 from iot_platform.presentation.rest.schemas.access import (
     ApiKeyCreate,
@@ -42,12 +42,12 @@ def _public(key: ApiKey) -> ApiKeyPublic:
 
 @router.post("/token", response_model=TokenOut)
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], platform: PlatformDep, request: Request
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], access: AccessDep, request: Request
 ) -> TokenOut:
     """OAuth2 password grant: ``username`` and ``password`` as a form; a JWT bearer token back.
     After too many failures for a username or from a client address: 429 with Retry-After."""
     try:
-        issued = await platform.access.token_for(form.username, form.password, client_address(request.scope))
+        issued = await access.service.token_for(form.username, form.password, client_address(request.scope))
     except Throttled as refused:
         raise too_many(refused) from None
     if issued is None:
@@ -62,9 +62,9 @@ async def me(who: Anyone) -> Me:
 
 
 @router.post("/apikeys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
-async def create_api_key(body: ApiKeyCreate, platform: PlatformDep, who: Admin) -> ApiKeyCreated:
+async def create_api_key(body: ApiKeyCreate, access: AccessDep, who: Admin) -> ApiKeyCreated:
     try:
-        key, plaintext = await platform.access.create_key(
+        key, plaintext = await access.service.create_key(
             body.name, tuple(body.roles), who.subject, body.device_id,
             timedelta(days=body.expires_in_days) if body.expires_in_days else None)
     except UnknownRole as exc:
@@ -75,20 +75,20 @@ async def create_api_key(body: ApiKeyCreate, platform: PlatformDep, who: Admin) 
 
 
 @router.get("/apikeys", response_model=ApiKeyList)
-async def list_api_keys(platform: PlatformDep, _: AccessReader) -> ApiKeyList:
-    return ApiKeyList(items=[_public(k) for k in await platform.access_keys.list()])
+async def list_api_keys(access: AccessDep, _: AccessReader) -> ApiKeyList:
+    return ApiKeyList(items=[_public(k) for k in await access.keys.list()])
 
 
 @router.delete("/apikeys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_api_key(key_id: str, platform: PlatformDep, _: Admin) -> None:
-    if not await platform.access.revoke_key(key_id):
+async def revoke_api_key(key_id: str, access: AccessDep, _: Admin) -> None:
+    if not await access.service.revoke_key(key_id):
         raise NotFound(f"no live API key {key_id!r}")
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserPublic)
-async def create_user(body: UserCreate, platform: PlatformDep, _: Admin) -> UserPublic:
+async def create_user(body: UserCreate, access: AccessDep, _: Admin) -> UserPublic:
     try:
-        user = await platform.access.create_user(body.username, body.password, tuple(body.roles), body.device_id)
+        user = await access.service.create_user(body.username, body.password, tuple(body.roles), body.device_id)
     except UnknownRole as exc:
         raise FieldError("roles", str(exc)) from None
     except DeviceBinding as exc:

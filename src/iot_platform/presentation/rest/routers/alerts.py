@@ -23,7 +23,7 @@ from iot_platform.application.alerts.views import AlertSearch
 from iot_platform.application.errors import NotFound
 from iot_platform.application.realtime import AlertFilter, LiveFeed, Subscription
 from iot_platform.domain.alerts import AlertStatus, Severity
-from iot_platform.presentation.rest.dependencies import IfMatchDep, PlatformDep, event_context
+from iot_platform.presentation.rest.deps import AlertsDep, FeedDep, IfMatchDep, event_context
 from iot_platform.presentation.rest.errors import FieldError
 from iot_platform.presentation.rest.schemas.alerts import (
     Acknowledgement,
@@ -44,8 +44,8 @@ Reader = Annotated[Principal, Depends(require("alerts:read"))]
 Writer = Annotated[Principal, Depends(require("alerts:write"))]
 
 
-async def _rule(platform: PlatformDep, rule_id: str, response: Response) -> RulePublic:
-    view = await platform.alerting.read_model.rule(rule_id)
+async def _rule(alerting: AlertsDep, rule_id: str, response: Response) -> RulePublic:
+    view = await alerting.views.rule(rule_id)
     if view is None:
         raise NotFound(f"rule {rule_id!r} does not exist")
     response.headers["ETag"] = f'"{view.version}"'
@@ -54,23 +54,23 @@ async def _rule(platform: PlatformDep, rule_id: str, response: Response) -> Rule
 
 @rules.post("", status_code=status.HTTP_201_CREATED, response_model=RulePublic)
 async def create_rule(
-    body: RuleCreate, request: Request, response: Response, platform: PlatformDep, who: Writer
+    body: RuleCreate, request: Request, response: Response, alerting: AlertsDep, who: Writer
 ) -> RulePublic:
     if body.device_id is not None and body.device_pattern is not None:
         raise FieldError("device_id", "give device_id or device_pattern, not both")
     rule_id = uuid4().hex
-    await platform.alerting.rules.create(
+    await alerting.rules.create(
         CreateRule(rule_id, minimal_definition(body.model_dump()), event_context(request, who))
     )
     response.headers["Location"] = f"/api/analytics/rules/{rule_id}"
-    return await _rule(platform, rule_id, response)
+    return await _rule(alerting, rule_id, response)
 
 
 @rules.get("", response_model=RuleList)
 async def list_rules(
-    platform: PlatformDep, _: Reader, enabled: bool | None = None, metric: str | None = None
+    alerting: AlertsDep, _: Reader, enabled: bool | None = None, metric: str | None = None
 ) -> RuleList:
-    views = await platform.alerting.read_model.rules()
+    views = await alerting.views.rules()
     items = [
         RulePublic.of(v) for v in views
         if (enabled is None or v.definition.enabled == enabled)
@@ -80,8 +80,8 @@ async def list_rules(
 
 
 @rules.get("/{rule_id}", response_model=RulePublic)
-async def get_rule(rule_id: str, response: Response, platform: PlatformDep, _: Reader) -> RulePublic:
-    return await _rule(platform, rule_id, response)
+async def get_rule(rule_id: str, response: Response, alerting: AlertsDep, _: Reader) -> RulePublic:
+    return await _rule(alerting, rule_id, response)
 
 
 @rules.patch("/{rule_id}", response_model=RulePublic)
@@ -90,7 +90,7 @@ async def change_rule(
     body: RuleUpdate,
     request: Request,
     response: Response,
-    platform: PlatformDep,
+    alerting: AlertsDep,
     if_match: IfMatchDep,
     who: Writer,
 ) -> RulePublic:
@@ -100,18 +100,18 @@ async def change_rule(
         raise FieldError("expected_version", "differs from the If-Match header")
     if "tags" in changes and changes["tags"] is None:
         changes["tags"] = {}
-    await platform.alerting.rules.change(
+    await alerting.rules.change(
         ChangeRule(rule_id, changes, if_match or body_version, event_context(request, who))
     )
-    return await _rule(platform, rule_id, response)
+    return await _rule(alerting, rule_id, response)
 
 
 @rules.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_rule(
-    rule_id: str, request: Request, platform: PlatformDep, if_match: IfMatchDep, who: Writer
+    rule_id: str, request: Request, alerting: AlertsDep, if_match: IfMatchDep, who: Writer
 ) -> Response:
     """Deleting a rule resolves its open alerts."""
-    await platform.alerting.rules.delete(DeleteRule(rule_id, if_match, event_context(request, who)))
+    await alerting.rules.delete(DeleteRule(rule_id, if_match, event_context(request, who)))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -143,7 +143,7 @@ async def sse(feed: LiveFeed, subscription: Subscription, request: Request) -> A
 )
 async def stream_alerts(
     request: Request,
-    platform: PlatformDep,
+    feed: FeedDep,
     _: Reader,
     severity: Annotated[list[Severity], Query()] = [],  # noqa: B006
     device_id: str | None = None,
@@ -154,13 +154,13 @@ async def stream_alerts(
     A client that falls more than `analytics.stream_buffer` messages behind is dropped (its
     stream ends with `event: dropped`); reconnect to carry on.
     """
-    subscription = platform.feed.subscribe(alerts=_filter(severity, device_id, rule_id))
-    return EventSourceResponse(sse(platform.feed, subscription, request), ping=15)
+    subscription = feed.subscribe(alerts=_filter(severity, device_id, rule_id))
+    return EventSourceResponse(sse(feed, subscription, request), ping=15)
 
 
 @alerts.get("", response_model=AlertList)
 async def search_alerts(
-    platform: PlatformDep,
+    alerting: AlertsDep,
     _: Reader,
     status_: Annotated[str | None, Query(alias="status", description="raised, acknowledged, resolved or open")] = None,
     severity: Severity | None = None,
@@ -184,7 +184,7 @@ async def search_alerts(
             # e.g. 0001-01-01T00:00:00+01:00, which is before year 1 in UTC: the store's
             # conversion to UTC overflowed (a 500).
             raise FieldError(name, "must be between 1678-01-01T00:00:00Z and 2262-01-01T00:00:00Z")
-    views = await platform.alerting.read_model.alerts(
+    views = await alerting.views.alerts(
         AlertSearch(
             status=wanted, open_only=status_ == "open", severity=severity, device_id=device_id,
             rule_id=rule_id, raised_from=from_, raised_to=to, limit=limit, offset=offset,
@@ -197,37 +197,37 @@ _SEARCHABLE = (datetime(1678, 1, 1, tzinfo=UTC), datetime(2262, 1, 1, tzinfo=UTC
 """The times every query of the API takes (see ``EARLIEST_NS``)."""
 
 
-async def _alert(platform: PlatformDep, alert_id: str) -> AlertPublic:
-    view = await platform.alerting.read_model.alert(alert_id)
+async def _alert(alerting: AlertsDep, alert_id: str) -> AlertPublic:
+    view = await alerting.views.alert(alert_id)
     if view is None:
         raise NotFound(f"alert {alert_id!r} does not exist")
     return AlertPublic.of(view)
 
 
 @alerts.get("/{alert_id}", response_model=AlertPublic)
-async def get_alert(alert_id: str, platform: PlatformDep, _: Reader) -> AlertPublic:
-    return await _alert(platform, alert_id)
+async def get_alert(alert_id: str, alerting: AlertsDep, _: Reader) -> AlertPublic:
+    return await _alert(alerting, alert_id)
 
 
 @alerts.post("/{alert_id}/acknowledge", response_model=AlertPublic)
 async def acknowledge_alert(
-    alert_id: str, request: Request, platform: PlatformDep, who: Writer,
+    alert_id: str, request: Request, alerting: AlertsDep, who: Writer,
     body: Acknowledgement | None = None,
 ) -> AlertPublic:
     note = body.note if body is not None else None
-    await platform.alerting.alerts.acknowledge(
+    await alerting.alerts.acknowledge(
         AcknowledgeAlert(alert_id, note, event_context(request, who))
     )
-    return await _alert(platform, alert_id)
+    return await _alert(alerting, alert_id)
 
 
 @alerts.post("/{alert_id}/resolve", response_model=AlertPublic)
 async def resolve_alert(
-    alert_id: str, request: Request, platform: PlatformDep, who: Writer,
+    alert_id: str, request: Request, alerting: AlertsDep, who: Writer,
     body: Resolution | None = None,
 ) -> AlertPublic:
     resolution = body.resolution if body is not None else None
-    await platform.alerting.alerts.resolve(
+    await alerting.alerts.resolve(
         ResolveAlert(alert_id, resolution, event_context(request, who))
     )
-    return await _alert(platform, alert_id)
+    return await _alert(alerting, alert_id)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from iot_platform.application.analytics.model import DeviceGroup, OutlierMethod
 from iot_platform.application.telemetry.model import EARLIEST_NS, NS_PER_DAY
 from iot_platform.application.telemetry.queries import check_time
-from iot_platform.presentation.rest.dependencies import PlatformDep
+from iot_platform.presentation.rest.deps import AnalyticsDep
 from iot_platform.presentation.rest.errors import FieldError
 from iot_platform.presentation.rest.schemas.analytics import (
     DeviceAnomaliesOut,
@@ -60,16 +60,16 @@ def _time(value: str | None, field: str, default: int) -> int:
 
 
 @router.get("/api/fleet/overview", response_model=FleetOverviewOut)
-async def fleet_overview(platform: PlatformDep, _: Analyst) -> FleetOverviewOut:
+async def fleet_overview(analytics: AnalyticsDep, _: Analyst) -> FleetOverviewOut:
     """Device counts by status (decommissioned included) and by type; devices heard from in the
     last hour and day; open alerts by severity; and this process's ingestion rate over the last
     minute."""
-    return FleetOverviewOut.of(await platform.analytics.overview())
+    return FleetOverviewOut.of(await analytics.overview())
 
 
 @router.get("/api/analytics/fleet", response_model=FleetStatsOut)
 async def fleet_stats(
-    platform: PlatformDep,
+    analytics: AnalyticsDep,
     _: Analyst,
     metric: Metric,
     device_type: DeviceType = None,
@@ -77,14 +77,14 @@ async def fleet_stats(
 ) -> FleetStatsOut:
     """count, avg, min, max, p50, p90, p99 of each device's latest value of ``metric`` across
     the group (decommissioned devices excluded; booleans count 0/1; strings are left out)."""
-    stats = await platform.analytics.fleet_stats(metric, _group(device_type, tag))
+    stats = await analytics.fleet_stats(metric, _group(device_type, tag))
     return FleetStatsOut.of(stats)
 
 
 @router.get("/api/analytics/devices/{device_id}/anomalies", response_model=DeviceAnomaliesOut)
 async def device_anomalies(
     device_id: str,
-    platform: PlatformDep,
+    analytics: AnalyticsDep,
     _: Analyst,
     metric: Metric,
     from_: Annotated[str | None, Query(alias="from", description="RFC 3339 or epoch ms; default: to - 24h")] = None,
@@ -97,13 +97,13 @@ async def device_anomalies(
     end_ns = _time(to, "to", time.time_ns() + 1)
     check_time("to", end_ns)
     start_ns = _time(from_, "from", max(end_ns - NS_PER_DAY, EARLIEST_NS))
-    result = await platform.analytics.device_anomalies(device_id, metric, start_ns, end_ns, threshold)
+    result = await analytics.device_anomalies(device_id, metric, start_ns, end_ns, threshold)
     return DeviceAnomaliesOut.of(result)
 
 
 @router.get("/api/analytics/anomalies", response_model=FleetOutliersOut)
 async def fleet_anomalies(
-    platform: PlatformDep,
+    analytics: AnalyticsDep,
     _: Analyst,
     metric: Metric,
     threshold: Threshold = None,
@@ -114,7 +114,7 @@ async def fleet_anomalies(
     ] = OutlierMethod.ROBUST,
 ) -> FleetOutliersOut:
     """Devices whose latest value of ``metric`` is an outlier among the group's latest values."""
-    result = await platform.analytics.fleet_outliers(
+    result = await analytics.fleet_outliers(
         metric, _group(device_type, tag), threshold, method
     )
     return FleetOutliersOut.of(result)

@@ -9,8 +9,9 @@ from fastapi.responses import JSONResponse
 
 from iot_platform.application.commands.commands import AcknowledgeCommand, IssueCommand
 from iot_platform.application.errors import NotFound
+from iot_platform.config import Settings
 from iot_platform.domain.commands import CommandStatus
-from iot_platform.presentation.rest.dependencies import PlatformDep, event_context
+from iot_platform.presentation.rest.deps import CommandsDep, DevicesDep, SettingsDep, event_context
 from iot_platform.presentation.rest.errors import FieldError
 from iot_platform.presentation.rest.schemas.commands import (
     CommandAckIn,
@@ -31,15 +32,15 @@ Receiver = Annotated[Principal, Depends(require("commands:receive"))]
 Wait = Annotated[float, Query(ge=0, allow_inf_nan=False, description="seconds")]
 
 
-def _bounded_wait(platform: PlatformDep, wait: float) -> float:
-    limit = platform.settings.commands.max_wait_seconds
+def _bounded_wait(settings: Settings, wait: float) -> float:
+    limit = settings.commands.max_wait_seconds
     if wait > limit:
         raise FieldError("wait", f"must be at most {limit:g} seconds")
     return wait
 
 
-async def _known_device(platform: PlatformDep, device_id: str) -> None:
-    if await platform.registry.get(device_id) is None:
+async def _known_device(devices: DevicesDep, device_id: str) -> None:
+    if await devices.registry.get(device_id) is None:
         raise NotFound(f"device {device_id!r} is not registered")
 
 
@@ -49,12 +50,12 @@ async def issue_command(
     body: CommandCreate,
     request: Request,
     response: Response,
-    platform: PlatformDep,
+    commands: CommandsDep,
     who: Writer,
 ) -> CommandPublic | JSONResponse:
     """Issues a command; an MQTT device that is online (or not known offline) gets it at once,
     others when they come online or poll."""
-    issued = await platform.commands.delivery.issue(
+    issued = await commands.delivery.issue(
         IssueCommand(
             device_id=device_id,
             command=body.command,
@@ -65,7 +66,7 @@ async def issue_command(
     )
     location = f"/api/devices/{device_id}/commands/{issued.command_id}"
     response.headers["Location"] = location
-    view = await platform.commands.queries.get(issued.command_id)
+    view = await commands.views.get(issued.command_id)
     if view is None:  # the read model lags beyond the configured wait; the command stands
         return JSONResponse(
             status_code=status.HTTP_202_ACCEPTED,
@@ -78,22 +79,29 @@ async def issue_command(
 @router.get("", response_model=CommandList)
 async def list_commands(
     device_id: str,
-    platform: PlatformDep,
+    commands: CommandsDep,
+    devices: DevicesDep,
+    settings: SettingsDep,
     _: Reader,
     status_: Annotated[CommandStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1)] = 50,
 ) -> CommandList:
     """The device's commands, newest first."""
-    if limit > platform.settings.api.max_page_size:
-        raise FieldError("limit", f"must be at most {platform.settings.api.max_page_size}")
-    await _known_device(platform, device_id)
-    views = await platform.commands.queries.for_device(device_id, status_, limit)
+    if limit > settings.api.max_page_size:
+        raise FieldError("limit", f"must be at most {settings.api.max_page_size}")
+    await _known_device(devices, device_id)
+    views = await commands.views.for_device(device_id, status_, limit)
     return CommandList(items=[CommandPublic.of(v) for v in views])
 
 
 @router.get("/pending", response_model=PendingCommands)
 async def poll_pending_commands(
-    device_id: str, platform: PlatformDep, who: Receiver, wait: Wait = 0.0
+    device_id: str,
+    commands: CommandsDep,
+    devices: DevicesDep,
+    settings: SettingsDep,
+    who: Receiver,
+    wait: Wait = 0.0,
 ) -> PendingCommands:
     """For HTTP devices: the pending, unexpired commands, oldest first, now marked sent.
 
@@ -101,18 +109,23 @@ async def poll_pending_commands(
     ``wait`` seconds. It changes state (commands become sent), hence ``commands:receive``.
     """
     confine(who, device_id)
-    wait = _bounded_wait(platform, wait)
-    await _known_device(platform, device_id)
-    messages = await platform.commands.delivery.poll(device_id, wait)
+    wait = _bounded_wait(settings, wait)
+    await _known_device(devices, device_id)
+    messages = await commands.delivery.poll(device_id, wait)
     return PendingCommands(items=[CommandForDevice.of(m) for m in messages])
 
 
 @router.get("/{command_id}", response_model=CommandPublic)
 async def get_command(
-    device_id: str, command_id: str, platform: PlatformDep, _: Reader, wait: Wait = 0.0
+    device_id: str,
+    command_id: str,
+    commands: CommandsDep,
+    settings: SettingsDep,
+    _: Reader,
+    wait: Wait = 0.0,
 ) -> CommandPublic:
     """Its status and result; with ``wait``, answers once it is final or ``wait`` has passed."""
-    view = await platform.commands.status.get(device_id, command_id, _bounded_wait(platform, wait))
+    view = await commands.status.get(device_id, command_id, _bounded_wait(settings, wait))
     return CommandPublic.of(view)
 
 
@@ -122,12 +135,12 @@ async def acknowledge_command(
     command_id: str,
     body: CommandAckIn,
     request: Request,
-    platform: PlatformDep,
+    commands: CommandsDep,
     who: Receiver,
 ) -> CommandPublic:
     """An HTTP device's answer, as on MQTT ``devices/{id}/commands/ack``."""
     confine(who, device_id)
-    await platform.commands.handler.acknowledge(
+    await commands.handler.acknowledge(
         AcknowledgeCommand(
             device_id,
             command_id,
@@ -136,4 +149,4 @@ async def acknowledge_command(
             context=event_context(request, who),
         )
     )
-    return CommandPublic.of(await platform.commands.status.get(device_id, command_id))
+    return CommandPublic.of(await commands.status.get(device_id, command_id))

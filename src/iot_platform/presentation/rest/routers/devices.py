@@ -17,12 +17,27 @@ from iot_platform.application.devices.commands import (
     SuspendDevice,
     UpdateDevice,
 )
-from iot_platform.application.devices.certificates import InvalidCsr, IssuedCertificate, UnknownCertificate
+from iot_platform.application.devices.certificates import (
+    CertificatePublication,
+    InvalidCsr,
+    IssuedCertificate,
+    UnknownCertificate,
+)
 from iot_platform.application.devices.provisioning import fingerprint
 from iot_platform.application.devices.queries import DeviceSearch, Near, device_history
 from iot_platform.application.errors import NotFound
+from iot_platform.application.services import DeviceServices
+from iot_platform.config import Settings
 from iot_platform.domain.devices import DeviceMetadata, DeviceStatus, Location, Protocol
-from iot_platform.presentation.rest.dependencies import IfMatchDep, PlatformDep, event_context
+from iot_platform.presentation.rest.deps import (
+    DevicesDep,
+    IfMatchDep,
+    LoRaWANDep,
+    PkiDep,
+    ProvisioningDep,
+    SettingsDep,
+    event_context,
+)
 from iot_platform.presentation.rest.errors import FieldError
 from iot_platform.presentation.rest.routers.lorawan import lorawan_profile, root_keys
 from iot_platform.presentation.rest.schemas.devices import (
@@ -64,8 +79,8 @@ def _expected(header: int | None, body: int | None) -> int | None:
     return header if header is not None else body
 
 
-async def _answer(platform: PlatformDep, result: CommandResult, response: Response) -> DevicePublic:
-    view = await platform.registry.get(result.device_id)
+async def _answer(devices: DeviceServices, result: CommandResult, response: Response) -> DevicePublic:
+    view = await devices.registry.get(result.device_id)
     if view is None:
         raise NotFound(f"device {result.device_id!r} is not registered")
     response.headers["ETag"] = f'"{view.version}"'
@@ -74,7 +89,12 @@ async def _answer(platform: PlatformDep, result: CommandResult, response: Respon
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DevicePublic)
 async def register_device(
-    body: DeviceCreate, request: Request, response: Response, platform: PlatformDep, who: Writer
+    body: DeviceCreate,
+    request: Request,
+    response: Response,
+    devices: DevicesDep,
+    lorawan: LoRaWANDep,
+    who: Writer,
 ) -> DevicePublic | JSONResponse:
     command = RegisterDevice(
         device_id=body.device_id,
@@ -88,11 +108,11 @@ async def register_device(
         context=event_context(request, who),
     )
     if body.lorawan is not None and body.protocol is Protocol.LORAWAN:
-        result = await platform.lorawan.registrar.register(command, root_keys(body.lorawan))
+        result = await lorawan.registrar.register(command, root_keys(body.lorawan))
     else:
-        result = await platform.devices.register(command)
+        result = await devices.commands.register(command)
     response.headers["Location"] = f"/api/devices/{result.device_id}"
-    view = await platform.registry.get(result.device_id)
+    view = await devices.registry.get(result.device_id)
     if view is None:  # the read model lags beyond the configured wait; the write stands
         return JSONResponse(
             status_code=status.HTTP_202_ACCEPTED,
@@ -132,7 +152,8 @@ def _tags(tag: list[str]) -> dict[str, str]:
 
 @router.get("", response_model=DeviceList)
 async def search_devices(
-    platform: PlatformDep,
+    devices: DevicesDep,
+    settings: SettingsDep,
     _: Reader,
     device_type: str | None = None,
     status_: Annotated[DeviceStatus | None, Query(alias="status")] = None,
@@ -145,9 +166,9 @@ async def search_devices(
     limit: Annotated[int, Query(ge=1)] = 50,
     cursor: str | None = None,
 ) -> DeviceList:
-    if limit > platform.settings.api.max_page_size:
-        raise FieldError("limit", f"must be at most {platform.settings.api.max_page_size}")
-    page = await platform.registry.search(
+    if limit > settings.api.max_page_size:
+        raise FieldError("limit", f"must be at most {settings.api.max_page_size}")
+    page = await devices.registry.search(
         DeviceSearch(
             device_type=device_type,
             status=status_,
@@ -164,9 +185,9 @@ async def search_devices(
 
 @router.get("/{device_id}", response_model=DevicePublic)
 async def get_device(
-    device_id: str, response: Response, platform: PlatformDep, _: Reader
+    device_id: str, response: Response, devices: DevicesDep, _: Reader
 ) -> DevicePublic:
-    view = await platform.registry.get(device_id)
+    view = await devices.registry.get(device_id)
     if view is None:
         raise NotFound(f"device {device_id!r} is not registered")
     response.headers["ETag"] = f'"{view.version}"'
@@ -179,12 +200,12 @@ async def update_device(
     body: DeviceUpdate,
     request: Request,
     response: Response,
-    platform: PlatformDep,
+    devices: DevicesDep,
     who: Writer,
     if_match: IfMatchDep,
 ) -> DevicePublic:
     given = body.model_fields_set
-    result = await platform.devices.update(
+    result = await devices.commands.update(
         UpdateDevice(
             device_id=device_id,
             name=body.name,
@@ -196,7 +217,7 @@ async def update_device(
             context=event_context(request, who),
         )
     )
-    return await _answer(platform, result, response)
+    return await _answer(devices, result, response)
 
 
 @router.post("/{device_id}/suspend", response_model=DevicePublic)
@@ -204,13 +225,13 @@ async def suspend_device(
     device_id: str,
     request: Request,
     response: Response,
-    platform: PlatformDep,
+    devices: DevicesDep,
     who: Writer,
     if_match: IfMatchDep,
     body: StateChange | None = None,
 ) -> DevicePublic:
     body = body or StateChange()
-    result = await platform.devices.suspend(
+    result = await devices.commands.suspend(
         SuspendDevice(
             device_id,
             reason=body.reason,
@@ -218,7 +239,7 @@ async def suspend_device(
             context=event_context(request, who),
         )
     )
-    return await _answer(platform, result, response)
+    return await _answer(devices, result, response)
 
 
 @router.post("/{device_id}/resume", response_model=DevicePublic)
@@ -226,20 +247,20 @@ async def resume_device(
     device_id: str,
     request: Request,
     response: Response,
-    platform: PlatformDep,
+    devices: DevicesDep,
     who: Writer,
     if_match: IfMatchDep,
     body: StateChange | None = None,
 ) -> DevicePublic:
     body = body or StateChange()
-    result = await platform.devices.resume(
+    result = await devices.commands.resume(
         ResumeDevice(
             device_id,
             expected_version=_expected(if_match, body.expected_version),
             context=event_context(request, who),
         )
     )
-    return await _answer(platform, result, response)
+    return await _answer(devices, result, response)
 
 
 @router.delete("/{device_id}", response_model=DevicePublic)
@@ -247,23 +268,24 @@ async def decommission_device(
     device_id: str,
     request: Request,
     response: Response,
-    platform: PlatformDep,
+    devices: DevicesDep,
+    provisioning: ProvisioningDep,
     who: Writer,
     if_match: IfMatchDep,
     reason: Annotated[str | None, Query(max_length=500)] = None,
 ) -> DevicePublic:
     """Decommissions the device. Its history and registry entry stay; it accepts nothing more."""
-    result = await platform.devices.decommission(
+    result = await devices.commands.decommission(
         DecommissionDevice(
             device_id, reason=reason, expected_version=if_match, context=event_context(request, who)
         )
     )
-    await platform.certificates.decommissioned(device_id)
-    return await _answer(platform, result, response)
+    await provisioning.certificates.decommissioned(device_id)
+    return await _answer(devices, result, response)
 
 
-def _mqtt_settings(platform: PlatformDep, device_id: str) -> MqttSettingsOut:
-    mqtt = platform.settings.mqtt
+def _mqtt_settings(settings: Settings, device_id: str) -> MqttSettingsOut:
+    mqtt = settings.mqtt
     topics = {"telemetry": f"devices/{device_id}/telemetry", "sensors": f"sensors/{device_id}/{{sensor}}",
               "status": f"devices/{device_id}/status", "commands": f"devices/{device_id}/commands",
               "command_ack": f"devices/{device_id}/commands/ack"}
@@ -272,12 +294,19 @@ def _mqtt_settings(platform: PlatformDep, device_id: str) -> MqttSettingsOut:
 
 @router.put("/{device_id}/provision", response_model=Provisioned)
 async def provision_device(
-    device_id: str, body: ProvisionIn, request: Request, platform: PlatformDep, who: Writer
+    device_id: str,
+    body: ProvisionIn,
+    request: Request,
+    devices: DevicesDep,
+    provisioning: ProvisioningDep,
+    pki: PkiDep,
+    settings: SettingsDep,
+    who: Writer,
 ) -> Provisioned:
     """Issues the device's credentials, with what it needs to connect, and shows secrets once.
     Provisioning again renews: a new certificate (the old one stays valid for
     ``security.renewal_overlap_hours``), or a new OSCORE context in place of the old."""
-    view = await platform.registry.get(device_id)
+    view = await devices.registry.get(device_id)
     if view is None:
         raise NotFound(f"device {device_id!r} is not registered")
     credential = body.credential or ("oscore" if view.protocol == Protocol.COAP.value else "x509")
@@ -286,65 +315,71 @@ async def provision_device(
             raise FieldError("credential", f"oscore is for CoAP devices; {device_id!r} speaks {view.protocol}")
         if body.csr is not None:
             raise FieldError("csr", "a CSR goes with credential x509")
-        material, _ = await platform.oscore.provision(device_id, event_context(request, who))
-        coap = platform.settings.coap
-        return Provisioned(device_id=device_id, status=await _status(platform, device_id), credential_type="oscore",
-                           reporting_interval_seconds=platform.settings.telemetry.reporting_interval_seconds,
-                           mqtt=_mqtt_settings(platform, device_id),
+        material, _ = await provisioning.oscore.provision(device_id, event_context(request, who))
+        coap = settings.coap
+        return Provisioned(device_id=device_id, status=await _status(devices, device_id), credential_type="oscore",
+                           reporting_interval_seconds=settings.telemetry.reporting_interval_seconds,
+                           mqtt=_mqtt_settings(settings, device_id),
                            credential_fingerprint=fingerprint(material.master_secret),
                            coap_uri=f"coap://{coap.host}:{coap.port}",
                            oscore=OscoreCredential(**material.device_side()))
     try:
-        issued = await platform.certificates.provision(device_id, body.csr, event_context(request, who))
+        issued = await provisioning.certificates.provision(device_id, body.csr, event_context(request, who))
     except InvalidCsr as exc:
         raise FieldError("csr", str(exc)) from None
-    return await x509_answer(platform, device_id, issued)
+    return await x509_answer(devices, pki, settings, device_id, issued)
 
 
-async def _status(platform: PlatformDep, device_id: str) -> DeviceStatus:
+async def _status(devices: DeviceServices, device_id: str) -> DeviceStatus:
     """The device's status now: provisioned after a first credential, as it was after a renewal."""
-    view = await platform.registry.get(device_id)
+    view = await devices.registry.get(device_id)
     return view.status if view is not None else DeviceStatus.PROVISIONED
 
 
-async def x509_answer(platform: PlatformDep, device_id: str, issued: IssuedCertificate) -> Provisioned:
+async def x509_answer(
+    devices: DeviceServices,
+    pki: CertificatePublication,
+    settings: Settings,
+    device_id: str,
+    issued: IssuedCertificate,
+) -> Provisioned:
     """What a device provisioned with a certificate is told (the key only if made here)."""
     generated = None
     if issued.private_key_pem is not None and issued.pkcs12 is not None and issued.pkcs12_password is not None:
         generated = GeneratedKey(private_key_pem=issued.private_key_pem,
                                  pkcs12_base64=base64.b64encode(issued.pkcs12).decode(),
                                  pkcs12_password=issued.pkcs12_password)
-    return Provisioned(device_id=device_id, status=await _status(platform, device_id), credential_type="x509",
-                       reporting_interval_seconds=platform.settings.telemetry.reporting_interval_seconds,
-                       mqtt=_mqtt_settings(platform, device_id), credential_fingerprint=issued.fingerprint,
+    return Provisioned(device_id=device_id, status=await _status(devices, device_id), credential_type="x509",
+                       reporting_interval_seconds=settings.telemetry.reporting_interval_seconds,
+                       mqtt=_mqtt_settings(settings, device_id), credential_fingerprint=issued.fingerprint,
                        certificate=CertificateOut(serial=issued.serial, fingerprint=issued.fingerprint,
                                                   not_after=issued.not_after, pem=issued.certificate_pem),
-                       ca_chain=platform.pki.chain(), generated_key=generated)
+                       ca_chain=pki.chain(), generated_key=generated)
 
 
 @router.get("/{device_id}/certificates", response_model=CertificateList)
-async def list_certificates(device_id: str, platform: PlatformDep, _: Reader) -> CertificateList:
+async def list_certificates(device_id: str, provisioning: ProvisioningDep, _: Reader) -> CertificateList:
     return CertificateList(items=[
         CertificatePublic(serial=c.serial, fingerprint=c.fingerprint, not_after=c.not_after, issued_at=c.issued_at,
                           superseded_at=c.superseded_at, revoked_at=c.revoked_at, reason=c.reason)
-        for c in await platform.pki_store.for_device(device_id)])
+        for c in await provisioning.issued.for_device(device_id)])
 
 
 @router.post("/{device_id}/certificates/{serial}/revoke", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_certificate(
-    device_id: str, serial: str, body: RevokeIn, request: Request, platform: PlatformDep, who: Writer
+    device_id: str, serial: str, body: RevokeIn, request: Request, provisioning: ProvisioningDep, who: Writer
 ) -> Response:
     """Revokes one certificate; the CRL is regenerated at once."""
     try:
-        await platform.certificates.revoke(device_id, serial.lower(), body.reason, event_context(request, who))
+        await provisioning.certificates.revoke(device_id, serial.lower(), body.reason, event_context(request, who))
     except UnknownCertificate as exc:
         raise NotFound(str(exc)) from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{device_id}/history", response_model=DeviceHistory)
-async def get_device_history(device_id: str, platform: PlatformDep, _: Reader) -> DeviceHistory:
-    history = await device_history(platform.store, device_id)
+async def get_device_history(device_id: str, devices: DevicesDep, _: Reader) -> DeviceHistory:
+    history = await device_history(devices.events, device_id)
     return DeviceHistory(
         device_id=device_id,
         events=[
@@ -361,7 +396,7 @@ async def get_device_history(device_id: str, platform: PlatformDep, _: Reader) -
                 correlation_id=r.event.correlation_id,
                 data={
                     k: v
-                    for k, v in platform.serializer.to_jsonable(r.event).items()
+                    for k, v in devices.encoder.to_jsonable(r.event).items()
                     if k not in _BASE_EVENT_FIELDS
                 },
             )

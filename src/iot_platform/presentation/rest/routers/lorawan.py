@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Response, status
 from iot_platform.application.errors import NotFound
 from iot_platform.application.lorawan.ports import Gateway, RootKeys
 from iot_platform.domain.lorawan import LoRaWANProfile, validate_eui
-from iot_platform.presentation.rest.dependencies import PlatformDep
+from iot_platform.presentation.rest.deps import LoRaWANDep
 from iot_platform.presentation.rest.schemas.devices import LoRaWANIn
 from iot_platform.presentation.rest.schemas.lorawan import (
     GatewayCreate,
@@ -51,39 +51,39 @@ def _public(gateway: Gateway) -> GatewayPublic:
 
 @router.post("/gateways", status_code=status.HTTP_201_CREATED, response_model=GatewayPublic)
 async def register_gateway(
-    body: GatewayCreate, response: Response, platform: PlatformDep, _: Writer
+    body: GatewayCreate, response: Response, lorawan: LoRaWANDep, _: Writer
 ) -> GatewayPublic:
-    gateway = await platform.lorawan.registrar.add_gateway(body.gateway_eui, body.name)
-    platform.lorawan.forget_gateway(gateway.gateway_eui)
+    gateway = await lorawan.registrar.add_gateway(body.gateway_eui, body.name)
+    lorawan.forget_gateway(gateway.gateway_eui)
     response.headers["Location"] = f"/api/lorawan/gateways/{gateway.gateway_eui}"
     return _public(gateway)
 
 
 @router.get("/gateways", response_model=GatewayList)
-async def list_gateways(platform: PlatformDep, _: Reader) -> GatewayList:
-    return GatewayList(items=[_public(g) for g in await platform.lorawan.gateways.list()])
+async def list_gateways(lorawan: LoRaWANDep, _: Reader) -> GatewayList:
+    return GatewayList(items=[_public(g) for g in await lorawan.gateways.list()])
 
 
 @router.get("/gateways/{gateway_eui}", response_model=GatewayPublic)
-async def get_gateway(gateway_eui: str, platform: PlatformDep, _: Reader) -> GatewayPublic:
-    gateway = await platform.lorawan.gateways.get(validate_eui(gateway_eui, "gateway_eui"))
+async def get_gateway(gateway_eui: str, lorawan: LoRaWANDep, _: Reader) -> GatewayPublic:
+    gateway = await lorawan.gateways.get(validate_eui(gateway_eui, "gateway_eui"))
     if gateway is None:
         raise NotFound(f"gateway {gateway_eui} is not registered")
     return _public(gateway)
 
 
 @router.delete("/gateways/{gateway_eui}", status_code=status.HTTP_204_NO_CONTENT)
-async def remove_gateway(gateway_eui: str, platform: PlatformDep, _: Writer) -> Response:
+async def remove_gateway(gateway_eui: str, lorawan: LoRaWANDep, _: Writer) -> Response:
     eui = validate_eui(gateway_eui, "gateway_eui")
-    if not await platform.lorawan.gateways.remove(eui):
+    if not await lorawan.gateways.remove(eui):
         raise NotFound(f"gateway {gateway_eui} is not registered")
-    platform.lorawan.forget_gateway(eui)
+    lorawan.forget_gateway(eui)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/devices/{device_id}", response_model=LoRaWANSessionPublic)
-async def get_session(device_id: str, platform: PlatformDep, _: Reader) -> LoRaWANSessionPublic:
-    session = await platform.lorawan.sessions.by_device(device_id)
+async def get_session(device_id: str, lorawan: LoRaWANDep, _: Reader) -> LoRaWANSessionPublic:
+    session = await lorawan.sessions.by_device(device_id)
     if session is None:
         raise NotFound(f"device {device_id!r} has no LoRaWAN session")
     return LoRaWANSessionPublic(

@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from iot_platform.presentation.rest.dependencies import PlatformDep
+from iot_platform.presentation.rest.deps import ReadinessDep
 
 router = APIRouter(tags=["ops"])
 log = logging.getLogger(__name__)
@@ -20,13 +20,13 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(platform: PlatformDep) -> JSONResponse:
+async def ready(readiness: ReadinessDep) -> JSONResponse:
     """Ready to take traffic: the event store and the time-series store answer, no projection
     is stalled on an event it cannot apply (``projection:NAME`` names it and why), and MQTT
     ingestion (when enabled) is subscribed and not stalled (messages waiting, none handled for
     ``mqtt.stall_seconds``)."""
     checks: dict[str, str] = {}
-    for name, probe in (("eventstore", platform.store.check), ("timeseries", platform.telemetry.store.check)):
+    for name, probe in readiness.probes.items():
         try:
             await probe()
             checks[name] = "ok"
@@ -34,14 +34,14 @@ async def ready(platform: PlatformDep) -> JSONResponse:
             log.warning("readiness: %s unreachable: %s", name, type(exc).__name__)
             checks[name] = f"unavailable: {type(exc).__name__}"
     try:
-        for stall in await platform.projections.stalled():
+        for stall in await readiness.projections.stalled():
             checks[f"projection:{stall.projection}"] = (
                 f"stalled at position {stall.position} ({stall.event_type}): {stall.error[:200]}"
             )
     except Exception as exc:  # the event store check above already reports an unreachable database
         log.warning("readiness: projection failures unreadable: %s", type(exc).__name__)
-    if platform.telemetry.mqtt is not None:
-        checks["mqtt"] = platform.telemetry.mqtt.health()
+    if readiness.mqtt is not None:
+        checks["mqtt"] = readiness.mqtt.health()
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
         status_code=200 if ok else 503,

@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from iot_platform.application.devices.certificates import InvalidCsr
 from iot_platform.application.devices.claims import AlreadyClaimed, Claim, ClaimRefused, WrongDeviceType
 from iot_platform.domain.errors import AlreadyExists
-from iot_platform.presentation.rest.dependencies import PlatformDep, event_context
+from iot_platform.presentation.rest.deps import DevicesDep, PkiDep, ProvisioningDep, SettingsDep, event_context
 from iot_platform.presentation.rest.errors import FieldError
 from iot_platform.presentation.rest.routers.devices import x509_answer
 from iot_platform.presentation.rest.schemas.devices import Provisioned
@@ -50,34 +50,41 @@ def _public(claim: Claim) -> ClaimPublic:
 
 
 @router.post("/claims", status_code=status.HTTP_201_CREATED, response_model=ClaimCreated)
-async def create_claim(body: ClaimCreate, request: Request, platform: PlatformDep, who: Writer) -> ClaimCreated:
-    claim, token = await platform.claims.create(body.name, body.device_type, body.uses,
-                                                timedelta(hours=body.valid_hours), body.tags,
-                                                event_context(request, who).actor)
+async def create_claim(
+    body: ClaimCreate, request: Request, provisioning: ProvisioningDep, who: Writer
+) -> ClaimCreated:
+    claim, token = await provisioning.claims.create(body.name, body.device_type, body.uses,
+                                                    timedelta(hours=body.valid_hours), body.tags,
+                                                    event_context(request, who).actor)
     return ClaimCreated(**_public(claim).model_dump(), token=token)
 
 
 @router.get("/claims", response_model=ClaimList)
-async def list_claims(platform: PlatformDep, _: Reader) -> ClaimList:
-    return ClaimList(items=[_public(c) for c in await platform.claim_store.list()])
+async def list_claims(provisioning: ProvisioningDep, _: Reader) -> ClaimList:
+    return ClaimList(items=[_public(c) for c in await provisioning.claim_records.list()])
 
 
 @router.delete("/claims/{claim_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_claim(claim_id: str, platform: PlatformDep, _: Writer) -> Response:
-    await platform.claims.revoke(claim_id)
+async def revoke_claim(claim_id: str, provisioning: ProvisioningDep, _: Writer) -> Response:
+    await provisioning.claims.revoke(claim_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/claim", response_model=Provisioned)
 async def claim(
-    body: ClaimExchange, platform: PlatformDep, token: Annotated[str, Depends(claim_token)]
+    body: ClaimExchange,
+    provisioning: ProvisioningDep,
+    devices: DevicesDep,
+    pki: PkiDep,
+    settings: SettingsDep,
+    token: Annotated[str, Depends(claim_token)],
 ) -> Provisioned:
     """A device's first call: its claim token for its own certificate, once per device id.
 
     Only for a device id nobody has registered (or that this claim registered and could not
     enroll yet: a retry): an existing device is 409 and keeps its certificate."""
     try:
-        issued = await platform.claims.exchange(token, body.device_id, body.csr)
+        issued = await provisioning.claims.exchange(token, body.device_id, body.csr)
     except ClaimRefused as refused:
         code = status.HTTP_401_UNAUTHORIZED if refused.unknown else status.HTTP_403_FORBIDDEN
         raise HTTPException(code, str(refused), {"WWW-Authenticate": "Bearer"} if refused.unknown else None) from None
@@ -87,4 +94,4 @@ async def claim(
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
     except InvalidCsr as exc:
         raise FieldError("csr", str(exc)) from None
-    return await x509_answer(platform, body.device_id, issued)
+    return await x509_answer(devices, pki, settings, body.device_id, issued)

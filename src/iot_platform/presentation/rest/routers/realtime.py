@@ -12,9 +12,9 @@ from sse_starlette import EventSourceResponse
 
 from iot_platform.application.errors import NotFound
 from iot_platform.application.realtime import AlertFilter, Subscription
-from iot_platform.composition import Platform
 from iot_platform.domain.alerts import Severity
-from iot_platform.presentation.rest.dependencies import PlatformDep
+from iot_platform.presentation.rest.deps import DevicesDep, FeedDep
+from iot_platform.presentation.rest.state import services_of
 from iot_platform.presentation.rest.routers.alerts import sse
 from iot_platform.presentation.rest.security import Principal, require, websocket_principal
 
@@ -31,7 +31,8 @@ Reader = Annotated[Principal, Depends(require("telemetry:read"))]
 async def stream_device(
     device_id: str,
     request: Request,
-    platform: PlatformDep,
+    devices: DevicesDep,
+    feed: FeedDep,
     _: Reader,
     metric: Annotated[list[str], Query(description="only these metrics; repeat for several")] = [],  # noqa: B006
 ) -> EventSourceResponse:
@@ -39,10 +40,10 @@ async def stream_device(
 
     A client that falls behind by more than `analytics.stream_buffer` readings is dropped.
     """
-    if await platform.registry.get(device_id) is None:
+    if await devices.registry.get(device_id) is None:
         raise NotFound(f"device {device_id!r} is not registered")
-    subscription = platform.feed.subscribe(devices=[device_id], metrics=metric)
-    return EventSourceResponse(sse(platform.feed, subscription, request), ping=15)
+    subscription = feed.subscribe(devices=[device_id], metrics=metric)
+    return EventSourceResponse(sse(feed, subscription, request), ping=15)
 
 
 def _csv(values: list[str]) -> list[str]:
@@ -69,14 +70,13 @@ async def live_socket(
     if principal is None:
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="credentials required")
         return
-    platform: Platform = websocket.app.state.platform
     wanted_alerts = alerts and principal.may("alerts:read")
     devices = _csv(device) if principal.may("telemetry:read") else []
     if (alerts and not wanted_alerts) or (device and not devices):
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
         return
     await websocket.accept()
-    feed = platform.feed
+    feed = services_of(websocket.app.state).feed
     subscription = feed.subscribe(
         alerts=AlertFilter(frozenset(s.value for s in severity), alert_device_id, rule_id)
         if wanted_alerts else None,

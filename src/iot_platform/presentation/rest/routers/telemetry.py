@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from iot_platform.application.devices.queries import DeviceSearch
 from iot_platform.application.errors import NotFound
+from iot_platform.application.services import DeviceServices, TelemetryServices
 from iot_platform.application.telemetry.model import (
     EARLIEST_NS,
     NS_PER_DAY,
@@ -20,9 +21,10 @@ from iot_platform.application.telemetry.model import (
     Status,
 )
 from iot_platform.application.telemetry.queries import BASIC_FUNCTIONS, InvalidQuery, check_time
+from iot_platform.config import Settings
 from iot_platform.presentation.mqtt.contract import candidate_from_body, undecodable
 from iot_platform.presentation.rest.bodies import BoundedJsonRoute
-from iot_platform.presentation.rest.dependencies import PlatformDep
+from iot_platform.presentation.rest.deps import DevicesDep, SettingsDep, TelemetryDep
 from iot_platform.presentation.rest.errors import FieldError, error_body
 from iot_platform.presentation.rest.schemas.telemetry import (
     AggregatedOut,
@@ -71,13 +73,13 @@ def _candidate(event: TelemetryEvent) -> Candidate:
 
 
 async def _ingest(
-    platform: PlatformDep, candidates: list[Candidate], who: Principal
+    telemetry: TelemetryServices, settings: Settings, candidates: list[Candidate], who: Principal
 ) -> list[EventResult] | JSONResponse:
     """A device's own credential may write only its own readings (others are refused 403)."""
     try:
         outcomes = await asyncio.wait_for(
-            platform.telemetry.ingest.ingest(candidates, "http", authenticated_device=who.device_id),
-            platform.settings.telemetry.http_store_timeout_seconds,
+            telemetry.ingest.ingest(candidates, "http", authenticated_device=who.device_id),
+            settings.telemetry.http_store_timeout_seconds,
         )
     except TimeoutError:
         return JSONResponse(
@@ -90,10 +92,10 @@ async def _ingest(
 
 @router.post("/api/telemetry", status_code=status.HTTP_201_CREATED, response_model=EventResult)
 async def ingest_event(
-    event: TelemetryEvent, response: Response, platform: PlatformDep, who: Writer
+    event: TelemetryEvent, response: Response, telemetry: TelemetryDep, settings: SettingsDep, who: Writer
 ) -> EventResult | JSONResponse:
     """Stores one reading: 201 stored, 200 duplicate, or an error naming the reason."""
-    results = await _ingest(platform, [_candidate(event)], who)
+    results = await _ingest(telemetry, settings, [_candidate(event)], who)
     if isinstance(results, JSONResponse):
         return results
     (result,) = results
@@ -111,17 +113,18 @@ async def ingest_event(
 
 @router.post("/api/telemetry/batch", response_model=list[EventResult])
 async def ingest_batch(
-    platform: PlatformDep,
+    telemetry: TelemetryDep,
+    settings: SettingsDep,
     who: Writer,
     body: Annotated[list[TelemetryEvent] | BatchEnvelope, Body()],
 ) -> list[EventResult] | JSONResponse:
     """Stores many readings; each answers stored, duplicate or rejected (with its reason).
     The body is a JSON array of events, or ``{"events": [...]}``."""
     events = body.events if isinstance(body, BatchEnvelope) else body
-    limit = platform.settings.telemetry.max_batch_events
+    limit = settings.telemetry.max_batch_events
     if len(events) > limit:
         raise FieldError("events", f"at most {limit} events per batch")
-    return await _ingest(platform, [_candidate(e) for e in events], who)
+    return await _ingest(telemetry, settings, [_candidate(e) for e in events], who)
 
 
 def _time(value: str | None, field: str, default: int) -> int:
@@ -155,15 +158,16 @@ def _metrics_param(metric: list[str]) -> tuple[str, ...]:
     return tuple(name for item in metric for name in item.split(",") if name)
 
 
-async def _known_device(platform: PlatformDep, device_id: str) -> None:
-    if await platform.registry.get(device_id) is None:
+async def _known_device(devices: DeviceServices, device_id: str) -> None:
+    if await devices.registry.get(device_id) is None:
         raise NotFound(f"device {device_id!r} is not registered")
 
 
 @router.get("/api/devices/{device_id}/data", response_model=DeviceReadings)
 async def device_data(
     device_id: str,
-    platform: PlatformDep,
+    telemetry: TelemetryDep,
+    devices: DevicesDep,
     _: Reader,
     from_: Annotated[str | None, Query(alias="from", description="RFC 3339 or epoch ms; default: to - 24h")] = None,
     to: Annotated[str | None, Query(description="RFC 3339 or epoch ms; default: now")] = None,
@@ -171,9 +175,9 @@ async def device_data(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
 ) -> DeviceReadings:
-    await _known_device(platform, device_id)
+    await _known_device(devices, device_id)
     start_ns, end_ns = _range(from_, to)
-    readings = await platform.telemetry.queries.history(
+    readings = await telemetry.queries.history(
         device_id, start_ns, end_ns, _metrics_param(metric), limit, order == "desc"
     )
     return DeviceReadings(
@@ -183,9 +187,11 @@ async def device_data(
 
 
 @router.get("/api/devices/{device_id}/data/latest", response_model=DeviceLatestOut)
-async def device_latest(device_id: str, platform: PlatformDep, _: Reader) -> DeviceLatestOut:
-    await _known_device(platform, device_id)
-    latest = await platform.telemetry.state.latest(device_id)
+async def device_latest(
+    device_id: str, telemetry: TelemetryDep, devices: DevicesDep, _: Reader
+) -> DeviceLatestOut:
+    await _known_device(devices, device_id)
+    latest = await telemetry.latest.latest(device_id)
     if latest is None:
         return DeviceLatestOut(device_id=device_id, last_seen=None, metrics={})
     return DeviceLatestOut(
@@ -207,7 +213,8 @@ def _tag(tag: str, field: str = "tag") -> tuple[str, str]:
 
 @router.get("/api/analytics/aggregated", response_model=AggregatedOut, response_model_exclude_unset=True)
 async def aggregated(
-    platform: PlatformDep,
+    telemetry: TelemetryDep,
+    devices: DevicesDep,
     _: Reader,
     metric: Annotated[str, Query(min_length=1)],
     interval: Annotated[str, Query(description="10s, 1m, 1h, 1d...")] = "1h",
@@ -235,7 +242,7 @@ async def aggregated(
         selection["device_id"] = device_id
     if tag is not None:
         key, value = _tag(tag)
-        page = await platform.registry.search(
+        page = await devices.registry.search(
             DeviceSearch(tags={key: value}, device_type=device_type, include_decommissioned=True, limit=1000)
         )
         tagged = tuple(v.device_id for v in page.items)
@@ -244,7 +251,7 @@ async def aggregated(
     if device_type is not None:
         selection["device_type"] = device_type
     try:
-        result = await platform.telemetry.queries.aggregate(
+        result = await telemetry.queries.aggregate(
             metric,
             start_ns,
             end_ns,
@@ -282,7 +289,7 @@ async def aggregated(
 
 @router.get("/api/telemetry/search", response_model=TagSearchResult)
 async def search_by_tag(
-    platform: PlatformDep,
+    telemetry: TelemetryDep,
     _: Reader,
     tag: Annotated[str, Query(description="a reading tag, key:value")],
     from_: Annotated[str | None, Query(alias="from")] = None,
@@ -291,7 +298,7 @@ async def search_by_tag(
 ) -> TagSearchResult:
     key, value = _tag(tag)
     start_ns, end_ns = _range(from_, to)
-    readings = await platform.telemetry.queries.search_by_tag(key, value, start_ns, end_ns, limit)
+    readings = await telemetry.queries.search_by_tag(key, value, start_ns, end_ns, limit)
     return TagSearchResult(
         tag=tag,
         readings=[

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from iot_platform.application.lorawan.ports import Gateways
-from iot_platform.infrastructure.observability import PlatformMetrics
-from iot_platform.infrastructure.protocols.lorawan.gwmp import GatewayServer
-from iot_platform.infrastructure.protocols.lorawan.network_server import NetworkServer
+from iot_platform.application.observability import GatewayMetrics
+from iot_platform.presentation.lorawan.gwmp import GatewayServer
+from iot_platform.presentation.lorawan.network_server import NetworkServer
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ _SEEN_EVERY_SECONDS = 30.0
 class LoRaWANListener:
     def __init__(
         self, host: str, port: int, server: NetworkServer, gateways: Gateways,
-        metrics: PlatformMetrics, cache_seconds: float,
+        metrics: GatewayMetrics, cache_seconds: float,
     ) -> None:
         self._address = (host, port)
         self._server = server

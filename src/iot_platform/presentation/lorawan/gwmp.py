@@ -24,8 +24,8 @@ from enum import IntEnum
 from typing import Any, cast
 
 from iot_platform.application.telemetry.model import Rejection
-from iot_platform.infrastructure.log_limits import OncePerInterval
-from iot_platform.infrastructure.payloads import PayloadLimits, PayloadRejected, decode_json
+from iot_platform.presentation.log_limits import OncePerInterval
+from iot_platform.presentation.payloads import PayloadLimits, PayloadRejected, decode_json
 
 log = logging.getLogger(__name__)
 

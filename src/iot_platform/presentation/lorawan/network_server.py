@@ -47,10 +47,10 @@ from iot_platform.domain.errors import DomainError, InvalidValue
 from iot_platform.domain.lorawan import Activation, CounterVerdict, counter_candidates
 from iot_platform.domain.lorawan.adr import LinkSettings, adr_decision
 from iot_platform.domain.lorawan.region import data_rate_index, link_margin
-from iot_platform.infrastructure.log_limits import OncePerInterval
-from iot_platform.infrastructure.protocols.lorawan import phy
-from iot_platform.infrastructure.protocols.lorawan.codecs import UndecodablePayload, codec
-from iot_platform.infrastructure.protocols.lorawan.gwmp import GatewayServer, RxInfo, txpk
+from iot_platform.presentation.log_limits import OncePerInterval
+from iot_platform.presentation.lorawan import phy
+from iot_platform.presentation.lorawan.codecs import UndecodablePayload, codec
+from iot_platform.presentation.lorawan.gwmp import GatewayServer, RxInfo, txpk
 
 log = logging.getLogger(__name__)
 _limited = OncePerInterval(log)

@@ -12,8 +12,8 @@ through here, so one small message can never raise anything but ``PayloadRejecte
   the first limit crossed, so a cyclic or widely shared CBOR structure (tags 28/29) is refused
   instead of walked for ever. It also enforces ``max_depth`` below the parsers' own ceilings.
 
-It lives in infrastructure so that both presentation (MQTT, HTTP, CoAP) and the protocol
-adapters (GWMP, LoRaWAN) can use it without importing upwards.
+It is wire-format code, so it lives with the servers that read the wire (MQTT, HTTP, CoAP,
+GWMP, LoRaWAN); the composition root reads only ``PayloadLimits`` from it.
 """
 
 from __future__ import annotations

@@ -32,13 +32,26 @@ _handed_out: set[int] = set()
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A loopback port nobody holds now, never handed out twice in this test session."""
     low = int(_EPHEMERAL_RANGE.read_text().split()[0]) if _EPHEMERAL_RANGE.exists() else 32768
-    first, last = _PORT_BAND[0], min(_PORT_BAND[1], low - 1)
+    first, last = _worker_slice(_PORT_BAND[0], min(_PORT_BAND[1], low - 1))
     for _ in range(200):
         port = random.randint(first, last)
         if port not in _handed_out and _bindable(port, kind):
             _handed_out.add(port)
             return port
     raise RuntimeError(f"no free loopback port in {first}-{last}")
+
+
+def _worker_slice(first: int, last: int) -> tuple[int, int]:
+    """Under pytest-xdist each worker picks from its own slice of the band: ``_handed_out`` is
+    per process, and two workers drawing the same port between the check and the platform's
+    bind would collide."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return first, last
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    size = (last - first + 1) // count
+    start = first + int(worker[2:]) * size
+    return start, start + size - 1
 
 
 def free_udp_port() -> int:

@@ -23,11 +23,20 @@ run: $(VENV)/.installed-runtime
 	mkdir -p data
 	$(BIN)/iot-platform serve
 
+# The suite in two passes. Most tests wait on platform processes and brokers rather than the CPU,
+# so the first pass runs on PYTEST_WORKERS workers (each with its own PostgreSQL database and
+# port slice); the tests marked serial restart or reload a shared service, so they run alone
+# afterwards. Both passes always run; make fails if either did.
+PYTEST_WORKERS ?= 4
+
 test: $(VENV)/.installed-dev
 	bash tools/services.sh start
 	$(BIN)/ruff check
 	$(BIN)/mypy
-	eval "$$(bash tools/services.sh env)" && $(BIN)/pytest
+	eval "$$(bash tools/services.sh env)" || exit 1; status=0; \
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not serial" || status=$$?; \
+	$(BIN)/pytest -m serial || status=$$?; \
+	exit $$status
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest tests/unit

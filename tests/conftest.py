@@ -7,13 +7,15 @@ under CI=true: CI must never pass by skipping.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iot_platform.config import CONVENTIONAL_ENV
@@ -45,7 +47,29 @@ def _clean_platform_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    return require_service("IOT_TEST_POSTGRES_URL", "PostgreSQL")
+    """The services' test database, or under pytest-xdist one database per worker: every
+    PostgreSQL test wipes its database first, so two workers must never share one."""
+    url = require_service("IOT_TEST_POSTGRES_URL", "PostgreSQL")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    with ThreadPoolExecutor(1) as thread:  # an async fixture may ask first, inside its running loop
+        return thread.submit(asyncio.run, worker_database(url, worker)).result()
+
+
+async def worker_database(url: str, worker: str) -> str:
+    """``url`` with its database renamed ``<database>_<worker>``, created on first use."""
+    parsed = make_url(url)
+    name = f"{parsed.database}_{worker}"
+    engine = create_engine(url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            exists = await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name})
+            if not exists:
+                await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await engine.dispose()
+    return parsed.set(database=name).render_as_string(hide_password=False)
 
 
 async def reset_postgres(url: str) -> None:

@@ -168,6 +168,7 @@ def test_two_storage_workers_split_the_partitions_and_a_killed_one_loses_nothing
                 worker.wait(timeout=30)
 
 
+@pytest.mark.serial
 def test_a_broker_restarted_mid_stream_loses_nothing(tmp_path: Path, postgres_url: str) -> None:
     import asyncio
 

@@ -89,6 +89,7 @@ def provision(api: httpx.Client, directory: Path, device_id: str) -> Path:
     return directory / device_id
 
 
+@pytest.mark.serial
 def test_devices_with_certificates_publish_only_to_their_own_topics_until_revoked(
     tls_platform: tuple[RunningPlatform, Path, int], tmp_path: Path
 ) -> None:

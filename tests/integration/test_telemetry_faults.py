@@ -25,7 +25,7 @@ from iot_platform.composition import Platform, build_platform
 from iot_platform.config import Settings
 from tests.conftest import require_service
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.serial]
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_735_732_800_000  # 2025-01-01T12:00:00Z in ms

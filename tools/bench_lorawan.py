@@ -202,7 +202,7 @@ def codec_bench(frame_count: int, device_count: int) -> tuple[list[list[str]], i
         parsed = phy.parse(frame)
         assert isinstance(parsed, phy.DataFrame) and parsed.f_port is not None
         session = sessions[parsed.dev_addr]
-        for f_cnt, verdict in counter_candidates(session.last, parsed.f_cnt16):
+        for f_cnt, verdict in counter_candidates(session.last, parsed.f_cnt16):  # noqa: B007 (read after the loop)
             if phy.data_mic(session.nwk_s_key, parsed.signed, True, parsed.dev_addr, f_cnt) == parsed.mic:
                 break
         else:

@@ -12,7 +12,8 @@ import time
 
 import httpx
 
-from tests.api.conftest import InProcessPlatform, status_of as answer_status
+from tests.api.conftest import InProcessPlatform
+from tests.api.conftest import status_of as answer_status
 from tests.e2e.test_telemetry import register
 
 READ = {"devices:read", "telemetry:read", "alerts:read", "analytics:read", "commands:read", "self:read"}

@@ -17,8 +17,8 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
 from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from tests.e2e.platform_process import ADMIN_KEY
 

@@ -9,7 +9,6 @@ twice with the same message id is stored once.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil

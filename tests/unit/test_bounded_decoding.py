@@ -16,13 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iot_platform.application.telemetry.model import Candidate, Rejection
-from iot_platform.presentation.payloads import (
-    PayloadLimits,
-    PayloadRejected,
-    check_shape,
-    decode_cbor,
-    decode_json,
-)
 from iot_platform.presentation.mqtt.contract import (
     DEVICE_TOPICS,
     CommandAck,
@@ -30,6 +23,13 @@ from iot_platform.presentation.mqtt.contract import (
     StatusReport,
     command_ack,
     parse_message,
+)
+from iot_platform.presentation.payloads import (
+    PayloadLimits,
+    PayloadRejected,
+    check_shape,
+    decode_cbor,
+    decode_json,
 )
 from iot_platform.presentation.wire import WireError, decode_body
 

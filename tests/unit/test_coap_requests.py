@@ -15,17 +15,17 @@ from typing import Any
 import aiocoap
 import cbor2
 import pytest
-from pydantic import ValidationError
 from aiocoap.numbers.codes import Code
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from iot_platform.application.access.model import Principal
 from iot_platform.application.telemetry.model import Candidate, Outcome, Rejection, Status
 from iot_platform.config import Settings, anonymous_coap, is_loopback
+from iot_platform.presentation.coap.server import DeviceAccess, _Telemetry
 from iot_platform.presentation.log_limits import OncePerIntervalFilter
 from iot_platform.presentation.payloads import PayloadLimits
-from iot_platform.presentation.coap.server import DeviceAccess, _Telemetry
 
 DEEP_JSON = b'{"x":' + b"[" * 1000 + b"]" * 1000 + b"}"
 DEEP_CBOR = b"\xa1\x61x" + b"\x81" * 1000 + b"\x01"

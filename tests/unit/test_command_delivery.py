@@ -23,7 +23,7 @@ from iot_platform.application.repository import EventSourcedRepository
 from iot_platform.domain.commands import CommandStatus, DeviceCommand
 from iot_platform.domain.devices import Device, Protocol
 from iot_platform.domain.errors import InvalidTransition, InvalidValue
-from tests.unit.command_fakes import InMemoryCommandQueries, FakeClock, RecordingPublisher
+from tests.unit.command_fakes import FakeClock, InMemoryCommandQueries, RecordingPublisher
 from tests.unit.fakes import InMemoryEventStore
 
 pytestmark = pytest.mark.asyncio
@@ -67,7 +67,7 @@ class World:
     def history(self, command_id: str) -> list[tuple[str, ...]]:
         """The command's events, with the channel of each send."""
         return [
-            (r.event.event_type(), *([getattr(r.event, "channel")] if hasattr(r.event, "channel") else []))
+            (r.event.event_type(), *([r.event.channel] if hasattr(r.event, "channel") else []))
             for r in self.store.events if r.aggregate_id == command_id
         ]
 

@@ -12,11 +12,11 @@ from iot_platform.application.lorawan.registration import LoRaWANRegistrar
 from iot_platform.application.telemetry.ingestion import IngestTelemetry
 from iot_platform.composition.adapters import Adapters
 from iot_platform.config import Settings
+from iot_platform.infrastructure.protocols.lorawan.store import SqlGateways, SqlLoRaWANDevices
 from iot_platform.presentation.lorawan.chirpstack import ChirpStackUplinks
 from iot_platform.presentation.lorawan.codecs import codec_names
 from iot_platform.presentation.lorawan.listener import LoRaWANListener
 from iot_platform.presentation.lorawan.network_server import NetworkServer
-from iot_platform.infrastructure.protocols.lorawan.store import SqlGateways, SqlLoRaWANDevices
 
 
 @dataclass

@@ -25,21 +25,21 @@ from iot_platform.composition.commands import Commands
 from iot_platform.config import Settings, anonymous_coap
 from iot_platform.domain.commands import CommandStatus
 from iot_platform.domain.errors import DomainError
+from iot_platform.infrastructure.ingestion_rate import InProcessIngestionRate
 from iot_platform.infrastructure.mqtt.broker_security import BrokerAccess
 from iot_platform.infrastructure.mqtt.embedded_broker import EmbeddedBroker, MutualTls
 from iot_platform.infrastructure.mqtt.tls import ServiceIdentity, tls_parameters
 from iot_platform.infrastructure.observability import PlatformMetrics
-from iot_platform.infrastructure.ingestion_rate import InProcessIngestionRate
-from iot_platform.presentation.payloads import PayloadLimits
-from iot_platform.presentation.lorawan.chirpstack import ChirpStackUplinks
 from iot_platform.infrastructure.protocols.oscore import OscoreContexts
 from iot_platform.infrastructure.readmodels.device_directory import CachedDeviceDirectory
 from iot_platform.infrastructure.readmodels.device_state import SqlDeviceState
 from iot_platform.infrastructure.streaming.inprocess import InProcessTelemetryStream, SinkOptions
 from iot_platform.infrastructure.streaming.kafka_telemetry import KafkaDeadLetters, KafkaTelemetryStream
 from iot_platform.presentation.coap.server import CoapCommands, CoapIngestion
+from iot_platform.presentation.lorawan.chirpstack import ChirpStackUplinks
 from iot_platform.presentation.mqtt.contract import CommandAck, StatusReport
 from iot_platform.presentation.mqtt.ingestion import MqttIngestion
+from iot_platform.presentation.payloads import PayloadLimits
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from iot_platform.application.access.model import DeviceBinding, check_device_binding
-from iot_platform.application.access.model import ApiKey, Principal, User, check_roles
+from iot_platform.application.access.model import (
+    ApiKey,
+    DeviceBinding,
+    Principal,
+    User,
+    check_device_binding,
+    check_roles,
+)
 from iot_platform.application.access.ports import (
     ApiKeys,
     CredentialTaken,

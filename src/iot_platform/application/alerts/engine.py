@@ -19,7 +19,7 @@ from uuid import uuid4
 
 from iot_platform.application.alerts.commands import RaiseAlert, ResolveAlert
 from iot_platform.application.alerts.handlers import AlertHandler
-from iot_platform.application.alerts.index import IndexedRule, RuleIndex
+from iot_platform.application.alerts.index import RuleIndex
 from iot_platform.application.alerts.notices import AlertNotice
 from iot_platform.application.alerts.ports import AlertReadModel, Clock
 from iot_platform.application.errors import NotFound

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import jwt
+
 from iot_platform.application.access.model import Principal
 
 _ISSUER = "iot-platform"

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 
+from iot_platform.application.clock import utcnow
 from iot_platform.application.errors import ConcurrencyError
 from iot_platform.application.ports import AppendResult, RecordedEvent
 from iot_platform.domain.aggregate import Snapshot
-from iot_platform.application.clock import utcnow
 from iot_platform.domain.events import DomainEvent
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter

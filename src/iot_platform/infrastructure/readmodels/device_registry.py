@@ -29,15 +29,15 @@ from iot_platform.application.devices.queries import (
 )
 from iot_platform.application.ports import RecordedEvent
 from iot_platform.domain.devices import (
-    DeviceActivated,
-    DeviceConnected,
-    DeviceDisconnected,
-    DeviceDecommissioned,
-    DeviceLocationChanged,
-    DeviceMetadataChanged,
     CertificateIssued,
     CertificateRevoked,
+    DeviceActivated,
+    DeviceConnected,
+    DeviceDecommissioned,
+    DeviceDisconnected,
     DeviceJoined,
+    DeviceLocationChanged,
+    DeviceMetadataChanged,
     DeviceProvisioned,
     DeviceRegistered,
     DeviceRenamed,

@@ -67,7 +67,7 @@ class BatchDelivery(Generic[Source]):
         name = self.sink.name
         delay = self._retry_initial
         whole = (0, len(readings))
-        for attempt in range(self._max_attempts):
+        for _attempt in range(self._max_attempts):
             if await self._try(readings, sources, *whole):
                 return []
             self._metrics.sink_retries.labels(name).inc()

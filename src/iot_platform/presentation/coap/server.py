@@ -59,13 +59,13 @@ from iot_platform.application.telemetry.model import Candidate, Outcome, Rejecti
 from iot_platform.domain.commands import CommandStatus
 from iot_platform.domain.errors import DomainError
 from iot_platform.presentation.log_limits import OncePerInterval, OncePerIntervalFilter
-from iot_platform.presentation.payloads import DEFAULT_LIMITS, PayloadLimits, PayloadRejected, decode_cbor, decode_json
 from iot_platform.presentation.mqtt.contract import (
     MalformedAck,
     candidate_from_body,
     command_ack_from_body,
     undecodable,
 )
+from iot_platform.presentation.payloads import DEFAULT_LIMITS, PayloadLimits, PayloadRejected, decode_cbor, decode_json
 from iot_platform.presentation.wire import WireError
 
 log = logging.getLogger(__name__)

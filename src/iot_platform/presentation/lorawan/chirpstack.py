@@ -18,8 +18,8 @@ from typing import Any
 
 from iot_platform.application.lorawan.ports import LoRaWANDevices
 from iot_platform.application.telemetry.model import NS_PER_SECOND, Candidate, MetricValue, Rejection
-from iot_platform.presentation.payloads import PayloadRejected, decode_json
 from iot_platform.presentation.lorawan.codecs import UndecodablePayload, codec
+from iot_platform.presentation.payloads import PayloadRejected, decode_json
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 

@@ -12,8 +12,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from cryptography.hazmat.primitives.cmac import CMAC
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.cmac import CMAC
 
 MIC_SIZE = 4
 

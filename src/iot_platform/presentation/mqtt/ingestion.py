@@ -27,8 +27,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, replace
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import aiomqtt
@@ -40,7 +40,6 @@ from iot_platform.application.observability import MqttMetrics
 from iot_platform.application.telemetry.ingestion import BatchOrder, IngestTelemetry
 from iot_platform.application.telemetry.model import Candidate, Outcome, Rejection, Status
 from iot_platform.config import MqttSettings
-from iot_platform.presentation.payloads import DEFAULT_LIMITS, PayloadLimits
 from iot_platform.presentation.mqtt.contract import (
     DEVICE_TOPICS,
     CommandAck,
@@ -48,6 +47,7 @@ from iot_platform.presentation.mqtt.contract import (
     StatusReport,
     parse_message,
 )
+from iot_platform.presentation.payloads import DEFAULT_LIMITS, PayloadLimits
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from fastapi import FastAPI, Request, Response
 from iot_platform.composition import Platform, build_platform, services_from
 from iot_platform.config import WORKER_ROLES, Settings
 from iot_platform.presentation.rest.errors import install_error_handlers
-from iot_platform.presentation.rest.security import ProtectedMetrics
 from iot_platform.presentation.rest.routers import (
     access,
     alerts,
@@ -26,6 +25,7 @@ from iot_platform.presentation.rest.routers import (
     realtime,
     telemetry,
 )
+from iot_platform.presentation.rest.security import ProtectedMetrics
 
 
 def create_app(

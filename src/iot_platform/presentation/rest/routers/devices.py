@@ -8,7 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from iot_platform.application.ports import UnreadableEvent
+from iot_platform.application.devices.certificates import (
+    CertificatePublication,
+    InvalidCsr,
+    IssuedCertificate,
+    UnknownCertificate,
+)
 from iot_platform.application.devices.commands import (
     CommandResult,
     DecommissionDevice,
@@ -17,15 +22,10 @@ from iot_platform.application.devices.commands import (
     SuspendDevice,
     UpdateDevice,
 )
-from iot_platform.application.devices.certificates import (
-    CertificatePublication,
-    InvalidCsr,
-    IssuedCertificate,
-    UnknownCertificate,
-)
 from iot_platform.application.devices.provisioning import fingerprint
 from iot_platform.application.devices.queries import DeviceSearch, Near, device_history
 from iot_platform.application.errors import NotFound
+from iot_platform.application.ports import UnreadableEvent
 from iot_platform.application.services import DeviceServices
 from iot_platform.config import Settings
 from iot_platform.domain.devices import DeviceMetadata, DeviceStatus, Location, Protocol
@@ -41,17 +41,17 @@ from iot_platform.presentation.rest.deps import (
 from iot_platform.presentation.rest.errors import FieldError
 from iot_platform.presentation.rest.routers.lorawan import lorawan_profile, root_keys
 from iot_platform.presentation.rest.schemas.devices import (
+    CertificateList,
+    CertificateOut,
+    CertificatePublic,
     DeviceCreate,
     DeviceHistory,
     DeviceList,
     DevicePublic,
     DeviceUpdate,
+    GeneratedKey,
     HistoryEvent,
     LocationIn,
-    CertificateList,
-    CertificateOut,
-    CertificatePublic,
-    GeneratedKey,
     MqttSettingsOut,
     OscoreCredential,
     Provisioned,

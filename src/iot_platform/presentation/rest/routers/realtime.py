@@ -14,9 +14,9 @@ from iot_platform.application.errors import NotFound
 from iot_platform.application.realtime import AlertFilter, Subscription
 from iot_platform.domain.alerts import Severity
 from iot_platform.presentation.rest.deps import DevicesDep, FeedDep
-from iot_platform.presentation.rest.state import services_of
 from iot_platform.presentation.rest.routers.alerts import sse
 from iot_platform.presentation.rest.security import Principal, require, websocket_principal
+from iot_platform.presentation.rest.state import services_of
 
 router = APIRouter(tags=["real time"])
 

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iot_platform.domain.alerts import Channel, Condition, DeviceSelector, Operator, RuleDefinition, Severity
-from iot_platform.domain.alerts.events import ALERT_EVENTS
+from iot_platform.domain.alerts.events import ALERT_EVENTS, AlertRuleChanged
 from iot_platform.domain.commands.events import COMMAND_EVENTS
 from iot_platform.domain.devices import DeviceMetadata, Location
 from iot_platform.domain.devices.events import DEVICE_EVENTS
@@ -35,6 +35,7 @@ from iot_platform.domain.events import DomainEvent
 from iot_platform.domain.lorawan import Activation, LoRaWANProfile
 from iot_platform.infrastructure.eventstore.serialization import build_event_serializer
 
+AT = datetime(2026, 1, 1, tzinfo=UTC)
 SERIALIZER = build_event_serializer()
 EVENT_TYPES = [*DEVICE_EVENTS, *ALERT_EVENTS, *COMMAND_EVENTS]
 
@@ -188,3 +189,24 @@ def test_every_event_the_domain_accepts_reads_back_equal(event_type: type[Domain
 def test_every_registered_event_type_is_generated() -> None:
     """The registries are what the serializer knows: no event type escapes the property."""
     assert {c.event_type() for c in EVENT_TYPES} == set(SERIALIZER._types)
+
+
+@pytest.mark.parametrize("bound", [2**53 + 1, -(2**53) - 3])
+def test_a_rule_bound_beyond_the_exact_doubles_is_kept_as_the_nearest_one_and_reads_back(bound: int) -> None:
+    # Given a range rule whose bound is an int no double holds exactly
+    definition = RuleDefinition(
+        name="huge", selector=DeviceSelector(),
+        condition=Condition("t", Operator.INSIDE, min=min(bound, 0), max=max(bound, 0)),
+    )
+    event = AlertRuleChanged(aggregate_id="r1", occurred_at=AT, definition=definition)
+    # When it is stored and read back
+    back = SERIALIZER.deserialize(event.event_type(), event.schema_version, SERIALIZER.serialize(event))
+    # Then it is the same event, its bound the nearest double
+    assert back == event
+    assert float(bound) in (back.definition.condition.min, back.definition.condition.max)
+
+
+def test_a_rule_bound_beyond_the_double_range_is_refused_naming_it() -> None:
+    with pytest.raises(InvalidValue) as refused:
+        Condition("t", Operator.GT, threshold=10**400)
+    assert refused.value.field == "threshold"

@@ -55,6 +55,19 @@ def require_number(value: object, field: str, *, optional: bool = False) -> None
         raise InvalidValue("must be a finite number", field=field)
 
 
+def as_float(value: int | float, field: str) -> float:
+    """A number kept as a double. Events are stored as JSON and a float field reads back as a
+    double, so an int beyond 2**53 would not read back as itself: it becomes the nearest double
+    here, and one beyond the double range is refused."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidValue("must be a finite number", field=field) from None
+    if not math.isfinite(number):
+        raise InvalidValue("must be a finite number", field=field)
+    return number
+
+
 def require_int(value: object, field: str, *, optional: bool = False) -> None:
     if value is None and optional:
         return

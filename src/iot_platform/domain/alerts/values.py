@@ -15,6 +15,7 @@ from typing import Any
 
 from iot_platform.domain.errors import InvalidValue
 from iot_platform.domain.validation import (
+    as_float,
     require_bool,
     require_int,
     require_number,
@@ -114,7 +115,10 @@ class Condition:
         if not isinstance(self.op, Operator):
             raise InvalidValue("must be one of " + ", ".join(o.value for o in Operator), field="op")
         for name in ("threshold", "min", "max"):
-            require_number(getattr(self, name), name, optional=True)
+            bound = getattr(self, name)
+            require_number(bound, name, optional=True)
+            if bound is not None:
+                object.__setattr__(self, name, as_float(bound, name))
         require_int(self.window, "window", optional=True)
         if not self.metric or len(self.metric) > 100:
             raise InvalidValue("must be a metric name of 1 to 100 characters", field="metric")

@@ -70,23 +70,9 @@ def test_infrastructure_does_not_reach_into_presentation() -> None:
         assert not any(n.startswith("iot_platform.presentation") for n in names), module
 
 
-CLI_ADMIN_IMPORTS = {
-    "iot_platform.infrastructure.files",
-    "iot_platform.infrastructure.persistence.database",
-    "iot_platform.infrastructure.persistence.migrate",
-    "iot_platform.infrastructure.projections.runner",
-    "iot_platform.infrastructure.streaming.dead_letter_queue",
-}
-"""What the CLI's operator commands (migrate, dead letters, projection skips, private files)
-still take straight from infrastructure; listed one by one so that nothing joins them."""
-
-
 def test_presentation_imports_no_infrastructure() -> None:
     for module, names in imports_of("presentation").items():
         reached = {n for n in names if within(n, "iot_platform.infrastructure")}
-        if module.startswith("presentation/cli/"):
-            reached = {n for n in reached  # ``from package import module`` names the package too
-                       if not any(within(n, a) or a.startswith(n + ".") for a in CLI_ADMIN_IMPORTS)}
         assert not reached, f"{module} imports {reached}"
 
 

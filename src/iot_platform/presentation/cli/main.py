@@ -13,11 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from iot_platform.config import WORKER_ROLES, ConfigError, Settings, load_settings
-from iot_platform.infrastructure.files import private_by_default
 
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
     from iot_platform.composition import Platform
 
 T = TypeVar("T")
@@ -50,6 +47,8 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """iot-platform: an event-sourced IoT device platform."""
+    from iot_platform.composition.operations import private_by_default
+
     private_by_default()  # databases, keys, the CA: whatever the platform writes is 0600/0700
     ctx.ensure_object(dict)
     ctx.obj["config"] = config_path
@@ -69,7 +68,7 @@ def _roles(value: str) -> tuple[str, ...]:
 
 def _tune_gc() -> None:
     # Ingestion allocates a short-lived object graph per message; with the default thresholds
-    # the cyclic collector took over half the CPU at saturation (tools/bench_ingest.py). Rarer
+    # the cyclic collector took over half the CPU at saturation (tools/bench_ingest/). Rarer
     # young-generation passes, and the start-up heap frozen out of every later pass.
     gc.set_threshold(50_000, 50, 1000)
     gc.freeze()
@@ -126,20 +125,6 @@ def db() -> None:
     """Database schema (Alembic migrations)."""
 
 
-def _with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    """Runs ``work`` on an engine for the configured database, and closes it."""
-    from iot_platform.infrastructure.persistence.database import create_engine
-
-    async def main() -> T:
-        engine = create_engine(settings.eventstore.url)
-        try:
-            return await work(engine)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
-
-
 def _with_platform(settings: Settings, work: Callable[[Platform], Awaitable[T]]) -> T:
     """Runs ``work`` on a migrated platform whose projections do not run by themselves."""
     from iot_platform.composition import build_platform
@@ -160,23 +145,19 @@ def _with_platform(settings: Settings, work: Callable[[Platform], Awaitable[T]])
 @click.pass_context
 def db_upgrade(ctx: click.Context, revision: str) -> None:
     """Apply migrations up to REVISION."""
-    from iot_platform.infrastructure.persistence import migrate
+    from iot_platform.composition.operations import upgrade_database
 
-    async def upgrade(engine: AsyncEngine) -> str | None:
-        await migrate.upgrade(engine, revision)
-        return await migrate.current_revision(engine)
-
-    click.echo(f"database at revision {_with_engine(_settings(ctx), upgrade)}")
+    click.echo(f"database at revision {asyncio.run(upgrade_database(_settings(ctx), revision))}")
 
 
 @db.command("current")
 @click.pass_context
 def db_current(ctx: click.Context) -> None:
     """Print the database's migration revision."""
-    from iot_platform.infrastructure.persistence import migrate
+    from iot_platform.composition.operations import database_revision
 
-    current = _with_engine(_settings(ctx), migrate.current_revision)
-    click.echo(f"{current or 'empty'} (head is {migrate.head_revision()})")
+    current, head = asyncio.run(database_revision(_settings(ctx)))
+    click.echo(f"{current or 'empty'} (head is {head})")
 
 
 @cli.group()
@@ -233,7 +214,7 @@ def projections_skip(ctx: click.Context, name: str, position: int, reason: str |
     interval."""
     import getpass
 
-    from iot_platform.infrastructure.projections.runner import NotStalled
+    from iot_platform.composition.operations import NotStalled
 
     who = by or f"cli:{getpass.getuser()}"
 
@@ -294,12 +275,12 @@ def dlq() -> None:
 @click.pass_context
 def dlq_list(ctx: click.Context, limit: int | None) -> None:
     """Print every dead letter: where it came from, why, and the record's key."""
-    from iot_platform.infrastructure.streaming.dead_letter_queue import list_dead_letters
+    from iot_platform.composition.operations import dead_letters
 
     settings = _settings(ctx)
     _needs_kafka(settings, "dlq")
     streaming = settings.streaming
-    letters = asyncio.run(list_dead_letters(streaming.brokers, streaming.topics.dead_letter, limit))
+    letters = asyncio.run(dead_letters(settings, limit))
     for letter in letters:
         click.echo(f"{letter.partition}@{letter.offset}\t{letter.reason}\t{letter.source}\t"
                    f"key={letter.key}\t{letter.headers.get('error', '')}")
@@ -312,14 +293,11 @@ def dlq_list(ctx: click.Context, limit: int | None) -> None:
 @click.pass_context
 def dlq_replay(ctx: click.Context, reason: str | None) -> None:
     """Send the dead letters not replayed before back to their source topics."""
-    from iot_platform.infrastructure.streaming.dead_letter_queue import replay_dead_letters
+    from iot_platform.composition.operations import replay
 
     settings = _settings(ctx)
     _needs_kafka(settings, "dlq")
-    streaming = settings.streaming
-    replayed, skipped = asyncio.run(replay_dead_letters(
-        streaming.brokers, streaming.topics.dead_letter, f"{streaming.consumer_group}-dlq-replay", reason
-    ))
+    replayed, skipped = asyncio.run(replay(settings, reason))
     click.echo(f"replayed {replayed} dead letters" + (f" ({skipped} of another reason skipped)" if skipped else ""))
 
 

@@ -5,7 +5,7 @@ on disk, and the runtime's stop order is checked job by job."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -22,28 +22,14 @@ from iot_platform.application.telemetry.model import (
 from iot_platform.composition import Adapters, Platform, build_platform
 from iot_platform.composition.runtime import Job
 from iot_platform.config import Settings
+from iot_platform.infrastructure.eventstore.memory import InMemoryEventStore
 from iot_platform.infrastructure.eventstore.serialization import build_event_serializer
 from iot_platform.infrastructure.observability import PlatformMetrics
 from iot_platform.infrastructure.persistence.database import create_engine
 from iot_platform.infrastructure.secrets import SecretBox
 from iot_platform.infrastructure.streaming.inprocess import InProcessTelemetryStream
-from tests.unit.fakes import InMemoryEventStore
 
 pytestmark = pytest.mark.asyncio
-
-
-class ObservedMemoryStore(InMemoryEventStore):
-    """The in-memory event store with what a running platform also asks of its store."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.listeners: list[Callable[[int], None]] = []
-
-    def on_append(self, listener: Callable[[int], None]) -> None:
-        self.listeners.append(listener)
-
-    async def check(self) -> None:
-        return None
 
 
 class NoTimeSeries:
@@ -92,7 +78,7 @@ def _platform(tmp_path: Path, announced: list[str]) -> tuple[Platform, NoTimeSer
     adapters = Adapters(
         engine=create_engine(settings.eventstore.url),
         serializer=build_event_serializer(),
-        event_store=ObservedMemoryStore(),
+        event_store=InMemoryEventStore(),
         timeseries=timeseries,
         secrets=SecretBox(bytes(32)),
         metrics=metrics,

@@ -36,7 +36,7 @@ async def test_register_appends_one_event_and_waits_for_the_read_model() -> None
     result = await devices.register(RegisterDevice("sensor-001", "th"))
     assert (result.version, result.position) == (1, 1)
     assert [r.event.event_type() for r in store.events] == ["DeviceRegistered"]
-    assert store.outbox == [1]
+    assert [r.position for r in await store.pending_outbox(10)] == [1]
     assert read_model.waited_for == [1]
 
 
@@ -99,8 +99,8 @@ async def test_snapshots_are_taken_every_n_events_and_used_on_load() -> None:
     await devices.register(RegisterDevice("sensor-001", "th"))
     for i in range(11):
         await devices.update(UpdateDevice("sensor-001", tags={"n": str(i)}))
-    snapshot = store.snapshots[("device", "sensor-001")]
-    assert snapshot.version == 10
+    snapshot = await store.latest_snapshot("device", "sensor-001")
+    assert snapshot is not None and snapshot.version == 10
     repository = EventSourcedRepository(store, Device, 5)
     loaded = await repository.load("sensor-001")
     assert loaded.version == 12 and loaded.tags == {"n": "10"}

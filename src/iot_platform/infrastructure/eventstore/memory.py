@@ -29,6 +29,11 @@ class InMemoryEventStore:
         self._outbox: set[int] = set()
         self._listeners: list[Callable[[int], None]] = []
 
+    @property
+    def events(self) -> Sequence[RecordedEvent]:
+        """The whole log in position order: a reader in the same process needs no paging."""
+        return tuple(self._log)
+
     def on_append(self, listener: Callable[[int], None]) -> None:
         """Called with the last position of every append, as the SQL store's listeners are."""
         self._listeners.append(listener)

@@ -32,8 +32,9 @@ from iot_platform.application.telemetry.model import (
     TagQuery,
 )
 from iot_platform.application.telemetry.ports import PermanentWriteError, TimeSeriesStore
-from iot_platform.infrastructure.timeseries import InfluxTimeSeriesStore, SqliteTimeSeriesStore
+from iot_platform.infrastructure.timeseries.influx import InfluxTimeSeriesStore
 from iot_platform.infrastructure.timeseries.rollups import PARTIAL_NS, DirtyBuckets, plan_maintenance
+from iot_platform.infrastructure.timeseries.sqlite import SqliteTimeSeriesStore
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.asyncio

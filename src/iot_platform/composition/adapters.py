@@ -26,7 +26,6 @@ from iot_platform.infrastructure.persistence.database import create_engine
 from iot_platform.infrastructure.secrets import SecretBox
 from iot_platform.infrastructure.streaming.inprocess import InProcessTelemetryStream
 from iot_platform.infrastructure.streaming.kafka_telemetry import KafkaDeadLetters, KafkaTelemetryStream
-from iot_platform.infrastructure.timeseries.influx import InfluxTimeSeriesStore
 from iot_platform.infrastructure.timeseries.sqlite import SqliteTimeSeriesStore
 
 
@@ -85,6 +84,9 @@ def adapters_from(settings: Settings) -> Adapters:
 def timeseries_store(settings: Settings) -> TimeSeriesStore:
     ts = settings.timeseries
     if ts.backend == "influxdb":
+        # Imported here: the InfluxDB client costs a second of every start on the embedded store.
+        from iot_platform.infrastructure.timeseries.influx import InfluxTimeSeriesStore
+
         return InfluxTimeSeriesStore(
             url=ts.url,
             token=ts.token.get_secret_value(),

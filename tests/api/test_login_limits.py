@@ -1,4 +1,4 @@
-"""Defect 5, in process on both event stores: logins cannot stall the platform, cannot be
+"""In process on both event stores: logins cannot stall the platform, cannot be
 hammered, and do not tell which usernames exist; guessed API keys are throttled.
 
 Before: the password hash ran on the event loop (100 concurrent wrong-password logins slowed
@@ -9,11 +9,26 @@ faster than a known one.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
-from tests.api.conftest import InProcessPlatform
+from tests.api.conftest import InProcessPlatform, in_process_platform
+
+SLOW_REFILL = {"per_second": 0.0001}
+"""A budget that does not refill within a test: the flood is served as fast as this machine
+can, and a token back mid-flood would let alice's right password through."""
+
+
+@pytest.fixture
+def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_database_url: str) -> Iterator[InProcessPlatform]:
+    """The default bursts, with login budgets that only a test's own attempts can spend."""
+    limits = {"login_per_username": SLOW_REFILL, "login_per_client": SLOW_REFILL}
+    with in_process_platform(tmp_path, monkeypatch, api_database_url, rate_limits=limits) as running:
+        yield running
 
 
 async def flood_while_polling_health(app: FastAPI, logins: int) -> tuple[list[httpx.Response], list[int]]:

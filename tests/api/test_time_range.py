@@ -1,4 +1,4 @@
-"""Defect 7: a time outside what the stores hold is the caller's mistake (422 naming the
+"""A time outside what the stores hold is the caller's mistake (422 naming the
 parameter), never an overflow inside the store (500).
 
 Both time-series stores keep signed 64-bit nanoseconds: 1677-09-21 to 2262-04-11. The API

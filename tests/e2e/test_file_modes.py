@@ -1,4 +1,4 @@
-"""Defect 10: what the platform writes under ``data/`` is readable by its own user only.
+"""What the platform writes under ``data/`` is readable by its own user only.
 
 The databases hold API-key and password hashes and all device data; ``data/secrets`` and
 ``data/pki`` hold keys. Under the usual umask (022) they came out 0644, readable by every

@@ -1,4 +1,4 @@
-"""One bad message never stops ingestion (issue 12, defects 2 and 9), with real clients.
+"""One bad message never stops ingestion, with real clients.
 
 The reproduction: ``mosquitto_pub -t devices/ANY/telemetry -m '{"x":[[[...1,000 deep...]]]}'``
 used to raise RecursionError inside the MQTT consumer; the batch that held it never finished,

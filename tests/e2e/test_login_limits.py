@@ -1,4 +1,4 @@
-"""Defect 5, end to end: a device over its reading budget is throttled alone, over HTTP and MQTT.
+"""End to end: a device over its reading budget is throttled alone, over HTTP and MQTT.
 
 The login flood and the throttled API-key guesses are in tests/api/test_login_limits.py.
 """

@@ -1,4 +1,4 @@
-"""One bad request or one unreadable stored event never bricks the platform (issue 12, defect 1).
+"""One bad request or one unreadable stored event never bricks the platform.
 
 Run as a user runs it: a real ``iot-platform serve`` process, restarted, on SQLite and
 PostgreSQL; the unreadable event is planted with raw SQL, as the old bug wrote it.

@@ -1,7 +1,7 @@
 """A projection that meets an event it cannot apply stalls alone, says so, and resumes.
 
 Specification of the projection runner's stall, retry and skip, on every backend (SQLite and
-PostgreSQL). Why: one unreadable ``AlertRuleChanged`` (issue 12, defect 1) stopped every
+PostgreSQL). Why: one unreadable ``AlertRuleChanged`` stopped every
 projection for good, so new devices never appeared and every write waited out its timeout.
 """
 

@@ -1,5 +1,5 @@
 """CoAP requests are decoded with limits and refused with a 4.xx that says why, counted by
-reason, never a 5.00 (issue 12, defect 2); and a device is who its credential says it is:
+reason, never a 5.00; and a device is who its credential says it is:
 OSCORE, or a ``?token=`` checked by the access service (defect 6).
 
 The resource logic runs here on hand-built ``aiocoap.Message`` objects with a recording

@@ -1,7 +1,7 @@
 """Anyone who reaches UDP 1700 or a LoRa radio can send garbage: the GWMP parser, the LoRaWAN
 PHY parser and the Cayenne LPP codec raise nothing but their own errors on any bytes and any
 structured-but-wrong JSON, and the gateway endpoint counts each refused packet by reason and
-logs one line per reason a minute, never a traceback (issue 12, defects 2 and 8).
+logs one line per reason a minute, never a traceback.
 """
 
 from __future__ import annotations

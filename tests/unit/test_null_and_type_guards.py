@@ -1,7 +1,7 @@
 """Values that cannot be stored and read back are refused where they enter, naming the field.
 
 Why: a rule PATCH with ``"enabled": null`` was accepted and stored as an event no release could
-read (issue 12, defect 1). Three guards now stand in line: the REST schema (422 before any
+read. Three guards now stand in line: the REST schema (422 before any
 command), the domain's value objects (``InvalidValue``), and the serializer, which refuses an
 event that would not read back equal (``EventNotStorable``) before it reaches the store.
 """

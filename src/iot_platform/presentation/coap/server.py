@@ -205,7 +205,7 @@ class _Caller:
         if self.principal is not None and not self.principal.may(permission):
             raise _Refusal(Code.FORBIDDEN, f"the token does not grant {permission}", Rejection.IDENTITY_MISMATCH)
         if self.principal is not None and self.device is None and "device" in self.principal.roles:
-            # a device credential bound to no device (issue 12, defect 4) acts for none
+            # a device credential bound to no device acts for none
             raise _Refusal(Code.FORBIDDEN, "the token is a device credential bound to no device",
                            Rejection.IDENTITY_MISMATCH)
         if self.device is not None and self.device != device_id:

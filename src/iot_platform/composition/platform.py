@@ -47,7 +47,8 @@ from iot_platform.infrastructure.streaming.kafka_events import KafkaDomainEventP
 
 @dataclass
 class Platform:
-    """Every wired use case and the adapters the presentation still reaches, by area."""
+    """Every wired use case and adapter, by area: what the runtime starts and stops, and what
+    ``services_from`` picks the presentation's ``Services`` from (no router sees this)."""
 
     settings: Settings
     engine: AsyncEngine

@@ -27,7 +27,7 @@ run: $(VENV)/.installed-runtime
 # so the first pass runs on PYTEST_WORKERS workers (each with its own PostgreSQL database and
 # port slice); the tests marked serial restart or reload a shared service, so they run alone
 # afterwards. Both passes always run; make fails if either did.
-PYTEST_WORKERS ?= 6
+PYTEST_WORKERS ?= 4
 
 test: $(VENV)/.installed-dev
 	bash tools/services.sh start

@@ -83,6 +83,17 @@ async def reset_postgres(url: str) -> None:
         await engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def platform_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The event store of a platform a test starts (a process in e2e, in process in tests/api):
+    each test runs once per store, on an empty database under the platform's ``data/``."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'iot.db'}"
+    url = str(request.getfixturevalue("postgres_url"))
+    asyncio.run(reset_postgres(url))
+    return url
+
+
 @pytest_asyncio.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each contract test runs once per backend, on an empty database."""

@@ -23,7 +23,6 @@ from fastapi import FastAPI
 
 from iot_platform.config import Settings, load_settings
 from iot_platform.presentation.rest.app import create_app
-from tests.conftest import reset_postgres
 from tests.e2e.platform_process import ADMIN_KEY, free_port, free_udp_port
 
 
@@ -91,16 +90,6 @@ class InProcessPlatform:
                             headers=headers or {}, timeout=30)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def api_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each test runs once per event store it ran on as an e2e test, on an empty database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'data' / 'iot.db'}"
-    url = str(request.getfixturevalue("postgres_url"))
-    asyncio.run(reset_postgres(url))
-    return url
-
-
 @contextmanager
 def in_process_platform(workdir: Path, monkeypatch: pytest.MonkeyPatch, database_url: str,
                         **sections: dict[str, Any]) -> Iterator[InProcessPlatform]:
@@ -114,8 +103,8 @@ def in_process_platform(workdir: Path, monkeypatch: pytest.MonkeyPatch, database
 
 
 @pytest.fixture
-def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_database_url: str) -> Iterator[InProcessPlatform]:
-    with in_process_platform(tmp_path, monkeypatch, api_database_url) as running:
+def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform_database_url: str) -> Iterator[InProcessPlatform]:
+    with in_process_platform(tmp_path, monkeypatch, platform_database_url) as running:
         yield running
 
 

@@ -24,10 +24,10 @@ can, and a token back mid-flood would let alice's right password through."""
 
 
 @pytest.fixture
-def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_database_url: str) -> Iterator[InProcessPlatform]:
+def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform_database_url: str) -> Iterator[InProcessPlatform]:
     """The default bursts, with login budgets that only a test's own attempts can spend."""
     limits = {"login_per_username": SLOW_REFILL, "login_per_client": SLOW_REFILL}
-    with in_process_platform(tmp_path, monkeypatch, api_database_url, rate_limits=limits) as running:
+    with in_process_platform(tmp_path, monkeypatch, platform_database_url, rate_limits=limits) as running:
         yield running
 
 

@@ -47,7 +47,7 @@ def token_with_curl(platform: RunningPlatform, username: str, password: str) -> 
 
 
 def test_a_device_user_is_bound_to_one_device_whether_made_over_rest_or_the_cli(
-    platform: RunningPlatform, api: httpx.Client, e2e_database_url: str
+    platform: RunningPlatform, api: httpx.Client, platform_database_url: str
 ) -> None:
     """Given devices d1 and d2 and a command waiting for d2, a user with the device role must
     name its one device (REST 422 naming the field, CLI usage error naming --device), and the
@@ -68,7 +68,7 @@ def test_a_device_user_is_bound_to_one_device_whether_made_over_rest_or_the_cli(
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(BIN / "iot-platform"), "users", "create", *args, "--password-stdin"],
-                              input=password + "\n", cwd=platform.workdir, env=platform_env(e2e_database_url),
+                              input=password + "\n", cwd=platform.workdir, env=platform_env(platform_database_url),
                               capture_output=True, text=True, timeout=60)
 
     refused = cli("cli-dev", "--role", "device")

@@ -154,15 +154,15 @@ def test_acknowledge_and_resolve_by_hand(platform: RunningPlatform, api: httpx.C
     eventually(lambda: alerts(api, status="open"), lambda found: len(found) == 1 and found[0]["id"] != alert["id"])
 
 
-def test_a_restart_neither_re_raises_nor_forgets_an_open_alert(tmp_path: Path, e2e_database_url: str) -> None:
-    with running_platform(tmp_path, e2e_database_url) as first, httpx.Client(
+def test_a_restart_neither_re_raises_nor_forgets_an_open_alert(tmp_path: Path, platform_database_url: str) -> None:
+    with running_platform(tmp_path, platform_database_url) as first, httpx.Client(
         base_url=f"{first.base_url}/api", headers=first.headers, timeout=30
     ) as api:
         register(api, "sensor-1")
         rule(api, device_id="sensor-1", metric="temp", op=">", threshold=32)
         publish(first, "sensor-1", temp=40, timestamp=at(0))
         [alert] = eventually(lambda: alerts(api), lambda found: len(found) == 1)
-    with running_platform(tmp_path, e2e_database_url) as second, httpx.Client(
+    with running_platform(tmp_path, platform_database_url) as second, httpx.Client(
         base_url=f"{second.base_url}/api", headers=second.headers, timeout=30
     ) as api:
         publish(second, "sensor-1", temp=41, timestamp=at(10))
@@ -239,10 +239,10 @@ def test_a_webhook_rule_posts_raised_and_resolved(platform: RunningPlatform, api
     assert [(first["kind"], first["value"]), second["kind"]] == [("raised", 30), "resolved"]
 
 
-def test_with_kafka_streaming_alerts_reach_a_kcat_consumer_of_iot_alerts(tmp_path: Path, e2e_database_url: str) -> None:
+def test_with_kafka_streaming_alerts_reach_a_kcat_consumer_of_iot_alerts(tmp_path: Path, platform_database_url: str) -> None:
     brokers = require_service("IOT_TEST_KAFKA_BROKERS", "Kafka")
     topic = f"iot-alerts-{uuid4().hex[:8]}"
-    with running_platform(tmp_path, e2e_database_url, IOT_STREAMING__BACKEND="kafka",
+    with running_platform(tmp_path, platform_database_url, IOT_STREAMING__BACKEND="kafka",
                           IOT_STREAMING__BROKERS=brokers, IOT_STREAMING__TOPICS__ALERTS=topic) as running, \
             httpx.Client(base_url=f"{running.base_url}/api", headers=running.headers, timeout=30) as api:
         register(api, "sensor-1")

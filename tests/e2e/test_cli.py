@@ -32,21 +32,21 @@ def test_a_bad_config_value_stops_start_up_with_one_line_naming_the_key(tmp_path
     assert done.stderr.strip() == "iot-platform: bad config value eventstore.snapshot_evry: is not a known setting"
 
 
-def test_db_upgrade_creates_the_schema(tmp_path: Path, e2e_database_url: str) -> None:
-    done = cli(tmp_path, e2e_database_url, "db", "upgrade")
+def test_db_upgrade_creates_the_schema(tmp_path: Path, platform_database_url: str) -> None:
+    done = cli(tmp_path, platform_database_url, "db", "upgrade")
     assert done.returncode == 0, done.stderr
     head = migrate.head_revision()
     assert done.stdout.strip() == f"database at revision {head}"
-    current = cli(tmp_path, e2e_database_url, "db", "current")
+    current = cli(tmp_path, platform_database_url, "db", "current")
     assert current.stdout.strip() == f"{head} (head is {head})"
-    older = cli(tmp_path, e2e_database_url, "db", "upgrade", "--revision", "0001")
+    older = cli(tmp_path, platform_database_url, "db", "upgrade", "--revision", "0001")
     assert older.returncode == 0  # already past it: nothing to do
 
 
 def test_devices_survive_a_restart_and_a_rebuild_reproduces_the_registry(
-    tmp_path: Path, e2e_database_url: str
+    tmp_path: Path, platform_database_url: str
 ) -> None:
-    with running_platform(tmp_path, e2e_database_url) as platform:
+    with running_platform(tmp_path, platform_database_url) as platform:
         with httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers) as api:
             for n in range(12):
                 api.post("/devices", json={"device_id": f"d{n}", "device_type": "th", "tags": {"n": str(n)},
@@ -55,12 +55,12 @@ def test_devices_survive_a_restart_and_a_rebuild_reproduces_the_registry(
             api.delete("/devices/d4")
             api.patch("/devices/d5", json={"name": "renamed", "location": None})  # two events
             before = api.get("/devices", params={"include_decommissioned": True, "limit": 100}).json()
-    rebuilt = cli(tmp_path, e2e_database_url, "projections", "rebuild")
+    rebuilt = cli(tmp_path, platform_database_url, "projections", "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert rebuilt.stdout.strip() == "rebuilt from 16 events"
-    status = cli(tmp_path, e2e_database_url, "projections", "status")
+    status = cli(tmp_path, platform_database_url, "projections", "status")
     assert "device_registry: 16 (0 behind)" in status.stdout
-    with running_platform(tmp_path, e2e_database_url) as platform:
+    with running_platform(tmp_path, platform_database_url) as platform:
         after = httpx.get(
             f"{platform.base_url}/api/devices", params={"include_decommissioned": True, "limit": 100},
             headers=platform.headers,

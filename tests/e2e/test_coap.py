@@ -194,10 +194,10 @@ def test_an_observing_device_is_pushed_its_commands_and_acknowledges_them(
     assert first_line.startswith("4.04")
 
 
-def test_with_unauthenticated_coap_off_every_request_is_refused(tmp_path: Path, e2e_database_url: str) -> None:
+def test_with_unauthenticated_coap_off_every_request_is_refused(tmp_path: Path, platform_database_url: str) -> None:
     from tests.e2e.platform_process import running_platform
 
-    with running_platform(tmp_path, e2e_database_url, IOT_COAP__ALLOW_UNAUTHENTICATED="false") as running, \
+    with running_platform(tmp_path, platform_database_url, IOT_COAP__ALLOW_UNAUTHENTICATED="false") as running, \
             httpx.Client(base_url=f"{running.base_url}/api", headers=running.headers, timeout=30) as api:
         register(api, "sensor-1")
         first, _ = coap(running, "/devices/sensor-1/telemetry", "--content-format", "application/json",
@@ -223,8 +223,8 @@ def oscore_credentials(tmp_path: Path, platform: RunningPlatform, provisioned: d
     return credentials
 
 
-def test_oscore_devices_are_authenticated_and_confined_to_their_own_data(tmp_path: Path, e2e_database_url: str) -> None:
-    with running_platform(tmp_path, e2e_database_url, IOT_COAP__ALLOW_UNAUTHENTICATED="false") as platform, \
+def test_oscore_devices_are_authenticated_and_confined_to_their_own_data(tmp_path: Path, platform_database_url: str) -> None:
+    with running_platform(tmp_path, platform_database_url, IOT_COAP__ALLOW_UNAUTHENTICATED="false") as platform, \
             httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
         register(api, "coap-1", protocol="coap")
         register(api, "coap-2", protocol="coap")
@@ -260,7 +260,7 @@ def test_oscore_devices_are_authenticated_and_confined_to_their_own_data(tmp_pat
         assert readings(api, "coap-2") == []
     # After a restart the context comes back from its sealed copy (the replay window is
     # re-established with an Echo challenge, which the client answers by itself).
-    with running_platform(tmp_path, e2e_database_url, IOT_COAP__ALLOW_UNAUTHENTICATED="false") as platform, \
+    with running_platform(tmp_path, platform_database_url, IOT_COAP__ALLOW_UNAUTHENTICATED="false") as platform, \
             httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
         again = tmp_path / "again"  # the port is new; the device's context starts afresh
         again.mkdir()
@@ -339,11 +339,11 @@ def test_deeply_nested_payloads_are_a_4_00_with_a_reason_and_counted(
     assert "Traceback" not in (platform.workdir / "platform.log").read_text()
 
 
-def test_devices_present_a_token_once_anonymous_devices_are_not_admitted(tmp_path: Path, e2e_database_url: str) -> None:
+def test_devices_present_a_token_once_anonymous_devices_are_not_admitted(tmp_path: Path, platform_database_url: str) -> None:
     """Issue 12, defect 6 (CoAP): /sensors took readings for any device from anyone. With
     security.allow_anonymous_devices: never, a device presents its own API key as ?token=
     and may write and take commands for itself only."""
-    with running_platform(tmp_path, e2e_database_url, IOT_SECURITY__ALLOW_ANONYMOUS_DEVICES="never") as platform, \
+    with running_platform(tmp_path, platform_database_url, IOT_SECURITY__ALLOW_ANONYMOUS_DEVICES="never") as platform, \
             httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
         register(api, "sensor-1", protocol="coap")
         register(api, "sensor-2", protocol="coap")

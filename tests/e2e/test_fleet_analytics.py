@@ -85,7 +85,7 @@ THERMO_LAB = {"t4": "fault", "t6": 21.0, "t7": 21.5, "t8": 23.0, "t9": 23.5}
 
 
 def test_overview_group_statistics_and_fleet_outliers(
-    platform: RunningPlatform, api: httpx.Client, e2e_database_url: str
+    platform: RunningPlatform, api: httpx.Client, platform_database_url: str
 ) -> None:
     for device_id in THERMO_HQ:
         register(api, device_id, site="hq")
@@ -109,7 +109,7 @@ def test_overview_group_statistics_and_fleet_outliers(
     eventually(lambda: api.get("/fleet/overview").json()["active"]["last_hour"], lambda n: n == 12)
     assert api.delete("/devices/dead").status_code == 200
     assert api.post("/devices/paused/suspend", json={}).status_code == 200
-    insert_alerts(e2e_database_url, ("a1", "critical", "raised"), ("a2", "warning", "acknowledged"),
+    insert_alerts(platform_database_url, ("a1", "critical", "raised"), ("a2", "warning", "acknowledged"),
                   ("a3", "critical", "resolved"), ("a4", "info", "resolved"))
 
     overview = api.get("/fleet/overview")

@@ -65,7 +65,7 @@ def test_a_deep_message_on_mosquitto_does_not_stop_ingestion(tmp_path: Path, pos
             _deep_message_then_a_reading(platform, api, f"deep-{tmp_path.name[-8:]}")
 
 
-def test_on_kafka_the_deep_message_is_dead_lettered_and_listed(tmp_path: Path, e2e_database_url: str) -> None:
+def test_on_kafka_the_deep_message_is_dead_lettered_and_listed(tmp_path: Path, platform_database_url: str) -> None:
     """Where there is a dead-letter path (streaming.backend kafka), the refused message is
     kept there as it came: ``iot-platform dlq list`` shows it with its reason and MQTT topic."""
     import subprocess
@@ -80,9 +80,9 @@ def test_on_kafka_the_deep_message_is_dead_lettered_and_listed(tmp_path: Path, e
 
     def dlq_list() -> str:
         return subprocess.run([str(BIN / "iot-platform"), "dlq", "list"], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=120, env=platform_env(e2e_database_url, **env), check=True).stdout
+                              text=True, timeout=120, env=platform_env(platform_database_url, **env), check=True).stdout
 
-    with running_platform(tmp_path, e2e_database_url, **env) as platform:
+    with running_platform(tmp_path, platform_database_url, **env) as platform:
         with httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
             _deep_message_then_a_reading(platform, api, "sensor-001")
         listed = eventually(dlq_list, lambda out: "1 dead letters" in out, deadline=60)

@@ -40,11 +40,11 @@ def kcat_read(brokers: str, topic: str, count: int) -> list[tuple[str, dict[str,
 
 @pytest.mark.parametrize("source", ["store", "kafka"])
 def test_a_kcat_consumer_of_the_domain_events_topic_sees_device_registered(
-    tmp_path: Path, e2e_database_url: str, source: str
+    tmp_path: Path, platform_database_url: str, source: str
 ) -> None:
     brokers = require_service("IOT_TEST_KAFKA_BROKERS", "Kafka")
     topic = f"iot-domain-events-{uuid4().hex[:8]}"
-    with running_platform(tmp_path, e2e_database_url, IOT_STREAMING__BACKEND="kafka",
+    with running_platform(tmp_path, platform_database_url, IOT_STREAMING__BACKEND="kafka",
                           IOT_STREAMING__BROKERS=brokers, IOT_STREAMING__TOPICS__DOMAIN_EVENTS=topic,
                           IOT_STREAMING__PROJECTIONS_SOURCE=source,
                           IOT_STREAMING__CONSUMER_GROUP=f"e2e-{uuid4().hex[:8]}") as running, \
@@ -189,7 +189,7 @@ def test_a_broker_restarted_mid_stream_loses_nothing(tmp_path: Path, postgres_ur
         assert counts == dict.fromkeys(fleet.ids, fleet.sent)
 
 
-def test_dlq_list_and_replay_a_record_kcat_put_on_the_readings_topic(tmp_path: Path, e2e_database_url: str) -> None:
+def test_dlq_list_and_replay_a_record_kcat_put_on_the_readings_topic(tmp_path: Path, platform_database_url: str) -> None:
     from tests.e2e.platform_process import BIN, platform_env
 
     brokers = require_service("IOT_TEST_KAFKA_BROKERS", "Kafka")
@@ -198,10 +198,10 @@ def test_dlq_list_and_replay_a_record_kcat_put_on_the_readings_topic(tmp_path: P
 
     def cli(*args: str) -> str:
         done = subprocess.run([str(BIN / "iot-platform"), "dlq", *args], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=120, env=platform_env(e2e_database_url, **env), check=True)
+                              text=True, timeout=120, env=platform_env(platform_database_url, **env), check=True)
         return done.stdout
 
-    with running_platform(tmp_path, e2e_database_url, **env):
+    with running_platform(tmp_path, platform_database_url, **env):
         subprocess.run(["kcat", "-P", "-b", brokers, "-t", f"readings-{run}", "-k", "sensor-9"],
                        input="this is not a reading", text=True, check=True, timeout=60)
         listed = eventually(lambda: cli("list"), lambda out: "1 dead letters" in out, deadline=60)
@@ -213,11 +213,11 @@ def test_dlq_list_and_replay_a_record_kcat_put_on_the_readings_topic(tmp_path: P
         assert cli("replay").strip() == "replayed 1 dead letters"  # the new one; the first only once
 
 
-def test_a_command_pushed_to_a_device_is_on_the_commands_topic_for_kcat(tmp_path: Path, e2e_database_url: str) -> None:
+def test_a_command_pushed_to_a_device_is_on_the_commands_topic_for_kcat(tmp_path: Path, platform_database_url: str) -> None:
     brokers = require_service("IOT_TEST_KAFKA_BROKERS", "Kafka")
     run = uuid4().hex[:8]
     env = {k: v for k, v in scaled_out_env(run, brokers).items() if not k.startswith("IOT_TIMESERIES")}
-    with running_platform(tmp_path, e2e_database_url, **env, IOT_STREAMING__TOPICS__COMMANDS=f"commands-{run}") as running, \
+    with running_platform(tmp_path, platform_database_url, **env, IOT_STREAMING__TOPICS__COMMANDS=f"commands-{run}") as running, \
             httpx.Client(base_url=f"{running.base_url}/api", headers=running.headers, timeout=30) as api:
         assert api.post("/devices", json={"device_id": "pump-1", "device_type": "pump"}).status_code == 201
         issued = api.post("/devices/pump-1/commands", json={"command": "set_sampling_rate",
@@ -232,7 +232,7 @@ def test_a_command_pushed_to_a_device_is_on_the_commands_topic_for_kcat(tmp_path
         "pump-1", command_id, "set_sampling_rate", {"seconds": 30})
 
 
-def test_on_kafka_a_device_stream_client_sees_its_readings(tmp_path: Path, e2e_database_url: str) -> None:
+def test_on_kafka_a_device_stream_client_sees_its_readings(tmp_path: Path, platform_database_url: str) -> None:
     import queue as queues
 
     from tests.e2e.test_alerts import sse
@@ -241,7 +241,7 @@ def test_on_kafka_a_device_stream_client_sees_its_readings(tmp_path: Path, e2e_d
     brokers = require_service("IOT_TEST_KAFKA_BROKERS", "Kafka")
     run = uuid4().hex[:8]
     env = {k: v for k, v in scaled_out_env(run, brokers).items() if not k.startswith("IOT_TIMESERIES")}
-    with running_platform(tmp_path, e2e_database_url, **env) as running, \
+    with running_platform(tmp_path, platform_database_url, **env) as running, \
             httpx.Client(base_url=f"{running.base_url}/api", headers=running.headers, timeout=30) as api:
         assert api.post("/devices", json={"device_id": "sensor-1", "device_type": "th"}).status_code == 201
         stream = sse(running, "/api/devices/sensor-1/stream")

@@ -43,8 +43,8 @@ sends a downlink to RX2 instead (one test makes it so on purpose)."""
 
 
 @pytest.fixture
-def platform(tmp_path: Path, e2e_database_url: str) -> Iterator[RunningPlatform]:
-    with running_platform(tmp_path, e2e_database_url, IOT_LORAWAN__RX1_DELAY_SECONDS=str(RX1_DELAY),
+def platform(tmp_path: Path, platform_database_url: str) -> Iterator[RunningPlatform]:
+    with running_platform(tmp_path, platform_database_url, IOT_LORAWAN__RX1_DELAY_SECONDS=str(RX1_DELAY),
                           IOT_LORAWAN__ADR_HISTORY=str(ADR_HISTORY)) as running:
         yield running
 
@@ -214,12 +214,12 @@ def test_a_command_goes_out_after_the_next_uplink_and_the_ack_bit_delivers_it(
 
 
 def test_an_ack_heard_after_a_restart_still_delivers_the_confirmed_command(
-    tmp_path: Path, e2e_database_url: str
+    tmp_path: Path, platform_database_url: str
 ) -> None:
     """The process that sent a confirmed downlink is gone when the device's ACK comes: the
     command read model says what the ACK acknowledges."""
     env = {"IOT_LORAWAN__RX1_DELAY_SECONDS": str(RX1_DELAY), "IOT_LORAWAN__PORT": str(free_udp_port())}
-    with running_platform(tmp_path, e2e_database_url, **env) as platform, \
+    with running_platform(tmp_path, platform_database_url, **env) as platform, \
             httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
         device = abp(api, "lw-restart", 0x26011BDF)
         add_gateway(api, GW_A)
@@ -229,7 +229,7 @@ def test_an_ack_heard_after_a_restart_still_delivers_the_confirmed_command(
         assert gateway.push(device.uplink(1, TWO_TEMPERATURES))
         txpk = gateway.downlink()
         assert txpk is not None and device.read_downlink(txpk["phy"])["confirmed"] is True
-    with running_platform(tmp_path, e2e_database_url, **env) as platform, \
+    with running_platform(tmp_path, platform_database_url, **env) as platform, \
             httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
         assert api.get(f"/devices/lw-restart/commands/{command_id}").json()["status"] == "sent"
         assert gateway.pull()
@@ -306,7 +306,7 @@ def test_adr_moves_a_device_heard_well_at_sf12_to_dr5(
 
 
 def test_the_raw_codec_stores_hex_and_keys_are_sealed_at_rest(
-    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway], e2e_database_url: str
+    platform: RunningPlatform, api: httpx.Client, gateways: tuple[Gateway, Gateway], platform_database_url: str
 ) -> None:
     device = abp(api, "lw-raw", 0x26011BDC, codec="raw")
     a, _ = gateways
@@ -315,13 +315,13 @@ def test_the_raw_codec_stores_hex_and_keys_are_sealed_at_rest(
     assert (reading["metrics"]["payload_hex"], reading["metrics"]["f_port"]) == ("deadbeef", 42)
     log = (platform.workdir / "platform.log").read_text()
     assert NWK not in log and APP not in log
-    if e2e_database_url.startswith("sqlite"):
-        stored = b"".join(p.read_bytes() for p in Path(e2e_database_url.removeprefix("sqlite:///")).parent.glob("iot.db*"))
+    if platform_database_url.startswith("sqlite"):
+        stored = b"".join(p.read_bytes() for p in Path(platform_database_url.removeprefix("sqlite:///")).parent.glob("iot.db*"))
         assert bytes.fromhex(NWK) not in stored and NWK.encode() not in stored and APP.encode() not in stored
 
 
-def test_chirpstack_uplinks_published_with_mosquitto_pub_are_stored(tmp_path: Path, e2e_database_url: str) -> None:
-    with running_platform(tmp_path, e2e_database_url, IOT_LORAWAN__CHIRPSTACK_UPLINKS="true") as platform, \
+def test_chirpstack_uplinks_published_with_mosquitto_pub_are_stored(tmp_path: Path, platform_database_url: str) -> None:
+    with running_platform(tmp_path, platform_database_url, IOT_LORAWAN__CHIRPSTACK_UPLINKS="true") as platform, \
             httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
         abp(api, "lw-cs", 0x0101010101010101 & 0xFFFFFFFF)
         eui = f"{0x0101010101010101 & 0xFFFFFFFF:016x}"

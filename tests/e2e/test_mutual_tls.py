@@ -58,16 +58,16 @@ def tls_env(tmp_path: Path, pki: Path, mqtts_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def tls_platform(tmp_path: Path, e2e_database_url: str) -> Iterator[tuple[RunningPlatform, Path, int]]:
+def tls_platform(tmp_path: Path, platform_database_url: str) -> Iterator[tuple[RunningPlatform, Path, int]]:
     mqtts_url = require_service("IOT_TEST_MQTTS_URL", "Mosquitto (TLS listener)")
     pki = Path(require_service("IOT_TEST_PKI_DIR", "the harness device CA"))
     env = tls_env(tmp_path, pki, mqtts_url)
     imported = subprocess.run(
         [str(BIN / "iot-platform"), "ca", "import", "--cert", str(pki / "ca.crt"), "--key", str(pki / "ca.key"),
          "--chain", str(pki / "root.crt")],
-        cwd=tmp_path, env=platform_env(e2e_database_url, **env), capture_output=True, text=True, timeout=60)
+        cwd=tmp_path, env=platform_env(platform_database_url, **env), capture_output=True, text=True, timeout=60)
     assert imported.returncode == 0, imported.stderr
-    with running_platform(tmp_path, e2e_database_url, **env) as platform:
+    with running_platform(tmp_path, platform_database_url, **env) as platform:
         yield platform, pki, int(mqtts_url.rsplit(":", 1)[1])
 
 
@@ -150,8 +150,8 @@ def test_the_platform_refuses_another_device_s_topic_even_where_the_acl_lets_it_
         assert refused
 
 
-def test_the_embedded_broker_enforces_the_same_rules_with_mutual_tls_required(tmp_path: Path, e2e_database_url: str) -> None:
-    with running_platform(tmp_path, e2e_database_url, IOT_SECURITY__MUTUAL_TLS_REQUIRED="true") as platform, \
+def test_the_embedded_broker_enforces_the_same_rules_with_mutual_tls_required(tmp_path: Path, platform_database_url: str) -> None:
+    with running_platform(tmp_path, platform_database_url, IOT_SECURITY__MUTUAL_TLS_REQUIRED="true") as platform, \
             httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
         (tmp_path / "chain.pem").write_text(httpx.get(f"{platform.base_url}/api/pki/ca").text)
         register(api, "e-1")
@@ -173,14 +173,14 @@ def test_the_embedded_broker_enforces_the_same_rules_with_mutual_tls_required(tm
         assert (tmp_path / "data" / "pki" / f"{name}.key").read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY")
 
 
-def test_an_external_mosquitto_set_up_from_the_platform_s_own_ca(tmp_path: Path, e2e_database_url: str) -> None:
+def test_an_external_mosquitto_set_up_from_the_platform_s_own_ca(tmp_path: Path, platform_database_url: str) -> None:
     """The README's scaled-out shape with no CA of one's own: ``ca init``, ``ca service-cert``
     for Mosquitto's server side and for the platform's client identity, a Mosquitto configured
     as the README says, and a device the platform provisioned publishing through it."""
     port = free_port()
     base = {"IOT_MQTT__EMBEDDED_BROKER": "false"}
     ca = lambda *args, stdin=None: subprocess.run(  # noqa: E731
-        [str(BIN / "iot-platform"), "ca", *args], cwd=tmp_path, env=platform_env(e2e_database_url, **base),
+        [str(BIN / "iot-platform"), "ca", *args], cwd=tmp_path, env=platform_env(platform_database_url, **base),
         input=stdin, capture_output=True, text=True, timeout=60)
     assert ca("init").returncode == 0
     broker_dir = tmp_path / "broker"
@@ -207,7 +207,7 @@ def test_an_external_mosquitto_set_up_from_the_platform_s_own_ca(tmp_path: Path,
                "IOT_MQTT__TLS_CERT_FILE": str(broker_dir / "platform.crt"),
                "IOT_MQTT__TLS_KEY_FILE": str(broker_dir / "platform.key"),
                "IOT_MQTT__TLS_KEY_PASSWORD": KEY_PASSWORD}
-        with running_platform(tmp_path, e2e_database_url, **env) as platform, \
+        with running_platform(tmp_path, platform_database_url, **env) as platform, \
                 httpx.Client(base_url=f"{platform.base_url}/api", headers=platform.headers, timeout=30) as api:
             register(api, "own-1")
             device = provision(api, tmp_path, "own-1")

@@ -41,10 +41,10 @@ def _eventually(check: Any, what: str, deadline: float = 30.0) -> Any:
 
 
 def test_a_null_field_is_a_422_naming_it_and_the_platform_restarts_as_it_was(
-    tmp_path: Path, e2e_database_url: str
+    tmp_path: Path, platform_database_url: str
 ) -> None:
     # Given a rule and a device
-    with running_platform(tmp_path, e2e_database_url) as platform, _api(platform) as api:
+    with running_platform(tmp_path, platform_database_url) as platform, _api(platform) as api:
         created = api.post("/analytics/rules", json=RULE)
         assert created.status_code == 201, created.text
         rule = created.json()
@@ -62,7 +62,7 @@ def test_a_null_field_is_a_422_naming_it_and_the_platform_restarts_as_it_was(
         assert api.get(f"/analytics/rules/{rule['id']}").json() == rule
         assert api.get("/devices/s-1").json()["version"] == 1
     # When the platform restarts, Then it starts, the rule reads back, and new devices appear
-    with running_platform(tmp_path, e2e_database_url) as platform, _api(platform) as api:
+    with running_platform(tmp_path, platform_database_url) as platform, _api(platform) as api:
         assert api.get(f"/analytics/rules/{rule['id']}").json() == rule
         assert api.post("/devices", json={"device_id": "s-2", "device_type": "th"}).status_code == 201
         assert api.get("/devices/s-2").status_code == 200
@@ -108,14 +108,14 @@ def _utc(moment: str) -> Any:
 
 
 def test_an_unreadable_stored_event_stalls_one_projection_not_the_platform(
-    tmp_path: Path, e2e_database_url: str
+    tmp_path: Path, platform_database_url: str
 ) -> None:
     # Given a rule, and an unreadable change of it planted in the store while the platform is down
-    with running_platform(tmp_path, e2e_database_url) as platform, _api(platform) as api:
+    with running_platform(tmp_path, platform_database_url) as platform, _api(platform) as api:
         rule = api.post("/analytics/rules", json=RULE).json()
-    position = asyncio.run(_plant_unreadable_rule_change(e2e_database_url, rule["id"]))
+    position = asyncio.run(_plant_unreadable_rule_change(platform_database_url, rule["id"]))
     # When the platform restarts
-    with running_platform(tmp_path, e2e_database_url, wait_ready=False) as platform, _api(platform) as api:
+    with running_platform(tmp_path, platform_database_url, wait_ready=False) as platform, _api(platform) as api:
         # Then it starts, and /ready names the stalled projection and why
         ready = _eventually(lambda: (r := httpx.get(f"{platform.base_url}/ready")).status_code == 503 and r,
                             "/ready turns 503")
@@ -132,9 +132,9 @@ def test_an_unreadable_stored_event_stalls_one_projection_not_the_platform(
         refused = api.patch(f"/analytics/rules/{rule['id']}", json={"threshold": 5})
         assert refused.status_code == 409 and str(position) in refused.text
         # When an operator skips the event
-        status = cli(tmp_path, e2e_database_url, "projections", "status")
+        status = cli(tmp_path, platform_database_url, "projections", "status")
         assert f"alert_rules: {position - 1}" in status.stdout and "STALLED" in status.stdout
-        skipped = cli(tmp_path, e2e_database_url, "projections", "skip", "alert_rules", str(position),
+        skipped = cli(tmp_path, platform_database_url, "projections", "skip", "alert_rules", str(position),
                       "--reason", "planted by the test")
         assert skipped.returncode == 0, skipped.stderr
         assert f"skipped AlertRuleChanged of alert_rule:{rule['id']} at position {position}" in skipped.stdout
@@ -143,5 +143,5 @@ def test_an_unreadable_stored_event_stalls_one_projection_not_the_platform(
         assert api.post("/analytics/rules", json={**RULE, "name": "after"}).status_code == 201
         assert {r["name"] for r in api.get("/analytics/rules").json()["items"]} == {"hot", "after"}
     # And the skip is on record, and a second skip of it is refused
-    again = cli(tmp_path, e2e_database_url, "projections", "skip", "alert_rules", str(position))
+    again = cli(tmp_path, platform_database_url, "projections", "skip", "alert_rules", str(position))
     assert again.returncode != 0 and "not stalled" in again.stderr
